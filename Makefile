@@ -1,0 +1,53 @@
+# Two entry points: `make demo` (the main job) and `make test` (every test).
+# Both set themselves up on a fresh clone.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export TAILGUARD_PYTHON := $(abspath $(PY))
+
+.PHONY: setup setup-node setup-python setup-browser demo test test-ts test-py bench fuzz load clean
+
+setup: setup-node setup-python
+
+setup-node: node_modules/.stamp
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	node -e "require('zeromq'); require('msgpackr')" # the prebuilt zeromq binary must load
+	touch $@
+
+setup-python: .venv/.stamp
+.venv/.stamp: pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel first, or pip pulls a multi-GB CUDA build for trl's torch dependency.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[trl,test]'
+	touch $@
+
+# Debian's Chromium for the dashboard browser test (playwright's own download does not work offline).
+setup-browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: chromium could not be installed; browser test will fail"
+
+demo: setup
+	$(PY) examples/demo.py
+
+test: setup setup-browser test-ts test-py
+
+test-ts:
+	npx vitest run
+
+test-py:
+	$(PY) -m pytest -q
+
+bench: setup
+	npm run bench
+
+fuzz: setup
+	npm run fuzz
+
+load: setup
+	npm run load
+
+clean:
+	rm -rf node_modules .venv runs out test-artifacts

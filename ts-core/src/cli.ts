@@ -1,0 +1,59 @@
+// `tailguard` command line. Each subcommand lives in commands/<name>.ts and is imported lazily,
+// so `tailguard --help` stays fast and a broken optional part cannot break the others.
+import { Command, Option } from 'commander';
+import { VERSION } from './version.ts';
+
+const program = new Command();
+program
+  .name('tailguard')
+  .description('Slice-aware tail diagnostics and control for RL post-training of tool-using LLM agents')
+  .version(VERSION);
+
+program
+  .command('serve')
+  .description('run the engine: a ZeroMQ ROUTER that trainers (all ranks, many runs) connect to')
+  .option('--endpoint <addr>', 'ZeroMQ endpoint to bind', process.env.TAILGUARD_ENDPOINT ?? 'tcp://127.0.0.1:5599')
+  .option('--run-dir <dir>', 'root directory for run stores (one subdirectory per run id)', process.env.TAILGUARD_RUN_DIR ?? 'runs')
+  .addOption(new Option('--log-level <level>', 'pino log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default(process.env.TAILGUARD_LOG_LEVEL ?? 'info'))
+  .option('--policy <file>', 'policy file (YAML or JSON) overriding the default policy')
+  .option('--window <steps>', 'rolling window length W in steps', '20')
+  .option('--step-timeout <ms>', 'finalise a step after this long even if ranks are missing', '30000')
+  .option('--ui [port]', 'serve the live dashboard on 127.0.0.1:PORT (default 7860)')
+  .option('--ui-host <host>', 'dashboard bind address', '127.0.0.1')
+  .option('--curve-secret <file>', 'server CURVE secret key file (from `tailguard keygen`)')
+  .option('--curve-allow <file>', 'file of allowed client CURVE public keys, one per line')
+  .option('--insecure', 'allow binding a non-loopback address without CURVE (loud warning)')
+  .option('--record <file>', 'also write every received step message to a capture file')
+  .option('--parent-pid <pid>', 'exit when this process is gone (used by the embedded engine)')
+  .option('--ready-file <file>', 'write the bound endpoint to this file once listening')
+  .option('--delay-ms <ms>', 'testing: delay each reply by this long (simulates a slow engine)')
+  .action(async (opts) => (await import('./commands/serve.ts')).serve(opts));
+
+program
+  .command('report <runDir>')
+  .description('write a self-contained HTML report of a run directory')
+  .option('-o, --out <file>', 'output HTML file (default RUN_DIR/report.html)')
+  .action(async (runDir, opts) => (await import('./commands/report.ts')).report(runDir, opts));
+
+program
+  .command('replay <capture>')
+  .description('re-run the engine over a capture file at full speed (tune a policy offline)')
+  .option('--policy <file>', 'policy file (YAML or JSON)')
+  .option('--run-dir <dir>', 'write the replayed run store here')
+  .option('--window <steps>', 'rolling window length W in steps', '20')
+  .action(async (capture, opts) => (await import('./commands/replay.ts')).replay(capture, opts));
+
+program
+  .command('doctor')
+  .description('check the setup: Node.js, zeromq, endpoint reachability, the Python side')
+  .option('--endpoint <addr>', 'engine endpoint to probe')
+  .option('--python [exe]', 'also check that `import tailguard` works in this Python')
+  .action(async (opts) => (await import('./commands/doctor.ts')).doctor(opts));
+
+program
+  .command('keygen')
+  .description('write a CURVE key pair (NAME.key secret, NAME.pub public)')
+  .option('--out <prefix>', 'file prefix', 'tailguard')
+  .action(async (opts) => (await import('./commands/keygen.ts')).keygen(opts));
+
+await program.parseAsync(process.argv);
