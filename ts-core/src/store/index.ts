@@ -1,0 +1,260 @@
+// Run store: one directory per run id under a root. Append-only JSONL files plus atomically
+// replaced run.json and state.json. See docs/observability.md for the layout and guarantees.
+//
+// Durability: every append* call writes its lines immediately (one write() per call); `commitStep()`
+// fsyncs all files written since the previous commit, then (optionally) replaces state.json.
+// The engine calls it once per finalised step, so a crash loses at most the step in flight.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { PROTOCOL_VERSION, VERSION } from '../version.ts';
+import type { MetricRecord, StepResult, WindowRecord } from '../types.ts';
+import { JsonlAppender, readJsonl, writeFileAtomic, type JsonlRead, type TornLine } from './jsonl.ts';
+import type { AuditEntry, RunMeta, RunState, StepEntry } from './types.ts';
+
+export * from './types.ts';
+export { readJsonl, toJsonLine, type JsonlRead, type TornLine } from './jsonl.ts';
+
+export const RUN_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export const FILES = {
+  run: 'run.json',
+  metrics: 'metrics.jsonl',
+  windows: 'windows.jsonl',
+  directives: 'directives.jsonl',
+  steps: 'steps.jsonl',
+  state: 'state.json',
+  lock: 'engine.lock',
+} as const;
+
+type LogName = 'metrics' | 'windows' | 'directives' | 'steps';
+const LOGS: LogName[] = ['metrics', 'windows', 'directives', 'steps'];
+
+export class StoreError extends Error {
+  constructor(
+    readonly code: 'E_RUN_ID' | 'E_RUN_LOCKED' | 'E_STATE',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'StoreError';
+  }
+}
+
+/** Throws E_RUN_ID unless `runId` is safe to use as a single path component. */
+export function checkRunId(runId: unknown): string {
+  if (typeof runId !== 'string' || !RUN_ID_RE.test(runId) || runId === '.' || runId === '..') {
+    throw new StoreError('E_RUN_ID', `run id ${JSON.stringify(runId)} must match ${RUN_ID_RE}`);
+  }
+  return runId;
+}
+
+/** A torn tail found (and cut off) when the store was opened. */
+export interface Recovery {
+  file: string;
+  torn: TornLine;
+}
+
+export interface OpenOptions {
+  /** Skip the single-writer lock (tests that open a store next to a live engine for reading only). */
+  noLock?: boolean;
+}
+
+export class RunStore {
+  readonly dir: string;
+  readonly recovery: Recovery[] = [];
+  private logs: Record<LogName, JsonlAppender>;
+  private closed = false;
+
+  private constructor(
+    readonly root: string,
+    readonly runId: string,
+    private readonly opts: OpenOptions,
+  ) {
+    this.dir = path.join(path.resolve(root), runId);
+    fs.mkdirSync(this.dir, { recursive: true });
+    if (!opts.noLock) this.lock();
+    this.logs = {} as Record<LogName, JsonlAppender>;
+    for (const name of LOGS) {
+      const a = new JsonlAppender(path.join(this.dir, FILES[name]));
+      if (a.recovered) this.recovery.push({ file: FILES[name], torn: a.recovered });
+      this.logs[name] = a;
+    }
+  }
+
+  /** Open (create or resume) the run directory `rootDir/runId`. */
+  static open(rootDir: string, runId: string, opts: OpenOptions = {}): RunStore {
+    return new RunStore(rootDir, checkRunId(runId), opts);
+  }
+
+  path(name: keyof typeof FILES): string {
+    return path.join(this.dir, FILES[name]);
+  }
+
+  // ---- run.json ----
+
+  readRunJson(): RunMeta | null {
+    return readJsonFile<RunMeta>(this.path('run'));
+  }
+
+  /** Merge `patch` into run.json (created with versions on first write) and replace it atomically. */
+  writeRunJson(patch: Partial<RunMeta>): RunMeta {
+    const now = new Date().toISOString();
+    const prev = this.readRunJson();
+    const meta: RunMeta = {
+      run_id: this.runId,
+      created_at: prev?.created_at ?? now,
+      ...prev,
+      ...patch,
+      versions: { tailguard: VERSION, node: process.version, protocol: PROTOCOL_VERSION },
+      updated_at: now,
+    };
+    writeFileAtomic(this.path('run'), JSON.stringify(meta, null, 2) + '\n');
+    return meta;
+  }
+
+  // ---- append-only logs ----
+
+  appendMetrics(records: readonly MetricRecord[]): void {
+    this.logs.metrics.append(records);
+  }
+
+  appendWindows(records: readonly WindowRecord[]): void {
+    this.logs.windows.append(records);
+  }
+
+  appendSteps(entries: readonly StepEntry[]): void {
+    this.logs.steps.append(entries);
+  }
+
+  /** Findings, directives, acks, checkpoints: the audit log. */
+  appendDirective(entry: AuditEntry): void {
+    this.logs.directives.append([entry]);
+  }
+
+  /** Append everything a finalised step produced (no fsync; call commitStep()). */
+  appendStepResult(r: StepResult): void {
+    this.appendMetrics(r.records);
+    this.appendWindows(r.windows);
+    this.appendSteps([stepEntry(r)]);
+  }
+
+  /** Make every append so far durable; then replace state.json when given. */
+  commitStep(state?: Omit<RunState, 'version' | 'saved_at'>): void {
+    for (const name of LOGS) this.logs[name].sync();
+    if (state) this.saveState(state);
+  }
+
+  // ---- state.json (resume) ----
+
+  saveState(state: Omit<RunState, 'version' | 'saved_at'>): void {
+    const full: RunState = { version: 1, ...state, saved_at: new Date().toISOString() };
+    writeFileAtomic(this.path('state'), JSON.stringify(full));
+  }
+
+  loadState(): RunState | null {
+    const s = readJsonFile<RunState>(this.path('state'));
+    if (s && s.version !== 1) throw new StoreError('E_STATE', `state.json version ${s.version} is not supported`);
+    return s;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const name of LOGS) this.logs[name].close();
+    if (!this.opts.noLock) fs.rmSync(this.path('lock'), { force: true });
+  }
+
+  /** One writer per run directory; a lock left by a dead process (kill -9) is taken over. */
+  private lock(): void {
+    const file = this.path('lock');
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const pid = Number(fs.readFileSync(file, 'utf8'));
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
+      throw new StoreError('E_RUN_LOCKED', `run directory ${this.dir} is in use by process ${pid}`);
+    }
+    fs.writeFileSync(file, String(process.pid));
+  }
+}
+
+export function stepEntry(r: StepResult): StepEntry {
+  const tokensPerRank: Record<string, number> = {};
+  for (const p of r.perRank) tokensPerRank[String(p.rank)] = p.tokens;
+  return {
+    step: r.step,
+    world_size: r.worldSize,
+    tokens: r.tokens,
+    tokens_per_rank: tokensPerRank,
+    ranks_present: r.ranksPresent,
+    ranks_missing: r.ranksMissing,
+    knobs: r.knobs,
+    logs: r.logs,
+    per_rank: r.perRank,
+  };
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function readJsonFile<T>(file: string): T | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  return JSON.parse(text) as T;
+}
+
+// ---- readers over a run directory (no lock; safe next to a live engine) ----
+
+export interface RunData {
+  dir: string;
+  meta: RunMeta | null;
+  metrics: JsonlRead<MetricRecord>;
+  windows: JsonlRead<WindowRecord>;
+  directives: JsonlRead<AuditEntry>;
+  steps: JsonlRead<StepEntry>;
+  state: RunState | null;
+}
+
+/** Read a whole run directory. Torn last lines are reported in each file's `torn`, never thrown. */
+export function readRun(dir: string): RunData {
+  const meta = readJsonFile<RunMeta>(path.join(dir, FILES.run));
+  let state: RunState | null = null;
+  try {
+    state = readJsonFile<RunState>(path.join(dir, FILES.state));
+  } catch {
+    state = null; // a partially written state.json cannot exist (atomic rename); bad JSON is ignored
+  }
+  return {
+    dir,
+    meta,
+    metrics: readJsonl<MetricRecord>(path.join(dir, FILES.metrics)),
+    windows: readJsonl<WindowRecord>(path.join(dir, FILES.windows)),
+    directives: readJsonl<AuditEntry>(path.join(dir, FILES.directives)),
+    steps: readJsonl<StepEntry>(path.join(dir, FILES.steps)),
+    state,
+  };
+}
+
+/** Human-readable warnings for torn or bad lines in a run read by readRun(). */
+export function runWarnings(run: RunData): string[] {
+  const out: string[] = [];
+  for (const name of LOGS) {
+    const r = run[name];
+    if (r.torn) out.push(`${FILES[name]}: torn last line (${r.torn.bytes} bytes at offset ${r.torn.offset}) ignored`);
+    for (const b of r.bad) out.push(`${FILES[name]}: line ${b.line} is not valid JSON (${b.error}); skipped`);
+  }
+  return out;
+}
