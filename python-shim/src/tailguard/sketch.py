@@ -1,0 +1,400 @@
+"""Sketch mode: per-step histograms and exact sums computed on the tensors' own device,
+reduced across ranks with ``torch.distributed``, so that rank 0 sends one small message
+whose size depends on neither the token count nor the number of ranks.
+
+The layout is the engine's (proto/README.md "Sketch payloads", docs/sketch.md):
+
+- ``sketch/<pair>/<slice>/hist`` (f64, 2050): counts of finite |ℓ| per float32-bit bin.
+- ``sketch/<pair>/<slice>/sums`` (f64, ``len(SUMS_FIELDS)``): the exact sums, in ``SUMS_FIELDS`` order.
+
+Counts travel as f64 because a bin can exceed 2^32 at the scale this mode is for
+(10^8 tokens per rank × 43 ranks); f64 counts are exact up to 2^53.
+
+Example:
+
+```python
+>>> import torch
+>>> from tailguard.sketch import compute_sketch
+>>> lr = torch.tensor([0.0, 0.5, -1.0, 2.0])
+>>> sk = compute_sketch({"policy_vs_ref": lr}, torch.ones(4, dtype=torch.uint8),
+...                     torch.tensor([1, 0, 1, 1], dtype=torch.uint8), torch.tensor([0, 4]))
+>>> int(sk.field("policy_vs_ref", "post_tool", "n"))
+2
+```
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+
+HIST_EXP_MIN = -24
+HIST_EXP_MAX = 8
+HIST_MANT_BITS = 6
+HIST_BINS = 2 + ((HIST_EXP_MAX - HIST_EXP_MIN) << HIST_MANT_BITS)  # 2050
+HIST_LAYOUT = {"exp_min": HIST_EXP_MIN, "exp_max": HIST_EXP_MAX, "mant_bits": HIST_MANT_BITS}
+_BITS_MIN = (127 + HIST_EXP_MIN) << 23  # float32 bits of 2^-24
+_BITS_MAX = (127 + HIST_EXP_MAX) << 23  # float32 bits of 2^8
+_SHIFT = 23 - HIST_MANT_BITS
+
+PAIRS = ("policy_vs_old", "policy_vs_ref", "old_vs_rollout")
+BUILTIN_SLICES = ("all", "pre_tool", "post_tool", "tool_output")
+# Disjoint base slices computed in one pass; "all" = pre_tool + post_tool (model tokens).
+_BASE = ("pre_tool", "post_tool", "tool_output")
+
+EXCEED_LOG = (math.log(1.5), math.log(2.0), math.log(3.0))
+
+# Field order of `sketch/<pair>/<slice>/sums`. Kinds say how ranks merge:
+# "sum" adds, "max" takes the maximum, "lse:<max field>" is a scaled exp-sum relative to that max.
+SUMS_FIELDS: tuple[tuple[str, str], ...] = (
+    ("n", "sum"),  # finite tokens
+    ("nonfinite", "sum"),
+    ("sum", "sum"),  # Σℓ
+    ("sum_abs", "sum"),  # Σ|ℓ|
+    ("sum_sq", "sum"),  # Σℓ²
+    ("sum_k3", "sum"),  # Σ(expm1(ℓ) − ℓ)
+    ("exceed_1_5", "sum"),  # #{|ℓ| > log 1.5}
+    ("exceed_2", "sum"),
+    ("exceed_3", "sum"),
+    ("clip", "sum"),  # #{w < 1−ε_low or w > 1+ε_high}
+    ("abs_max", "max"),
+    ("lse_max", "max"),  # m = max ℓ
+    ("lse_sum", "lse:lse_max"),  # Σ exp(ℓ − m)
+    ("lse2_sum", "lse2:lse_max"),  # Σ exp(2(ℓ − m))
+    ("seq_n", "sum"),  # sequences with ≥1 finite token in the slice
+    ("seq_max", "max"),  # max L_i, L_i = Σ_t ℓ_t
+    ("seq_sum", "lse:seq_max"),
+    ("seq2_sum", "lse2:seq_max"),
+    ("seqn_max", "max"),  # max L_i/|y_i|
+    ("seqn_sum", "lse:seqn_max"),
+    ("seqn2_sum", "lse2:seqn_max"),
+)
+FIELD_INDEX = {name: i for i, (name, _) in enumerate(SUMS_FIELDS)}
+N_FIELDS = len(SUMS_FIELDS)
+_MAX_IDX = [i for i, (_, kind) in enumerate(SUMS_FIELDS) if kind == "max"]
+_LSE = [(i, FIELD_INDEX[k.split(":")[1]], 2.0 if k.startswith("lse2") else 1.0)
+        for i, (_, k) in enumerate(SUMS_FIELDS) if k.startswith("lse")]
+
+
+def hist_bins(abs_vals: torch.Tensor) -> torch.Tensor:
+    """Bin index (int64) of finite, non-negative float32 values: the engine's bit-histogram formula."""
+    bits = abs_vals.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
+    mid = 1 + ((bits - _BITS_MIN) >> _SHIFT)
+    return torch.where(bits < _BITS_MIN, 0, torch.where(bits >= _BITS_MAX, HIST_BINS - 1, mid))
+
+
+@dataclass
+class Sketch:
+    """One step's sketch: `hist[p, s]` and `sums[p, s]` for pair p × slice s (float64 tensors)."""
+
+    pairs: list[str]
+    slices: list[str]
+    hist: torch.Tensor  # (P, S, HIST_BINS) float64
+    sums: torch.Tensor  # (P, S, N_FIELDS) float64
+    tokens: int
+    n_seqs: int
+    slice_counts: dict[str, int] = field(default_factory=dict)
+    per_rank: torch.Tensor | None = None  # (world, P, S, 4): n, abs_q99, abs_mean, ess
+
+    def field(self, pair: str, slice_: str, name: str) -> float:
+        return float(self.sums[self.pairs.index(pair), self.slices.index(slice_), FIELD_INDEX[name]])
+
+    def buffers(self) -> dict[str, "object"]:
+        """Wire buffers (host numpy float64), named `sketch/<pair>/<slice>/{hist,sums}`."""
+        hist = self.hist.detach().cpu().numpy()
+        sums = self.sums.detach().cpu().numpy()
+        out = {}
+        for p, pair in enumerate(self.pairs):
+            for s, sl in enumerate(self.slices):
+                out[f"sketch/{pair}/{sl}/hist"] = hist[p, s]
+                out[f"sketch/{pair}/{sl}/sums"] = sums[p, s]
+        if self.per_rank is not None:
+            out["sketch/per_rank"] = self.per_rank.detach().cpu().numpy().reshape(-1)
+        return out
+
+
+def slice_codes(completion_mask: torch.Tensor, tool_mask: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Per-token code 0=pre_tool, 1=post_tool, 2=tool_output, 3=not in any slice (padding)."""
+    cm = completion_mask.to(torch.bool)
+    tool_out = cm & ~tool_mask.to(torch.bool)
+    model = cm & tool_mask.to(torch.bool)
+    T = cm.numel()
+    lengths = (offsets[1:] - offsets[:-1]).to(torch.int64)
+    seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=cm.device), lengths)
+    cum = torch.cumsum(tool_out.to(torch.int64), 0)
+    start = offsets[:-1].to(torch.int64)
+    before = torch.where(start > 0, cum[(start - 1).clamp(min=0)], 0) if T else start
+    seen = (cum - before[seq]) > 0 if T else cum.bool()
+    code = torch.full((T,), 3, dtype=torch.int64, device=cm.device)
+    code[model & ~seen] = 0
+    code[model & seen] = 1
+    code[tool_out] = 2
+    return code
+
+
+def _lse_parts(vals: torch.Tensor, key: torch.Tensor, k: int):
+    """Per-key max and scaled exp-sums Σexp(v−m), Σexp(2(v−m)) (float64)."""
+    m = torch.full((k,), -math.inf, dtype=torch.float64, device=vals.device)
+    m = m.scatter_reduce(0, key, vals, reduce="amax", include_self=True)
+    d = vals - m[key]
+    s1 = torch.bincount(key, weights=torch.exp(d), minlength=k)
+    s2 = torch.bincount(key, weights=torch.exp(2.0 * d), minlength=k)
+    return m, s1, s2
+
+
+def _pair_base(x: torch.Tensor, code: torch.Tensor, seq: torch.Tensor, n_seqs: int, clip_lo: float, clip_hi: float):
+    """hist (3, BINS) and sums (3, F) for the disjoint base slices of one pair."""
+    K = len(_BASE)
+    dev = x.device
+    inslice = code < K
+    finite = torch.isfinite(x)
+    nonfinite = torch.bincount(code[inslice & ~finite], minlength=K)
+    sel = inslice & finite
+    c = code[sel]
+    xs = x[sel]
+    v = xs.to(torch.float64)
+    a = v.abs()
+    sums = torch.zeros((K, N_FIELDS), dtype=torch.float64, device=dev)
+    F = FIELD_INDEX
+    sums[:, F["n"]] = torch.bincount(c, minlength=K).to(torch.float64)
+    sums[:, F["nonfinite"]] = nonfinite.to(torch.float64)
+    sums[:, F["sum"]] = torch.bincount(c, weights=v, minlength=K)
+    sums[:, F["sum_abs"]] = torch.bincount(c, weights=a, minlength=K)
+    sums[:, F["sum_sq"]] = torch.bincount(c, weights=v * v, minlength=K)
+    sums[:, F["sum_k3"]] = torch.bincount(c, weights=torch.expm1(v) - v, minlength=K)
+    for name, t in zip(("exceed_1_5", "exceed_2", "exceed_3"), EXCEED_LOG):
+        sums[:, F[name]] = torch.bincount(c[a > t], minlength=K).to(torch.float64)
+    sums[:, F["clip"]] = torch.bincount(c[(v < clip_lo) | (v > clip_hi)], minlength=K).to(torch.float64)
+    amax = torch.zeros(K, dtype=torch.float64, device=dev)
+    sums[:, F["abs_max"]] = amax.scatter_reduce(0, c, a, reduce="amax", include_self=True)
+    m, s1, s2 = _lse_parts(v, c, K)
+    sums[:, F["lse_max"]], sums[:, F["lse_sum"]], sums[:, F["lse2_sum"]] = m, s1, s2
+    hist = torch.bincount(c * HIST_BINS + hist_bins(xs.abs()), minlength=K * HIST_BINS)
+    hist = hist.to(torch.float64).view(K, HIST_BINS)
+    # Per-sequence sums L_i and lengths |y_i| per base slice (finite tokens).
+    skey = c * n_seqs + seq[sel]
+    L = torch.bincount(skey, weights=v, minlength=K * n_seqs).view(K, n_seqs)
+    ln = torch.bincount(skey, minlength=K * n_seqs).view(K, n_seqs)
+    return hist, sums, L, ln
+
+
+def _seq_fields(sums_row: torch.Tensor, L: torch.Tensor, ln: torch.Tensor) -> None:
+    F = FIELD_INDEX
+    has = ln > 0
+    Ls = L[has]
+    sums_row[F["seq_n"]] = float(has.sum())
+    if Ls.numel() == 0:
+        sums_row[F["seq_max"]] = sums_row[F["seqn_max"]] = -math.inf
+        return
+    key = torch.zeros(Ls.numel(), dtype=torch.int64, device=L.device)
+    for pre, vals in (("seq", Ls), ("seqn", Ls / ln[has].to(torch.float64))):
+        m, s1, s2 = _lse_parts(vals, key, 1)
+        sums_row[F[f"{pre}_max"]], sums_row[F[f"{pre}_sum"]], sums_row[F[f"{pre}2_sum"]] = m[0], s1[0], s2[0]
+
+
+def _merge_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Merge sums rows (R, F) of disjoint data into one row (F): the same rule as the rank merge."""
+    out = rows.sum(0)
+    for i in _MAX_IDX:
+        out[i] = rows[:, i].max()
+    for i, mi, scale in _LSE:
+        out[i] = _rescale(rows[:, i], rows[:, mi], out[mi], scale).sum()
+    return out
+
+
+def _rescale(s: torch.Tensor, m_local: torch.Tensor, m_global: torch.Tensor, scale: float) -> torch.Tensor:
+    """s·exp(scale·(m_local − m_global)), with empty parts (m_local = −inf) giving 0."""
+    d = torch.where(torch.isfinite(m_local), scale * (m_local - m_global), torch.full_like(m_local, -math.inf))
+    return torch.where(s > 0, s * torch.exp(d), torch.zeros_like(s))
+
+
+def compute_sketch(
+    pairs: Mapping[str, torch.Tensor],
+    completion_mask: torch.Tensor,
+    tool_mask: torch.Tensor,
+    offsets: torch.Tensor,
+    knobs: Mapping[str, float | None] | None = None,
+) -> Sketch:
+    """This rank's sketch of one step, computed with torch ops on the tensors' device.
+
+    Args:
+        pairs (`dict[str, torch.Tensor]`): flat float32 log-ratios, length T, per pair name.
+        completion_mask (`torch.Tensor`): 1 = completion token, length T.
+        tool_mask (`torch.Tensor`): 1 = model token, 0 = tool output (TRL convention), length T.
+        offsets (`torch.Tensor`): sequence starts, length n_seqs+1, `offsets[-1] == T`.
+        knobs (`dict`, *optional*): live trainer knobs; `epsilon_low`/`epsilon_high` set the clip band.
+    """
+    knobs = knobs or {}
+    eps_lo = knobs.get("epsilon_low")
+    eps_hi = knobs.get("epsilon_high")
+    eps_lo = 0.2 if eps_lo is None else float(eps_lo)
+    eps_hi = eps_lo if eps_hi is None else float(eps_hi)
+    clip_lo = math.log(1.0 - eps_lo) if eps_lo < 1.0 else -math.inf
+    clip_hi = math.log1p(eps_hi)
+    names = [p for p in PAIRS if p in pairs] + [p for p in pairs if p not in PAIRS]
+    dev = completion_mask.device
+    offsets = offsets.to(dev, torch.int64)
+    code = slice_codes(completion_mask, tool_mask, offsets)
+    n_seqs = offsets.numel() - 1
+    lengths = offsets[1:] - offsets[:-1]
+    seq = torch.repeat_interleave(torch.arange(n_seqs, device=dev), lengths)
+    S = len(BUILTIN_SLICES)
+    hist = torch.zeros((len(names), S, HIST_BINS), dtype=torch.float64, device=dev)
+    sums = torch.zeros((len(names), S, N_FIELDS), dtype=torch.float64, device=dev)
+    for p, name in enumerate(names):
+        h, sm, L, ln = _pair_base(pairs[name].reshape(-1), code, seq, n_seqs, clip_lo, clip_hi)
+        for b, sl in enumerate(_BASE):
+            s = BUILTIN_SLICES.index(sl)
+            hist[p, s], sums[p, s] = h[b], sm[b]
+            _seq_fields(sums[p, s], L[b], ln[b])
+        hist[p, 0] = h[0] + h[1]
+        sums[p, 0] = _merge_rows(sm[:2])
+        _seq_fields(sums[p, 0], L[0] + L[1], ln[0] + ln[1])
+    counts = torch.bincount(code, minlength=4).tolist()
+    slice_counts = {"pre_tool": counts[0], "post_tool": counts[1], "tool_output": counts[2],
+                    "all": counts[0] + counts[1]}
+    return Sketch(names, list(BUILTIN_SLICES), hist, sums, int(code.numel()), n_seqs, slice_counts)
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def reduce_sketch(sk: Sketch, group=None, per_rank: bool = False) -> Sketch:
+    """Merge every rank's sketch with two collectives (MAX of maxima, then SUM of the rest).
+
+    Every rank must call it (it is a collective). Afterwards every rank holds the merged sketch;
+    only rank 0 sends it. With `per_rank=True` a small fixed-size summary per rank is all-gathered
+    too (n, abs_q99, abs_mean, ess per pair × slice), so a tail can still be traced to one rank.
+    """
+    dist = _dist()
+    local = summarize(sk) if per_rank else None
+    if dist is None or dist.get_world_size(group) == 1:
+        if local is not None:
+            sk.per_rank = local.unsqueeze(0)
+        return sk
+    sums = sk.sums.clone()
+    maxes = sums[..., _MAX_IDX].contiguous()
+    dist.all_reduce(maxes, op=dist.ReduceOp.MAX, group=group)
+    gmax = torch.empty_like(sums)
+    gmax[..., _MAX_IDX] = maxes
+    for i, mi, scale in _LSE:
+        sums[..., i] = _rescale(sums[..., i], sums[..., mi], gmax[..., mi], scale)
+    sums[..., _MAX_IDX] = 0.0
+    counts = [sk.tokens, sk.n_seqs] + [sk.slice_counts[s] for s in BUILTIN_SLICES]
+    extra = torch.tensor(counts, dtype=torch.float64, device=sums.device)
+    flat = torch.cat([sk.hist.reshape(-1), sums.reshape(-1), extra])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    nh = sk.hist.numel()
+    hist = flat[:nh].view_as(sk.hist)
+    sums = flat[nh:nh + sums.numel()].view_as(sums).clone()
+    sums[..., _MAX_IDX] = maxes
+    extra = flat[nh + sums.numel():].tolist()
+    out = Sketch(sk.pairs, sk.slices, hist, sums, int(extra[0]), int(extra[1]),
+                 {s: int(c) for s, c in zip(BUILTIN_SLICES, extra[2:])})
+    if local is not None:
+        gathered = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(gathered, local, group=group)
+        out.per_rank = torch.stack(gathered)
+    return out
+
+
+def hist_quantile(hist: torch.Tensor, q: float) -> float:
+    """Quantile of |ℓ| from bin counts: linear inside the bin [lo, hi) (for summaries only;
+    the engine's own quantile rule is authoritative on the wire)."""
+    total = float(hist.sum())
+    if total <= 0:
+        return math.nan
+    target = q * total
+    cum = torch.cumsum(hist, 0)
+    b = int(torch.searchsorted(cum, torch.tensor(target, dtype=cum.dtype, device=cum.device)).clamp(max=HIST_BINS - 1))
+    lo, hi = bin_edges(b)
+    before = float(cum[b - 1]) if b > 0 else 0.0
+    frac = (target - before) / max(float(hist[b]), 1.0)
+    return lo + (hi - lo) * min(max(frac, 0.0), 1.0) if math.isfinite(hi) else lo
+
+
+def bin_edges(b: int) -> tuple[float, float]:
+    """[lo, hi) of bin b in |ℓ|."""
+    if b == 0:
+        return 0.0, 2.0 ** HIST_EXP_MIN
+    if b == HIST_BINS - 1:
+        return 2.0 ** HIST_EXP_MAX, math.inf
+    k = b - 1
+    e, m = divmod(k, 1 << HIST_MANT_BITS)
+    base = 2.0 ** (HIST_EXP_MIN + e)
+    step = base / (1 << HIST_MANT_BITS)
+    return base + m * step, base + (m + 1) * step
+
+
+def _log_ess(s1: float, s2: float, n: float) -> float:
+    # ESS/N = (Σw)²/(N Σw²); the shared max cancels: exp(2 log s1 − log s2 − log N).
+    return math.exp(2.0 * math.log(s1) - math.log(s2) - math.log(n)) if n > 0 and s1 > 0 else math.nan
+
+
+def _expm1(v: float) -> float:
+    return math.expm1(v) if v < 709.0 else math.inf
+
+
+def metrics_from_sums(sums: torch.Tensor) -> dict[str, float]:
+    """Moments, ESS, χ², KL and fractions from one sums row (same formulas as the engine)."""
+    g = {name: float(sums[i]) for i, (name, _) in enumerate(SUMS_FIELDS)}
+    n = g["n"]
+    if n <= 0:
+        return {"n": 0.0, "nonfinite": g["nonfinite"]}
+    mean = g["sum"] / n
+    var = max(g["sum_sq"] / n - mean * mean, 0.0)
+    return {
+        "n": n,
+        "nonfinite": g["nonfinite"],
+        "mean": mean,
+        "abs_mean": g["sum_abs"] / n,
+        "std": math.sqrt(var),
+        "abs_max": g["abs_max"],
+        "exceed_1_5": g["exceed_1_5"] / n,
+        "exceed_2": g["exceed_2"] / n,
+        "exceed_3": g["exceed_3"] / n,
+        "ess": _log_ess(g["lse_sum"], g["lse2_sum"], n),
+        "ess_seq": _log_ess(g["seq_sum"], g["seq2_sum"], g["seq_n"]),
+        "ess_seq_norm": _log_ess(g["seqn_sum"], g["seqn2_sum"], g["seq_n"]),
+        "chi2": _expm1(2.0 * g["lse_max"] + math.log(g["lse2_sum"]) - math.log(n)),
+        "kl_k1": -mean,
+        "kl_k2": g["sum_sq"] / (2.0 * n),
+        "kl_k3": g["sum_k3"] / n,
+        "clip_frac": g["clip"] / n,
+    }
+
+
+def summarize(sk: Sketch) -> torch.Tensor:
+    """(P, S, 4) float64: n, abs_q99, abs_mean, ess per pair × slice, for per-rank attribution."""
+    P, S = len(sk.pairs), len(sk.slices)
+    out = torch.full((P, S, 4), math.nan, dtype=torch.float64, device=sk.sums.device)
+    for p in range(P):
+        for s in range(S):
+            m = metrics_from_sums(sk.sums[p, s])
+            out[p, s, 0] = m["n"]
+            if m["n"] > 0:
+                out[p, s, 1] = hist_quantile(sk.hist[p, s], 0.99)
+                out[p, s, 2] = m["abs_mean"]
+                out[p, s, 3] = m["ess"]
+    return out
+
+
+def step_header_fields(sk: Sketch) -> dict:
+    """The sketch-specific fields of a `step` header (the client adds run_id, rank, step, ...)."""
+    fields = {
+        "sketch": True,
+        "hist": dict(HIST_LAYOUT),
+        "sums_fields": [name for name, _ in SUMS_FIELDS],
+        "tokens": sk.tokens,
+        "n_seqs": sk.n_seqs,
+        "slice_counts": dict(sk.slice_counts),
+    }
+    if sk.per_rank is not None:
+        fields["per_rank"] = {"ranks": int(sk.per_rank.shape[0]), "fields": ["n", "abs_q99", "abs_mean", "ess"]}
+    return fields
