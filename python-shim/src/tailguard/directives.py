@@ -1,0 +1,423 @@
+"""Engine directives applied at a step boundary, identically on every rank.
+
+Rank 0 polls the engine; every rank joins one ``broadcast_object_list`` per step (a no-op payload
+when there is nothing to apply), so all ranks apply the same directive at the same
+``state.global_step``, ack it, and log it to ``<output_dir>/tailguard-directives.rank<R>.jsonl``.
+
+Knobs (TRL 1.16 GRPO; read on every micro-batch, so changed only here, at step end):
+
+- ``beta`` → ``trainer.beta``. 0 → >0 is refused without a reference model (none is built when
+  beta starts at 0), unless the model is a PEFT model (its reference is the disabled adapter).
+- ``epsilon_low`` / ``epsilon_high`` → ``trainer.epsilon_low`` / ``trainer.epsilon_high``.
+- ``is_clip_max`` → ``trainer.vllm_importance_sampling_clip_max`` when vLLM IS correction is on,
+  else ``args.delta`` (the two-sided clip of the ratio; ``None`` means off).
+- ``off_policy_mask_threshold`` → ``trainer.off_policy_mask_threshold`` (``None`` means off).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+from .checkpoints import CheckpointKeeper, RollbackRefused, read_state, rollback_in_process, rollback_refusal
+
+logger = logging.getLogger("tailguard.directives")
+
+KNOBS = ("beta", "epsilon_low", "epsilon_high", "is_clip_max", "off_policy_mask_threshold")
+ACTIONS = ("noop", "warn", "tighten", "rollback", "stop", "curriculum")
+ALPHA_CEILING_ENV = "TAILGUARD_ALPHA_CEILING"
+ALPHA_CEILING_FILE = "tailguard-alpha-ceiling.json"
+_NULLABLE = ("is_clip_max", "off_policy_mask_threshold")
+
+
+class Refusal(Exception):
+    """A directive (or part of one) the trainer cannot honour. ``code`` is stable (``E_*``)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+# --- knobs ----------------------------------------------------------------------------------
+
+
+def _is_clip_target(trainer):
+    if getattr(trainer, "use_vllm", False) and getattr(trainer, "vllm_importance_sampling_correction", False):
+        return trainer, "vllm_importance_sampling_clip_max"
+    return trainer.args, "delta"
+
+
+def read_knobs(trainer) -> dict:
+    """The live knobs this trainer has, by their wire names (absent knobs are left out)."""
+    out = {}
+    for knob in ("beta", "epsilon_low", "epsilon_high", "off_policy_mask_threshold"):
+        if hasattr(trainer, knob):
+            out[knob] = getattr(trainer, knob)
+    if hasattr(trainer, "epsilon_low"):  # the clip knobs exist on GRPO/RLOO-style trainers only
+        obj, attr = _is_clip_target(trainer)
+        if hasattr(obj, attr):
+            out["is_clip_max"] = getattr(obj, attr)
+    return out
+
+
+def _has_reference(trainer) -> bool:
+    if getattr(trainer, "ref_model", None) is not None:
+        return True
+    try:
+        from trl.models.utils import is_peft_model  # noqa: PLC0415
+    except ImportError:  # older/newer layout
+        return hasattr(getattr(trainer, "model", None), "peft_config")
+    return bool(is_peft_model(trainer.model))
+
+
+def set_knob(trainer, knob: str, value) -> tuple:
+    """Set one knob; returns ``(old, new)``. Raises `Refusal` when the trainer cannot honour it."""
+    if knob not in KNOBS:
+        raise Refusal("E_UNKNOWN_KNOB", f"unknown knob {knob!r} (known: {', '.join(KNOBS)})")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise Refusal("E_KNOB_VALUE", f"{knob}={value!r} is not a finite number >= 0")
+        value = float(value)
+    elif knob not in _NULLABLE:
+        raise Refusal("E_KNOB_VALUE", f"{knob} cannot be null")
+    live = read_knobs(trainer)
+    if knob not in live:
+        raise Refusal("E_KNOB_ABSENT", f"{type(trainer).__name__} has no {knob}")
+    old = live[knob]
+    if knob == "beta" and (old or 0.0) == 0.0 and value and not _has_reference(trainer):
+        raise Refusal(
+            "E_NO_REF_MODEL",
+            "cannot raise beta from 0: the trainer built no reference model (beta was 0 at init); "
+            "stop and resume_from_checkpoint with beta > 0 in the config",
+        )
+    if knob == "epsilon_low" and value is not None and value >= 1.0:
+        raise Refusal("E_KNOB_VALUE", "epsilon_low must be < 1 (the clip range is [1-eps_low, 1+eps_high])")
+    if knob == "is_clip_max":
+        obj, attr = _is_clip_target(trainer)
+        setattr(obj, attr, value)
+    else:
+        setattr(trainer, knob, value)
+    return old, value
+
+
+def tighten_targets(params: dict) -> dict:
+    """Knob targets of a tighten directive: ``params.knobs`` or knob names at the top level."""
+    if isinstance(params.get("knobs"), dict):
+        return dict(params["knobs"])  # unknown names there are refused, not ignored
+    return {k: v for k, v in params.items() if k in KNOBS}
+
+
+# --- the applier ----------------------------------------------------------------------------
+
+
+def _unwrap(d):
+    """A ``directive`` reply or the directive inside it; None for no-ops."""
+    if not isinstance(d, dict):
+        return None
+    if isinstance(d.get("directive"), dict) or ("directive" in d and d.get("type") == "directive"):
+        d = d.get("directive")
+    if not isinstance(d, dict) or d.get("action") in (None, "noop"):
+        return None
+    return d
+
+
+class DirectiveApplier:
+    """Receives, broadcasts, applies, acks and logs directives for one trainer process.
+
+    Args:
+        trainer: the TRL trainer instance (knobs, checkpoint loaders, `args.output_dir`).
+        client (*optional*): an `EngineClient` (``poll_directives()``, ``send_ack(...)``); None = no engine.
+        rank (`int`), world_size (`int`): this process in the trainer's own distributed group.
+        fail_mode (`str`, *optional*, defaults to `"fail_open"`): `"fail_closed"` stops training when
+            rank 0 loses the engine; `"fail_open"` warns and goes on.
+        keeper (`CheckpointKeeper`, *optional*): protected checkpoints; made from `output_dir` if absent.
+    """
+
+    def __init__(
+        self, trainer, client=None, *, rank=0, world_size=1, fail_mode="fail_open", keeper=None, checkpoint_every=0
+    ):
+        if fail_mode not in ("fail_open", "fail_closed"):
+            raise ValueError(f"fail_mode must be 'fail_open' or 'fail_closed', got {fail_mode!r}")
+        self.trainer = trainer
+        self.checkpoint_every = int(checkpoint_every or 0)
+        self.resumed_from: str | None = None
+        self._rolling_back = False
+        self._probe_resume(trainer)
+        self.client = client
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.fail_mode = fail_mode
+        out = trainer.args.output_dir
+        self.keeper = keeper or CheckpointKeeper(out, is_main=self.rank == 0)
+        self.log_path = os.path.join(out, f"tailguard-directives.rank{self.rank}.jsonl")
+        self.alpha_ceiling: float | None = None
+        self.pending: list[dict] = []  # rank 0 only: received, not yet due
+        self.applied_ids: list[str] = []
+        self.rollbacks = 0
+        self._seen: set[str] = set()
+        self._lost_warned = False
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def _probe_resume(self, trainer) -> None:
+        """Remember the folder ``train(resume_from_checkpoint=...)`` loads, to restore knobs from it."""
+        load = getattr(trainer, "_load_from_checkpoint", None)
+        if load is None or getattr(load, "_tailguard_probe", False):
+            return
+
+        def probe(resume_from_checkpoint, *a, **kw):
+            if not self._rolling_back:
+                self.resumed_from = resume_from_checkpoint
+            return load(resume_from_checkpoint, *a, **kw)
+
+        probe._tailguard_probe = True
+        trainer._load_from_checkpoint = probe
+
+    def on_train_begin(self, state) -> dict | None:
+        """On resume (global_step > 0), re-apply the persisted knobs and α ceiling."""
+        if int(state.global_step) <= 0:
+            return None
+        folder = self.resumed_from or os.path.join(self.trainer.args.output_dir, f"checkpoint-{state.global_step}")
+        return self.restore(folder)
+
+    def on_save(self, state) -> dict | None:
+        """After TRL saved ``checkpoint-<global_step>``: persist our state and protect the folder.
+
+        Returns the notice for the engine (``{step, path}``) on the main process, else None.
+        """
+        if self.world_size > 1:
+            import torch.distributed as dist  # noqa: PLC0415
+
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()  # every rank's rng_state_<r>.pth is on disk before we link the folder
+        return self.keeper.on_save(int(state.global_step), self.state())
+
+    def state(self) -> dict:
+        """What goes into ``tailguard_state.json``: live knobs, α ceiling, directive history."""
+        return {
+            "knobs": read_knobs(self.trainer),
+            "alpha_ceiling": self.alpha_ceiling,
+            "applied": self.applied_ids[-100:],
+            "rollbacks": self.rollbacks,
+        }
+
+    def restore(self, resumed_from: str | None) -> dict | None:
+        """Re-apply persisted knobs on resume: the run's latest state, else the checkpoint's."""
+        st = read_state(self.trainer.args.output_dir) or read_state(resumed_from)
+        if not st:
+            return None
+        changes = []
+        for knob, value in (st.get("knobs") or {}).items():
+            try:
+                old, new = set_knob(self.trainer, knob, value)
+            except Refusal as e:
+                logger.warning("tailguard: not restoring %s=%r: %s", knob, value, e)
+                continue
+            if old != new:
+                changes.append({"knob": knob, "old": old, "new": new})
+        if st.get("alpha_ceiling") is not None:
+            self._set_alpha_ceiling(float(st["alpha_ceiling"]))
+        self.applied_ids = list(st.get("applied") or [])
+        self._seen.update(self.applied_ids)
+        self.rollbacks = int(st.get("rollbacks") or 0)
+        self._log({"event": "restore", "step": st.get("step"), "changes": changes, "from": st.get("step")})
+        return st
+
+    # --- the step boundary -------------------------------------------------------------------
+
+    def on_step_end(self, state, control):
+        """Join the broadcast, apply what is due at ``state.global_step``; returns ``control``."""
+        step = int(state.global_step)
+        if self.checkpoint_every and step % self.checkpoint_every == 0:
+            control.should_save = True  # the cadence the engine certifies from
+        payload = self._rank0_payload(step) if self.rank == 0 else None
+        payload = self._broadcast(payload)
+        if payload.get("lost"):
+            self._on_engine_lost(step, control, payload["lost"])
+        for d in payload.get("apply", ()):
+            self.apply(d, step, control)
+        return control
+
+    def _rank0_payload(self, step: int) -> dict:
+        if self.client is not None:
+            try:
+                received = self.client.poll_directives()
+            except Exception as e:  # the monitor must not take the trainer down
+                logger.warning("tailguard: poll_directives failed: %s", e)
+                received = []
+            for raw in received or ():
+                d = _unwrap(raw)
+                if d is None:
+                    continue
+                did = str(d.get("id", ""))
+                if did in self._seen:
+                    continue
+                self._seen.add(did)
+                self.pending.append(d)
+        due = [d for d in self.pending if int(d.get("apply_at_step", step)) <= step]
+        self.pending = [d for d in self.pending if d not in due]
+        return {"apply": due, "lost": self._engine_lost()}
+
+    def _engine_lost(self) -> str | None:
+        c = self.client
+        if c is None:
+            return None
+        probe = getattr(c, "engine_lost", None)
+        try:
+            lost = probe() if callable(probe) else probe
+        except Exception as e:
+            lost = str(e)
+        if lost:
+            return lost if isinstance(lost, str) else "engine unreachable"
+        return None
+
+    def _broadcast(self, payload):
+        if self.world_size > 1:
+            import torch.distributed as dist  # noqa: PLC0415
+
+            if dist.is_available() and dist.is_initialized():
+                box = [payload]
+                dist.broadcast_object_list(box, src=0)
+                payload = box[0]
+        return payload or {"apply": [], "lost": None}
+
+    def _on_engine_lost(self, step, control, why):
+        if self.fail_mode == "fail_closed":
+            control.should_training_stop = True
+            logger.error("tailguard: engine lost (%s); fail_closed: stopping training at step %d", why, step)
+            self._log({"event": "engine_lost", "step": step, "fail_mode": self.fail_mode, "reason": why, "stop": True})
+        elif not self._lost_warned:
+            self._lost_warned = True
+            logger.warning("tailguard: engine lost (%s); fail_open: training goes on unmonitored", why)
+            self._log({"event": "engine_lost", "step": step, "fail_mode": self.fail_mode, "reason": why, "stop": False})
+
+    # --- applying ------------------------------------------------------------------------------
+
+    def apply(self, d: dict, step: int, control) -> dict:
+        """Apply one directive now; ack and log it. Never raises."""
+        action = d.get("action")
+        params = d.get("params") if isinstance(d.get("params"), dict) else {}
+        changes, refused = [], []
+        try:
+            if action == "warn":
+                logger.warning("tailguard: engine warns at step %d: %s", step, d.get("reason"))
+            elif action == "tighten":
+                targets = tighten_targets(params)
+                if not targets:
+                    refused.append("E_EMPTY_TIGHTEN: no knob targets in params")
+                for knob, value in targets.items():
+                    try:
+                        old, new = set_knob(self.trainer, knob, value)
+                        changes.append({"knob": knob, "old": old, "new": new})
+                    except Refusal as e:
+                        refused.append(str(e))
+            elif action == "rollback":
+                changes = self._rollback(params)
+            elif action == "stop":
+                control.should_training_stop = True
+                changes.append({"knob": "should_training_stop", "old": False, "new": True})
+            elif action == "curriculum":
+                ceiling = params.get("alpha_ceiling", params.get("alpha_max"))
+                if isinstance(ceiling, bool) or not isinstance(ceiling, (int, float)) or not 0 <= ceiling <= 1:
+                    raise Refusal("E_KNOB_VALUE", f"curriculum needs alpha_ceiling in [0, 1], got {ceiling!r}")
+                old = self.alpha_ceiling
+                self._set_alpha_ceiling(float(ceiling))
+                changes.append({"knob": "alpha_ceiling", "old": old, "new": float(ceiling)})
+            else:
+                raise Refusal("E_UNKNOWN_ACTION", f"unknown action {action!r}")
+        except (Refusal, RollbackRefused) as e:
+            refused.append(str(e))
+        except Exception as e:  # a failed load must not kill training silently either
+            logger.exception("tailguard: applying %s failed", action)
+            refused.append(f"E_APPLY_FAILED: {type(e).__name__}: {e}")
+        applied = bool(changes) or (action == "warn" and not refused)
+        reason = "; ".join(refused) or None
+        if refused:
+            logger.warning("tailguard: refused %s %s at step %d: %s", action, d.get("id"), step, reason)
+        elif action != "warn":
+            logger.info("tailguard: applied %s %s at step %d: %s", action, d.get("id"), step, changes)
+        if applied:
+            self.applied_ids.append(str(d.get("id")))
+        rec = {
+            "event": "directive",
+            "directive_id": d.get("id"),
+            "action": action,
+            "apply_at_step": d.get("apply_at_step"),
+            "step": step,
+            "applied": applied,
+            "changes": changes,
+            "refused": reason,
+            "reason": d.get("reason"),
+        }
+        self._log(rec)
+        self._ack(rec)
+        return rec
+
+    def _rollback(self, params: dict) -> list:
+        ck = params.get("checkpoint") if isinstance(params.get("checkpoint"), dict) else params
+        folder = self.keeper.resolve(step=ck.get("step"), path=ck.get("path"))
+        refusal = rollback_refusal(self.trainer, folder)
+        # Every rank must agree, or one rank would train on different weights.
+        ok = self._all_agree(refusal is None)
+        if refusal is not None:
+            raise refusal
+        if not ok:
+            raise RollbackRefused("E_ROLLBACK_RANKS", "another rank cannot load this checkpoint; nobody rolls back")
+        at = int(self.trainer.state.global_step)
+        self._rolling_back = True
+        try:
+            rollback_in_process(self.trainer, folder)
+        finally:
+            self._rolling_back = False
+        self.rollbacks += 1
+        to_step = ck.get("step")
+        if to_step is None:
+            to_step = (read_state(folder) or {}).get("step")
+        return [{"knob": "checkpoint", "old": at, "new": to_step, "path": folder}]
+
+    def _all_agree(self, ok: bool) -> bool:
+        if self.world_size > 1:
+            import torch.distributed as dist  # noqa: PLC0415
+
+            if dist.is_available() and dist.is_initialized():
+                everyone = [None] * dist.get_world_size()
+                dist.all_gather_object(everyone, bool(ok))
+                return all(everyone)
+        return ok
+
+    def _set_alpha_ceiling(self, value: float) -> None:
+        """Expose the α ceiling to the user's sampler: attribute, env var and a JSON file."""
+        self.alpha_ceiling = value
+        os.environ[ALPHA_CEILING_ENV] = repr(value)
+        if self.rank == 0:
+            path = os.path.join(self.trainer.args.output_dir, ALPHA_CEILING_FILE)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path + ".tmp", "w") as f:
+                json.dump({"alpha_ceiling": value, "step": int(self.trainer.state.global_step)}, f)
+            os.replace(path + ".tmp", path)
+
+    def _ack(self, rec: dict) -> None:
+        if self.client is None or rec.get("directive_id") is None:
+            return
+        try:
+            self.client.send_ack(
+                directive_id=rec["directive_id"],
+                step=rec["step"],
+                applied=rec["applied"],
+                changes=[{k: c[k] for k in ("knob", "old", "new")} for c in rec["changes"]],
+                refused=rec["refused"],
+            )
+        except Exception as e:
+            logger.warning("tailguard: ack failed: %s", e)
+
+    def _log(self, rec: dict) -> None:
+        rec = dict(rec, rank=self.rank, t=round(time.time(), 3))
+        try:
+            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(rec, default=str) + "\n")
+        except OSError as e:
+            logger.warning("tailguard: cannot write %s: %s", self.log_path, e)
