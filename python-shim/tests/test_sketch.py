@@ -126,3 +126,16 @@ def test_empty_slice_and_all_nan():
     assert sk.field("policy_vs_ref", "all", "n") == 0
     assert sk.field("policy_vs_ref", "post_tool", "lse_max") == -math.inf
     assert S.metrics_from_sums(sk.sums[0, 2]) == {"n": 0.0, "nonfinite": 0.0}
+
+
+def test_chunked_passes_equal_one_pass():
+    rng = np.random.default_rng(3)
+    x, cm, tm, off = make_step(rng, n_seqs=200)
+    t = lambda a: torch.from_numpy(a)  # noqa: E731
+    one = S.compute_sketch({"policy_vs_ref": t(x)}, t(cm), t(tm), t(off), chunk_tokens=1 << 30)
+    many = S.compute_sketch({"policy_vs_ref": t(x)}, t(cm), t(tm), t(off), chunk_tokens=100)
+    torch.testing.assert_close(many.hist, one.hist, rtol=0, atol=0)
+    torch.testing.assert_close(many.sums, one.sums, rtol=1e-12, atol=1e-12)
+    assert (many.tokens, many.n_seqs, many.slice_counts) == (one.tokens, one.n_seqs, one.slice_counts)
+    empty = S.compute_sketch({"policy_vs_ref": t(x[:0])}, t(cm[:0]), t(tm[:0]), torch.zeros(1, dtype=torch.int32))
+    assert empty.tokens == 0 and float(empty.hist.sum()) == 0

@@ -196,12 +196,12 @@ def _seq_fields(sums_row: torch.Tensor, L: torch.Tensor, ln: torch.Tensor) -> No
 
 
 def _merge_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Merge sums rows (R, F) of disjoint data into one row (F): the same rule as the rank merge."""
+    """Merge sums rows (R, ..., F) of disjoint data into (..., F): the same rule as the rank merge."""
     out = rows.sum(0)
     for i in _MAX_IDX:
-        out[i] = rows[:, i].max()
+        out[..., i] = rows[..., i].amax(0)
     for i, mi, scale in _LSE:
-        out[i] = _rescale(rows[:, i], rows[:, mi], out[mi], scale).sum()
+        out[..., i] = _rescale(rows[..., i], rows[..., mi], out[..., mi].unsqueeze(0), scale).sum(0)
     return out
 
 
@@ -217,6 +217,7 @@ def compute_sketch(
     tool_mask: torch.Tensor,
     offsets: torch.Tensor,
     knobs: Mapping[str, float | None] | None = None,
+    chunk_tokens: int = 1 << 22,
 ) -> Sketch:
     """This rank's sketch of one step, computed with torch ops on the tensors' device.
 
@@ -226,26 +227,57 @@ def compute_sketch(
         tool_mask (`torch.Tensor`): 1 = model token, 0 = tool output (TRL convention), length T.
         offsets (`torch.Tensor`): sequence starts, length n_seqs+1, `offsets[-1] == T`.
         knobs (`dict`, *optional*): live trainer knobs; `epsilon_low`/`epsilon_high` set the clip band.
+        chunk_tokens (`int`, *optional*, defaults to `2**22`): tokens per pass (cut at sequence
+            boundaries), which bounds the temporary memory; chunks merge exactly.
     """
     knobs = knobs or {}
     eps_lo = knobs.get("epsilon_low")
     eps_hi = knobs.get("epsilon_high")
     eps_lo = 0.2 if eps_lo is None else float(eps_lo)
     eps_hi = eps_lo if eps_hi is None else float(eps_hi)
-    clip_lo = math.log(1.0 - eps_lo) if eps_lo < 1.0 else -math.inf
-    clip_hi = math.log1p(eps_hi)
+    clip = (math.log(1.0 - eps_lo) if eps_lo < 1.0 else -math.inf, math.log1p(eps_hi))
     names = [p for p in PAIRS if p in pairs] + [p for p in pairs if p not in PAIRS]
     dev = completion_mask.device
-    offsets = offsets.to(dev, torch.int64)
+    off = offsets.to("cpu", torch.int64)
+    n_seqs = off.numel() - 1
+    # Sequence-aligned cuts: the first sequence boundary at or after each multiple of chunk_tokens.
+    cuts = [0]
+    while cuts[-1] < n_seqs:
+        nxt = int(torch.searchsorted(off, off[cuts[-1]] + chunk_tokens, right=False))
+        cuts.append(min(max(nxt, cuts[-1] + 1), n_seqs))
+    parts = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        t0, t1 = int(off[a]), int(off[b])
+        parts.append(_compute_chunk({k: pairs[k].reshape(-1)[t0:t1] for k in names}, completion_mask[t0:t1],
+                                    tool_mask[t0:t1], (off[a:b + 1] - t0).to(dev), names, clip))
+    if not parts:
+        parts.append(_compute_chunk({k: pairs[k].reshape(-1)[:0] for k in names}, completion_mask[:0],
+                                    tool_mask[:0], torch.zeros(1, dtype=torch.int64, device=dev), names, clip))
+    return merge_sketches(parts) if len(parts) > 1 else parts[0]
+
+
+def merge_sketches(parts: Sequence[Sketch]) -> Sketch:
+    """Merge sketches of disjoint data (chunks of one rank, or ranks in one process)."""
+    first = parts[0]
+    hist = torch.stack([p.hist for p in parts]).sum(0)
+    sums = torch.stack([p.sums for p in parts])  # (R, P, S, F)
+    R, P, S, F = sums.shape
+    merged = _merge_rows(sums.permute(1, 2, 0, 3).reshape(P * S, R, F).transpose(0, 1)).view(P, S, F)
+    counts = {k: sum(p.slice_counts[k] for p in parts) for k in first.slice_counts}
+    return Sketch(first.pairs, first.slices, hist, merged, sum(p.tokens for p in parts),
+                  sum(p.n_seqs for p in parts), counts)
+
+
+def _compute_chunk(pairs, completion_mask, tool_mask, offsets, names, clip) -> Sketch:
+    dev = completion_mask.device
     code = slice_codes(completion_mask, tool_mask, offsets)
     n_seqs = offsets.numel() - 1
-    lengths = offsets[1:] - offsets[:-1]
-    seq = torch.repeat_interleave(torch.arange(n_seqs, device=dev), lengths)
+    seq = torch.repeat_interleave(torch.arange(n_seqs, device=dev), offsets[1:] - offsets[:-1])
     S = len(BUILTIN_SLICES)
     hist = torch.zeros((len(names), S, HIST_BINS), dtype=torch.float64, device=dev)
     sums = torch.zeros((len(names), S, N_FIELDS), dtype=torch.float64, device=dev)
     for p, name in enumerate(names):
-        h, sm, L, ln = _pair_base(pairs[name].reshape(-1), code, seq, n_seqs, clip_lo, clip_hi)
+        h, sm, L, ln = _pair_base(pairs[name], code, seq, n_seqs, clip[0], clip[1])
         for b, sl in enumerate(_BASE):
             s = BUILTIN_SLICES.index(sl)
             hist[p, s], sums[p, s] = h[b], sm[b]
@@ -254,8 +286,8 @@ def compute_sketch(
         sums[p, 0] = _merge_rows(sm[:2])
         _seq_fields(sums[p, 0], L[0] + L[1], ln[0] + ln[1])
     counts = torch.bincount(code, minlength=4).tolist()
-    slice_counts = {"pre_tool": counts[0], "post_tool": counts[1], "tool_output": counts[2],
-                    "all": counts[0] + counts[1]}
+    slice_counts = {"all": counts[0] + counts[1], "pre_tool": counts[0], "post_tool": counts[1],
+                    "tool_output": counts[2]}
     return Sketch(names, list(BUILTIN_SLICES), hist, sums, int(code.numel()), n_seqs, slice_counts)
 
 
@@ -398,3 +430,51 @@ def step_header_fields(sk: Sketch) -> dict:
     if sk.per_rank is not None:
         fields["per_rank"] = {"ranks": int(sk.per_rank.shape[0]), "fields": ["n", "abs_q99", "abs_mean", "ess"]}
     return fields
+
+
+def sketch_step_header(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=()) -> dict:
+    """The full `step` header of a sketch step from rank 0, with the client's run identity."""
+    from .client import _plain
+    from .protocol import PROTOCOL_VERSION
+
+    import time
+
+    return {
+        "type": "step",
+        "version": list(PROTOCOL_VERSION),
+        "run_id": client.run_id,
+        "rank": client.rank,
+        "world_size": client.world_size,
+        "step": int(step),
+        "chunk": {"index": 0, "count": 1},
+        "implicit": list(implicit),
+        "knobs": _plain(dict(knobs or {})),
+        "logs": _plain(dict(logs or {})),
+        "sent_at": time.time(),
+        **step_header_fields(sk),
+    }
+
+
+def encode_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=()) -> list:
+    """Frames of one sketch step message (one message: its size is fixed by pairs × slices)."""
+    from .protocol import encode_message
+
+    return encode_message(sketch_step_header(client, step, sk, knobs, logs, implicit), sk.buffers())
+
+
+def send_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=()) -> bool:
+    """Queue a merged sketch on rank 0's `EngineClient`; False when dropped (never raises, never blocks
+    beyond the client's send budget)."""
+    from .client import _Step
+    from .protocol import ProtocolError
+
+    import time
+
+    client.start()
+    try:
+        frames = encode_sketch_step(client, step, sk, knobs, logs, implicit)
+    except ProtocolError as e:
+        client._record_error({"code": e.code, "message": e.message, "ref": {"type": "step", "step": step}, "local": True})
+        return client._drop(f"sketch step {step} could not be encoded ({e})")
+    client._last_step = int(step)
+    return client._enqueue(_Step(int(step), [frames], time.monotonic()))
