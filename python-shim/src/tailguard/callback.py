@@ -1,0 +1,284 @@
+"""`TailguardCallback` and `attach(trainer)`: stream per-token log-ratios to the engine, log its metrics back.
+
+A `TrainerCallback` never receives the trainer, and GRPO sets `beta`/`ref_model` after `on_init_end`,
+so capture is installed by `attach(trainer)` on a constructed trainer (see capture/).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .capture import CaptureError, capture_for, check_trl_version
+from .options import ENV_ALLOW_UNTESTED_TRL, Options, default_run_id, disabled_by_env, parse_options, resolve_endpoint
+
+logger = logging.getLogger("tailguard")
+
+
+class TailguardCallback(TrainerCallback):
+    r"""
+    Streams every optimizer step's per-token log-ratios and masks to a tailguard engine, and writes the
+    engine's headline metrics back into the trainer's logs as `tailguard/<pair>/<slice>/<metric>`.
+
+    Create it and call [`attach`] (or `cb.attach(trainer)`) once the trainer is constructed: the
+    capture wraps instance methods of that trainer.
+
+    Args:
+        endpoint (`str`, *optional*, defaults to `None`):
+            ZeroMQ endpoint of a running engine (`npx tailguard serve`), e.g. `"tcp://127.0.0.1:5599"`.
+            `None` reads `TAILGUARD_ENDPOINT`.
+        run_id (`str`, *optional*, defaults to `None`):
+            Run id shared by all ranks. `None` reads `TAILGUARD_RUN_ID`, else derives it from
+            `args.run_name` or the output directory's name (the same on every rank).
+        pairs (`list[str]`, *optional*, defaults to all three):
+            Which log-ratio pairs to send: `policy_vs_old`, `policy_vs_ref`, `old_vs_rollout`.
+        send_budget_s (`float`, *optional*, defaults to `0.05`):
+            The longest a step boundary waits for room in the send queue; past it the step is dropped
+            and counted (`tailguard/client/dropped`).
+        queue_max_steps (`int`, *optional*, defaults to `8`):
+            Steps held in memory while the engine is slow or away.
+        connect_timeout_s (`float`, *optional*, defaults to `5.0`):
+            How long `on_train_begin` waits for the engine's welcome before going on without it.
+        fail_mode (`str`, *optional*, defaults to `"fail_open"`):
+            `"fail_open"`: an unreachable engine warns and training goes on. `"fail_closed"`: training
+            stops when the engine cannot be reached or a step is dropped.
+        log_metrics (`bool`, *optional*, defaults to `True`):
+            Add the engine's metrics to the trainer's logs (rank 0 only).
+        log_wait_s (`float`, *optional*, defaults to `0.0`):
+            How long a log call may wait for the engine's reply to the step just sent. 0 logs what has
+            arrived (usually the previous step's metrics).
+        metric_names (`list[str]`, *optional*, defaults to `None`):
+            Only these metric names (e.g. `["abs_q99", "ess"]`) are logged; `None` logs all the engine sends.
+        send_token_ids (`bool`, *optional*, defaults to `False`):
+            Also send completion token ids (for decoded forensics in the engine).
+        pin_memory (`bool`, *optional*, defaults to `True`):
+            Stage device tensors in reused pinned host buffers (CUDA only).
+        retain_captured (`bool`, *optional*, defaults to `False`):
+            Keep every sent step's arrays in `cb.capture.captured` (tests and debugging; costs memory).
+
+    Environment variables: `TAILGUARD_ENDPOINT` (engine endpoint), `TAILGUARD_RUN_ID` (run id),
+    `TAILGUARD_DISABLE=1` (attach does nothing), `TAILGUARD_ALLOW_UNTESTED_TRL=1` (skip the TRL version gate).
+
+    Example:
+
+    ```python
+    >>> from tailguard import TailguardCallback
+    >>> cb = TailguardCallback(endpoint="tcp://127.0.0.1:5599", run_id="demo", metric_names=["abs_q99"])
+    >>> cb.options.metric_names
+    ('abs_q99',)
+    >>> # later: cb.attach(trainer); trainer.train()
+    ```
+    """
+
+    def __init__(self, endpoint: str | None = None, **options: Any):
+        self.options: Options = parse_options(**options)
+        self.endpoint = endpoint
+        self.trainer = None
+        self.capture = None
+        self.client = None
+        self.disabled = disabled_by_env()
+        self._last_metrics_step: int | None = None
+        self._last_client_stats: dict | None = None
+        self._log_wrapped = False
+        self._warned: set[str] = set()
+
+    # ---- attach -------------------------------------------------------------------------------
+    def attach(self, trainer: Any) -> "TailguardCallback":
+        """Install the capture on `trainer` and add this callback to it. Returns `self`."""
+        if self.trainer is not None:
+            raise CaptureError("E_ATTACHED", "this TailguardCallback is already attached to a trainer")
+        if self.disabled:
+            logger.warning("tailguard: TAILGUARD_DISABLE is set; not attaching")
+            return self
+        import os
+
+        import trl
+
+        check_trl_version(trl.__version__, os.environ.get(ENV_ALLOW_UNTESTED_TRL) == "1")
+        resolve_endpoint(self.endpoint)  # fail at attach, not after the first step
+        capture = capture_for(trainer, self.options)
+        capture.install()
+        self.trainer, self.capture = trainer, capture
+        self._wrap_log(trainer)
+        trainer.add_callback(self)
+        return self
+
+    def detach(self) -> None:
+        """Undo `attach`: restore the trainer's methods and remove the callback."""
+        if self.trainer is None:
+            return
+        if self.capture is not None:
+            self.capture.uninstall()
+        if self._log_wrapped:
+            vars(self.trainer).pop("log", None)
+            self._log_wrapped = False
+        self.trainer.remove_callback(self)
+        self._close_client()
+        self.trainer = self.capture = None
+
+    def _wrap_log(self, trainer: Any) -> None:
+        # Trainer.log copies `logs` into state.log_history *before* callbacks' on_log run, so the metrics
+        # are injected here, ahead of log_history and of every reporting callback (W&B, TensorBoard, trackio).
+        original = trainer.log
+
+        def log(logs, *args, **kwargs):
+            self._inject_metrics(logs)
+            return original(logs, *args, **kwargs)
+
+        trainer.log = log
+        self._log_wrapped = True
+
+    # ---- client -------------------------------------------------------------------------------
+    def _make_client(self, args: Any) -> Any:
+        from .client import EngineClient
+
+        acc = self.trainer.accelerator
+        cfg = dict(self.capture.config())
+        cfg.update({k: v for k, v in self.capture.knobs().items()})
+        return EngineClient(
+            resolve_endpoint(self.endpoint),
+            self.options.run_id or default_run_id(args),
+            rank=int(acc.process_index),
+            world_size=int(acc.num_processes),
+            trainer=self.capture.kind,
+            config=cfg,
+            send_budget_s=self.options.send_budget_s,
+            queue_max_steps=self.options.queue_max_steps,
+            connect_timeout_s=self.options.connect_timeout_s,
+        )
+
+    def _close_client(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            try:
+                client.flush(timeout=max(1.0, self.options.log_wait_s))
+                client.close()
+            except Exception as e:  # closing must never fail training
+                self._warn_once("close", f"tailguard: closing the engine client failed: {e}")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
+
+    # ---- callback events ----------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.capture is None or self.client is not None:
+            return
+        self.client = self._make_client(args)
+        try:
+            self.client.connect()
+        except Exception as e:
+            if self.options.fail_mode == "fail_closed":
+                raise RuntimeError(f"tailguard (fail_closed): engine unreachable at {self.client.endpoint}: {e}") from e
+            self._warn_once("connect", f"tailguard: engine not reachable yet ({e}); training goes on and the client keeps retrying")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.capture is None:
+            return
+        try:
+            self._send_step(state, control)
+        except Exception as e:
+            if self.options.fail_mode == "fail_closed":
+                raise
+            self._warn_once("send", f"tailguard: could not send step {state.global_step}: {e!r}")
+            self.capture.discard()
+        self._apply_directives(args, state, control)
+
+    def _send_step(self, state, control) -> None:
+        payload = self.capture.take_step(state.global_step)
+        if payload is None or self.client is None:
+            return
+        logs = self.capture.step_logs()
+        if payload.loss is not None and math.isfinite(payload.loss):
+            logs["loss"] = payload.loss
+        ok = self.client.send_step(
+            state.global_step,
+            payload.arrays,
+            knobs=self.capture.knobs(),
+            logs=logs,
+            implicit=payload.implicit,
+            slice_names=payload.slice_names,
+        )
+        if not ok and self.options.fail_mode == "fail_closed":
+            logger.error("tailguard (fail_closed): step %d was dropped; stopping training", state.global_step)
+            control.should_training_stop = True
+
+    def _apply_directives(self, args, state, control) -> None:
+        """Hook for directives.py (control-shim): apply engine directives at this step boundary, on every rank."""
+        return None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not self._log_wrapped and logs is not None:  # attach() normally injects earlier, in trainer.log
+            self._inject_metrics(logs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._close_client()
+
+    # ---- metrics into the trainer's logs ------------------------------------------------------
+    def _inject_metrics(self, logs: dict) -> None:
+        if not self.options.log_metrics or self.client is None or self.trainer is None:
+            return
+        if not self.trainer.state.is_world_process_zero:
+            return
+        try:
+            step, metrics = self._wait_metrics(self.trainer.state.global_step)
+            added = {}
+            if step is not None and step != self._last_metrics_step:
+                self._last_metrics_step = step
+                names = self.options.metric_names
+                for key, value in metrics.items():
+                    if names is not None and key.rsplit("/", 1)[-1] not in names:
+                        continue
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        added[f"tailguard/{key}"] = float(value)
+                added["tailguard/metrics_step"] = step
+            stats = self.client.stats
+            counters = {k: stats.get(k, 0) for k in ("sent", "dropped", "errors", "reconnects")}
+            if added or counters != self._last_client_stats:
+                self._last_client_stats = counters
+                added.update({f"tailguard/client/{k}": v for k, v in counters.items()})
+            logs.update(added)
+        except Exception as e:  # logging must never fail training
+            self._warn_once("log", f"tailguard: could not add metrics to the logs: {e!r}")
+
+    def _wait_metrics(self, want_step: int) -> tuple[int | None, dict]:
+        step, metrics = self.client.latest_metrics()
+        deadline = time.monotonic() + self.options.log_wait_s
+        while (step is None or step < want_step) and time.monotonic() < deadline:
+            time.sleep(0.005)
+            step, metrics = self.client.latest_metrics()
+        return step, metrics
+
+
+def attach(trainer: Any, endpoint: str | None = None, **options: Any) -> TailguardCallback:
+    r"""
+    Attach tailguard to a constructed TRL trainer: install the capture, add the callback, return it.
+
+    Args:
+        trainer (`GRPOTrainer`, `RLOOTrainer` or `DPOTrainer`):
+            The trainer, after construction and before `train()`.
+        endpoint (`str`, *optional*, defaults to `None`):
+            Engine endpoint; `None` reads `TAILGUARD_ENDPOINT`.
+        **options:
+            Any [`TailguardCallback`] option (`run_id`, `pairs`, `send_budget_s`, `fail_mode`, ...).
+
+    Returns:
+        [`TailguardCallback`]: the attached callback (`cb.client.stats`, `cb.detach()`).
+
+    Example:
+
+    ```python
+    >>> import tailguard
+    >>> try:
+    ...     tailguard.attach(object(), endpoint="tcp://127.0.0.1:5599")
+    ... except tailguard.callback.CaptureError as e:
+    ...     print(e.code)
+    E_UNSUPPORTED
+    ```
+    """
+    return TailguardCallback(endpoint, **options).attach(trainer)

@@ -1,0 +1,217 @@
+"""What every trainer capture shares: method wrapping, per-micro-batch staging, per-step flattening.
+
+A capture wraps a few *instance* methods of a constructed trainer (the way TRL's own tests patch
+them), stages the tensors it sees per micro-batch, and at the optimizer-step boundary hands back one
+flat step: every array the protocol names, completion tokens only.
+
+Flattening: only completion tokens are sent. Each sequence contributes `completion_mask.sum()` tokens
+(TRL right-pads completions, so these are the first tokens of the row, in order); `offsets` holds the
+running sum, so sequence i is `[offsets[i], offsets[i+1])`. A sequence whose completion was masked out
+entirely (e.g. `mask_truncated_completions`) keeps an empty segment, so seq_ids/advantages stay aligned.
+The sent `completion_mask` is therefore all ones; `tool_mask` marks tool-output tokens with 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..hostcopy import HostCopier
+from ..options import PAIRS, Options
+
+logger = logging.getLogger("tailguard")
+
+# Per-token arrays (length T) and per-sequence arrays (length n_seqs), with their wire dtypes.
+TOKEN_ARRAYS = {
+    "policy_vs_old": torch.float32,
+    "policy_vs_ref": torch.float32,
+    "old_vs_rollout": torch.float32,
+    "tool_mask": torch.uint8,
+    "slice_ids": torch.int32,  # narrowed to uint16 on the host (torch has no uint16 arithmetic on all devices)
+    "token_ids": torch.int32,
+}
+SEQ_ARRAYS = {"advantages": torch.float32, "rewards": torch.float32, "seq_ids": torch.int32, "group_ids": torch.int32}
+WIRE_DTYPES = {"slice_ids": np.uint16}
+
+
+class CaptureError(RuntimeError):
+    """The trainer cannot be captured (wrong kind, unsupported TRL internals or settings). Stable `code`."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class StepPayload:
+    """One rank's flattened step, ready for `EngineClient.send_step`."""
+
+    arrays: dict[str, np.ndarray]
+    implicit: list[str]
+    slice_names: list[str] | None
+    tokens: int
+    n_seqs: int
+    micro_batches: int
+    loss: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Capture:
+    """Base class. Subclasses set `kind`, `required` and implement `install_hooks()`, `knobs()`, `config()`."""
+
+    kind = "base"
+    required: tuple[str, ...] = ()  # private trainer attributes the wrappers depend on
+    slice_names: list[str] | None = None
+
+    def __init__(self, trainer: Any, options: Options):
+        self.trainer = trainer
+        self.options = options
+        self.copier = HostCopier(pin_memory=options.pin_memory)
+        self._records: list[dict[str, int]] = []
+        self._implicit: set[str] = set()
+        self._losses: list[float | torch.Tensor] = []
+        self._wrapped: list[tuple[str, Any, bool]] = []
+        self.captured: list[tuple[int, dict[str, np.ndarray]]] = []  # test hook: retain_captured=True
+
+    # ---- installation -------------------------------------------------------------------------
+    def check(self) -> None:
+        missing = [name for name in self.required if not hasattr(self.trainer, name)]
+        if missing:
+            raise CaptureError(
+                "E_TRL_INTERNALS",
+                f"{type(self.trainer).__name__} lacks {missing}: this TRL version's internals differ from the "
+                "ones tailguard wraps (see docs/trl.md for the supported range)",
+            )
+
+    def wrap(self, name: str, make: Callable[[Callable], Callable]) -> None:
+        """Replace the instance attribute `name` with `make(original)`; `uninstall()` restores it."""
+        had_own = name in vars(self.trainer)
+        original = getattr(self.trainer, name)
+        setattr(self.trainer, name, make(original))
+        self._wrapped.append((name, original, had_own))
+
+    def install(self) -> None:
+        self.check()
+        self.install_hooks()
+
+    def uninstall(self) -> None:
+        for name, original, had_own in reversed(self._wrapped):
+            if had_own:
+                setattr(self.trainer, name, original)
+            else:
+                vars(self.trainer).pop(name, None)
+        self._wrapped.clear()
+
+    def install_hooks(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def knobs(self) -> dict[str, float | None]:
+        return {}
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def step_logs(self) -> dict[str, float]:
+        return {}
+
+    # ---- staging ----------------------------------------------------------------------------------
+    def stage_micro_batch(
+        self,
+        completion_mask: torch.Tensor,
+        token: dict[str, torch.Tensor | None],
+        seq: dict[str, torch.Tensor | None],
+        implicit: tuple[str, ...] = (),
+        loss: torch.Tensor | float | None = None,
+    ) -> None:
+        """Stage one micro-batch's padded (B, T) tensors and per-sequence (B,) tensors."""
+        rec = {"completion_mask": self.copier.stage(completion_mask, torch.uint8)}
+        for name, t in token.items():
+            if t is not None and (name not in PAIRS or name in self.options.pairs):
+                rec[name] = self.copier.stage(t, TOKEN_ARRAYS[name])
+        for name, t in seq.items():
+            if t is not None:
+                rec[name] = self.copier.stage(t.reshape(-1), SEQ_ARRAYS[name])
+        self._records.append(rec)
+        self._implicit.update(p for p in implicit if p in self.options.pairs)
+        if loss is not None:
+            self._losses.append(loss.detach() if isinstance(loss, torch.Tensor) else loss)
+
+    def has_pending(self) -> bool:
+        return bool(self._records)
+
+    def discard(self) -> None:
+        self.copier.discard()
+        self._records.clear()
+        self._implicit.clear()
+        self._losses.clear()
+
+    # ---- step boundary --------------------------------------------------------------------------
+    def take_step(self, step: int) -> StepPayload | None:
+        """Flatten everything staged since the last call into one step; None when nothing was staged."""
+        if not self._records:
+            return None
+        host = self.copier.finish()
+        records = [{k: host[h] for k, h in rec.items()} for rec in self._records]
+        implicit = sorted(self._implicit)
+        loss = float(sum(float(x) for x in self._losses)) if self._losses else None
+        self._records.clear()
+        self._implicit.clear()
+        self._losses.clear()
+        payload = flatten(records, implicit)
+        payload.slice_names = self.slice_names
+        payload.loss = loss
+        if self.options.retain_captured:
+            self.captured.append((step, {k: v.copy() for k, v in payload.arrays.items()}))
+        return payload
+
+
+def flatten(records: list[dict[str, np.ndarray]], implicit: list[str]) -> StepPayload:
+    """Concatenate micro-batches, keeping completion tokens only (see module docstring)."""
+    token_names = [n for n in TOKEN_ARRAYS if any(n in r for r in records)]
+    seq_names = [n for n in SEQ_ARRAYS if any(n in r for r in records)]
+    # A pair must cover every micro-batch of the step, or its array would not line up with the masks.
+    for name in list(token_names):
+        if name in PAIRS and not all(name in r for r in records):
+            if name in implicit:
+                for r in records:
+                    r.setdefault(name, np.zeros(r["completion_mask"].shape, np.float32))
+            else:
+                logger.warning("tailguard: %s missing from some micro-batches of the step; not sent", name)
+                token_names.remove(name)
+    for name in list(seq_names):
+        if not all(name in r for r in records):
+            seq_names.remove(name)
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in token_names + seq_names}
+    lengths = []
+    for r in records:
+        sel = r["completion_mask"].astype(bool)
+        lengths.append(sel.sum(axis=1))
+        for n in token_names:
+            if n in r:
+                parts[n].append(r[n][sel])
+            else:  # tool_mask absent: every token is a model token
+                parts[n].append(np.ones(int(sel.sum()), np.uint8))
+        for n in seq_names:
+            parts[n].append(r[n])
+    lens = np.concatenate(lengths).astype(np.int64)
+    offsets = np.zeros(len(lens) + 1, np.int32)
+    np.cumsum(lens, out=offsets[1:])
+    tokens = int(offsets[-1])
+    arrays: dict[str, np.ndarray] = {}
+    for n in token_names + seq_names:
+        arr = np.concatenate(parts[n])
+        arrays[n] = arr.astype(WIRE_DTYPES[n]) if n in WIRE_DTYPES else arr
+    if "tool_mask" not in arrays:
+        arrays["tool_mask"] = np.ones(tokens, np.uint8)
+    arrays["completion_mask"] = np.ones(tokens, np.uint8)
+    arrays["offsets"] = offsets
+    # Implicit pairs carry no buffer: the engine knows they are identically 0.
+    for p in implicit:
+        if p in arrays and not np.any(arrays[p]):
+            del arrays[p]
+    implicit = [p for p in implicit if p not in arrays]
+    return StepPayload(arrays, implicit, None, tokens, len(lens), len(records))

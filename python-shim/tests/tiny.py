@@ -1,0 +1,137 @@
+"""Tiny offline causal LM + tokenizer for tests and benchmarks (no hub access).
+
+`build_tiny_lm(tmpdir)` returns `(model, tokenizer)`, both also saved under `tmpdir`. The tokenizer is
+byte-level with no merges (every UTF-8 byte is a token), so any text, including tool-call JSON, encodes;
+its special tokens and chat template are Qwen3's (shipped inside TRL), so TRL's tool-calling path
+recognises the template and can parse `<tool_call>` blocks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>",
+            "<tool_response>", "</tool_response>", "<think>", "</think>"]
+
+
+def qwen3_chat_template() -> str:
+    import trl
+
+    return (Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja").read_text()
+
+
+def build_tokenizer(tmpdir: str | os.PathLike):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(byte_chars)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIALS[1:2] + SPECIALS[3:],
+    )
+    fast.chat_template = qwen3_chat_template()
+    fast.save_pretrained(str(tmpdir))
+    return fast
+
+
+def build_tiny_lm(tmpdir: str | os.PathLike, hidden_size: int = 32, num_layers: int = 2, seed: int = 0):
+    """Build and save a random-init Qwen3 causal LM (hidden 32, 2 layers) and its tokenizer."""
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tmpdir = Path(tmpdir)
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(tmpdir)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden_size // 4,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(tmpdir))
+    return model, tokenizer
+
+
+class ToolRollout:
+    """A GRPO `rollout_func` whose completions contain tool-output spans (`env_mask` 0-runs).
+
+    Deterministic per seed. Each completion is `pre` model tokens, optionally a tool span of `tool`
+    tokens and `post` model tokens, then EOS. Every generated sequence is recorded in generation order
+    (`self.records[i]` is the global sequence i across calls), so a test can recompute slice counts
+    without looking at what the capture sent.
+    """
+
+    def __init__(self, tokenizer, seed: int = 0, max_completion_length: int = 24):
+        import random
+
+        self.tokenizer = tokenizer
+        self.rng = random.Random(seed)
+        self.max_len = max_completion_length
+        self.records: list[dict] = []
+
+    def make(self) -> tuple[list[int], list[int]]:
+        r = self.rng
+        pre = r.randint(1, 6)
+        tool = r.choice([0, 0, 3, 4, 6])
+        post = r.randint(1, 5) if tool else 0
+        ids = [r.randint(65, 122) for _ in range(pre + tool + post)] + [self.tokenizer.eos_token_id]
+        mask = [1] * pre + [0] * tool + [1] * post + [1]
+        assert len(ids) <= self.max_len
+        return ids, mask
+
+    def __call__(self, prompts, trainer):
+        prompt_ids, completion_ids, env_mask = [], [], []
+        for p in prompts:
+            text = p if isinstance(p, str) else p[-1]["content"]
+            prompt_ids.append(self.tokenizer(text)["input_ids"])
+            ids, mask = self.make()
+            completion_ids.append(ids)
+            env_mask.append(mask)
+            self.records.append({"ids": ids, "env_mask": mask})
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None, "env_mask": env_mask}
+
+
+def slice_counts(env_mask: list[int]) -> dict[str, int]:
+    """DESIGN §3 derived slices of one completion, from its tool mask (1 = model token)."""
+    counts = {"all": 0, "pre_tool": 0, "post_tool": 0, "tool_output": 0}
+    seen_tool = False
+    for m in env_mask:
+        if m == 0:
+            seen_tool = True
+            counts["tool_output"] += 1
+        else:
+            counts["all"] += 1
+            counts["post_tool" if seen_tool else "pre_tool"] += 1
+    return counts
+
+
+def length_reward(completions, **kwargs):
+    """A reward with spread inside each group, so advantages are non-zero."""
+    return [float(len(c) % 7) for c in completions]
+
+
+def prompt_dataset(n: int = 16):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"prompt": [f"question {i}: what is {i} times {i + 1}?" for i in range(n)]})
