@@ -139,3 +139,14 @@ def test_chunked_passes_equal_one_pass():
     assert (many.tokens, many.n_seqs, many.slice_counts) == (one.tokens, one.n_seqs, one.slice_counts)
     empty = S.compute_sketch({"policy_vs_ref": t(x[:0])}, t(cm[:0]), t(tm[:0]), torch.zeros(1, dtype=torch.int32))
     assert empty.tokens == 0 and float(empty.hist.sum()) == 0
+
+
+def test_k3_has_no_cancellation_for_tiny_ratios():
+    from fractions import Fraction
+
+    x = torch.tensor([1e-7, -3e-6, 2e-4, 0.3, -0.45, 0.7, -2.0], dtype=torch.float32)
+    got = S._k3_terms(x.double(), x.double().abs())
+    for xi, gi in zip(x.double().tolist(), got.tolist()):
+        f = Fraction(xi)
+        exact = sum(f**k / math.factorial(k) for k in range(2, 40))  # e^x − 1 − x as a series
+        assert gi == pytest.approx(float(exact), rel=1e-14)
