@@ -59,6 +59,9 @@ class TailguardCallback(TrainerCallback):
             Stage device tensors in reused pinned host buffers (CUDA only).
         retain_captured (`bool`, *optional*, defaults to `False`):
             Keep every sent step's arrays in `cb.capture.captured` (tests and debugging; costs memory).
+        mode (`str`, *optional*, defaults to `"raw"`):
+            `"raw"` streams every token. `"sketch"` sends per-step histograms and exact sums reduced across
+            ranks with `torch.distributed`; only rank 0 talks to the engine (see docs/sketch.md).
 
     Environment variables: `TAILGUARD_ENDPOINT` (engine endpoint), `TAILGUARD_RUN_ID` (run id),
     `TAILGUARD_DISABLE=1` (attach does nothing), `TAILGUARD_ALLOW_UNTESTED_TRL=1` (skip the TRL version gate).
@@ -149,6 +152,7 @@ class TailguardCallback(TrainerCallback):
             send_budget_s=self.options.send_budget_s,
             queue_max_steps=self.options.queue_max_steps,
             connect_timeout_s=self.options.connect_timeout_s,
+            mode=self.options.mode,
         )
 
     def _close_client(self) -> None:
@@ -169,6 +173,8 @@ class TailguardCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.capture is None or self.client is not None:
             return
+        if self.options.mode == "sketch" and int(self.trainer.accelerator.process_index) != 0:
+            return  # sketch mode: only rank 0 talks to the engine
         self.client = self._make_client(args)
         try:
             self.client.connect()
@@ -190,6 +196,10 @@ class TailguardCallback(TrainerCallback):
         self._apply_directives(args, state, control)
 
     def _send_step(self, state, control) -> None:
+        if self.options.mode == "sketch":  # every rank joins the reduce; rank 0 sends (sketch.py)
+            from .sketch import send_capture_step
+
+            return send_capture_step(self, state, control)
         payload = self.capture.take_step(state.global_step)
         if payload is None or self.client is None:
             return

@@ -38,6 +38,7 @@ class Options:
     send_token_ids: bool = False
     pin_memory: bool = True
     retain_captured: bool = False
+    mode: str = "raw"  # "sketch": on-device histograms reduced over torch.distributed (docs/sketch.md)
 
 
 DEFAULTS = Options()
@@ -95,6 +96,9 @@ def parse_options(**kwargs: Any) -> Options:
             value = _names(name, value, PAIRS)
         elif name == "metric_names":
             value = None if value is None else _names(name, value, None)
+        elif name == "mode":
+            if value not in ("raw", "sketch"):
+                raise OptionsError(name, "one of ['raw', 'sketch']", value)
         elif name == "fail_mode":
             if value not in FAIL_MODES:
                 raise OptionsError(name, f"one of {list(FAIL_MODES)}", value)

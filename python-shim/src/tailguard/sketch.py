@@ -492,3 +492,68 @@ def send_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, impli
         return client._drop(f"sketch step {step} could not be encoded ({e})")
     client._last_step = int(step)
     return client._enqueue(_Step(int(step), [frames], time.monotonic()))
+
+
+def _with_pairs(sk: Sketch, names: Sequence[str]) -> Sketch:
+    """The same sketch over a fixed pair list (absent pairs empty), so every rank reduces equal shapes."""
+    if list(sk.pairs) == list(names):
+        return sk
+    P, S = len(names), len(sk.slices)
+    hist = torch.zeros((P, S, HIST_BINS), dtype=torch.float64, device=sk.hist.device)
+    sums = torch.zeros((P, S, N_FIELDS), dtype=torch.float64, device=sk.sums.device)
+    sums[..., [FIELD_INDEX[k] for k in ("lse_max", "seq_max", "seqn_max")]] = -math.inf
+    for p, name in enumerate(names):
+        if name in sk.pairs:
+            hist[p], sums[p] = sk.hist[sk.pairs.index(name)], sk.sums[sk.pairs.index(name)]
+    return Sketch(list(names), sk.slices, hist, sums, sk.tokens, sk.n_seqs, dict(sk.slice_counts))
+
+
+def _present(sk: Sketch) -> Sketch:
+    """Drop pairs with no token anywhere (not captured on any rank)."""
+    seen = (sk.sums[..., FIELD_INDEX["n"]] + sk.sums[..., FIELD_INDEX["nonfinite"]]).sum(-1) > 0
+    keep = [i for i in range(len(sk.pairs)) if bool(seen[i])]
+    return Sketch([sk.pairs[i] for i in keep], sk.slices, sk.hist[keep], sk.sums[keep], sk.tokens, sk.n_seqs,
+                  sk.slice_counts, sk.per_rank)
+
+
+def collective_device():
+    """Where the reduce runs: the current CUDA device under NCCL, else the CPU (gloo)."""
+    dist = _dist()
+    if dist is not None and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def sketch_payload(arrays: Mapping[str, object], names: Sequence[str], knobs=None, device=None) -> Sketch:
+    """Sketch one rank's flattened step (numpy arrays or tensors, as the capture hands them over)."""
+    dev = device or collective_device()
+    t = lambda a: torch.as_tensor(a).to(dev)  # noqa: E731
+    pairs = {p: t(arrays[p]) for p in names if arrays.get(p) is not None}
+    sk = compute_sketch(pairs, t(arrays["completion_mask"]), t(arrays["tool_mask"]), t(arrays["offsets"]), knobs)
+    return _with_pairs(sk, names)
+
+
+def send_capture_step(cb, state, control, per_rank: bool = False) -> None:
+    """The callback's step flush in sketch mode. Every rank calls it (the reduce is a collective);
+    rank 0 alone holds a client and sends. Hook: `TailguardCallback._send_step`."""
+    payload = cb.capture.take_step(state.global_step)
+    names = [p for p in PAIRS if p in cb.options.pairs]
+    knobs = cb.capture.knobs()
+    if payload is None:  # nothing staged here: join the collective with an empty sketch
+        empty = {"completion_mask": torch.zeros(0, dtype=torch.uint8), "tool_mask": torch.zeros(0, dtype=torch.uint8),
+                 "offsets": torch.zeros(1, dtype=torch.int64)}
+        sk = sketch_payload(empty, names, knobs)
+        implicit = []
+    else:
+        sk = sketch_payload(payload.arrays, [p for p in names if p not in payload.implicit], knobs)
+        sk = _with_pairs(sk, names)
+        implicit = list(payload.implicit)
+    sk = _present(reduce_sketch(sk, per_rank=per_rank))
+    if cb.client is None:
+        return
+    logs = cb.capture.step_logs()
+    if payload is not None and payload.loss is not None and math.isfinite(payload.loss):
+        logs["loss"] = payload.loss
+    ok = send_sketch_step(cb.client, state.global_step, sk, knobs=knobs, logs=logs, implicit=implicit)
+    if not ok and cb.options.fail_mode == "fail_closed":
+        control.should_training_stop = True
