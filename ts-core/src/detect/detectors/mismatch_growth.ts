@@ -1,0 +1,50 @@
+// Train/inference mismatch (old_vs_rollout) growing against its own early, fixed baseline:
+// the median of the recent steps over the median of the first `baseline_steps` steps.
+import type { PairName, SliceName } from '../../types.ts';
+import { recordOf } from '../history.ts';
+import { levelFor } from '../levels.ts';
+import { logSlope, median, round } from '../series.ts';
+import type { Detector, DetectorCommon, Signal, Thresholds } from '../types.ts';
+
+export interface MismatchGrowthOptions extends DetectorCommon {
+  metric: 'abs_q99' | 'abs_q95' | 'abs_mean' | 'kl_k3';
+  baseline_steps: number;
+  recent_steps: number;
+  /** recent / baseline. */
+  ratio: Thresholds;
+  /** Below this recent value the mismatch is negligible whatever the ratio. */
+  min_value: number;
+}
+
+export const mismatchGrowth: Detector<MismatchGrowthOptions> = {
+  name: 'mismatch_growth',
+  evaluate(h, r, o) {
+    const out: Signal[] = [];
+    for (const pair of o.pairs)
+      for (const slice of o.slices) {
+        const rec = recordOf(r, pair, slice, o.min_tokens);
+        if (!rec) continue;
+        const early = h.early(pair, slice, o.metric);
+        if (early.length < o.baseline_steps) continue;
+        const base = median(early.slice(0, o.baseline_steps));
+        const series = h.series(pair, slice, o.metric);
+        const recent = median(series.slice(-o.recent_steps).map((p) => p.value));
+        const ratio = recent / Math.max(base, 1e-12);
+        const gate = recent >= o.min_value;
+        out.push({
+          key: `${pair}/${slice}`,
+          pair: pair as PairName,
+          slice: slice as SliceName,
+          raise: gate ? levelFor(ratio, o.ratio, 'above') : 0,
+          hold: recent >= o.min_value * (1 - o.clear_margin) ? levelFor(ratio, o.ratio, 'above', o.clear_margin) : 0,
+          message: `${pair} ${slice} ${o.metric} ${round(recent)} is ${round(ratio, 2)}× its baseline ${round(base)}`,
+          evidence: {
+            values: { recent, baseline: base, ratio: round(ratio, 4), slope: round(logSlope(series, 10), 5) },
+            thresholds: { ratio: o.ratio, min_value: o.min_value },
+            windows: { baseline: `first ${o.baseline_steps} steps`, recent: [series[Math.max(0, series.length - o.recent_steps)]?.step, r.step] },
+          },
+        });
+      }
+    return out;
+  },
+};

@@ -1,0 +1,60 @@
+// Small numeric helpers over short per-step series (trend windows are tens of points).
+
+/** Ordinary least-squares slope of ys against xs; NaN with fewer than 2 distinct xs. */
+export function olsSlope(xs: number[], ys: number[]): number {
+  const n = Math.min(xs.length, ys.length);
+  if (n < 2) return NaN;
+  let mx = 0;
+  let my = 0;
+  for (let i = 0; i < n; i++) {
+    mx += xs[i];
+    my += ys[i];
+  }
+  mx /= n;
+  my /= n;
+  let sxy = 0;
+  let sxx = 0;
+  for (let i = 0; i < n; i++) {
+    sxy += (xs[i] - mx) * (ys[i] - my);
+    sxx += (xs[i] - mx) ** 2;
+  }
+  return sxx > 0 ? sxy / sxx : NaN;
+}
+
+export function median(v: number[]): number {
+  if (!v.length) return NaN;
+  const s = [...v].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** A point of a per-step series. */
+export interface Point {
+  step: number;
+  value: number;
+}
+
+/** Slope of log(value) per step over the last `n` points with positive values (growth rate per step). */
+export function logSlope(pts: Point[], n: number): number {
+  const tail = pts.slice(-n).filter((p) => p.value > 0 && Number.isFinite(p.value));
+  if (tail.length < Math.max(3, Math.ceil(n / 2))) return NaN;
+  return olsSlope(
+    tail.map((p) => p.step),
+    tail.map((p) => Math.log(p.value)),
+  );
+}
+
+export function linSlope(pts: Point[], n: number): number {
+  const tail = pts.slice(-n).filter((p) => Number.isFinite(p.value));
+  if (tail.length < Math.max(3, Math.ceil(n / 2))) return NaN;
+  return olsSlope(
+    tail.map((p) => p.step),
+    tail.map((p) => p.value),
+  );
+}
+
+export function round(x: number, digits = 4): number {
+  if (!Number.isFinite(x)) return x;
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
