@@ -48,6 +48,7 @@ program
   .description('check the setup: Node.js, zeromq, endpoint reachability, the Python side')
   .option('--endpoint <addr>', 'engine endpoint to probe')
   .option('--python [exe]', 'also check that `import tailguard` works in this Python')
+  .option('--timeout-ms <ms>', 'endpoint probe timeout', (v) => Number(v), 3000)
   .action(async (opts) => (await import('./commands/doctor.ts')).doctor(opts));
 
 program
