@@ -75,7 +75,9 @@ class Capture:
         self._implicit: set[str] = set()
         self._losses: list[float | torch.Tensor] = []
         self._wrapped: list[tuple[str, Any, bool]] = []
-        self.captured: list[tuple[int, dict[str, np.ndarray]]] = []  # test hook: retain_captured=True
+        # Test hook (retain_captured=True): every flushed step's arrays, and its implicit pairs.
+        self.captured: list[tuple[int, dict[str, np.ndarray]]] = []
+        self.captured_implicit: dict[int, list[str]] = {}
 
     # ---- installation -------------------------------------------------------------------------
     def check(self) -> None:
@@ -166,6 +168,7 @@ class Capture:
         payload.loss = loss
         if self.options.retain_captured:
             self.captured.append((step, {k: v.copy() for k, v in payload.arrays.items()}))
+            self.captured_implicit[step] = list(payload.implicit)
         return payload
 
 
