@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import msgpack
 import zmq
 
 from tailguard.protocol import DEFAULT_LIMITS, ProtocolError, decode_message, encode_message, step_checksum
@@ -70,7 +71,12 @@ class FakeEngine:
             try:
                 h, arrays = decode_message(frames)
             except ProtocolError as e:
-                self._send(ident, {"type": "error", "code": e.code, "message": e.message, "ref": {}, "fatal": False})
+                try:
+                    h = msgpack.unpackb(frames[0])
+                    ref = {k: h[k] for k in ("type", "step", "rank") if k in h}
+                except Exception:  # noqa: BLE001 - unreadable header: no ref
+                    ref = {}
+                self._send(ident, {"type": "error", "code": e.code, "message": e.message, "ref": ref, "fatal": False})
                 continue
             t = h["type"]
             if t == "hello":

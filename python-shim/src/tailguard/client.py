@@ -264,6 +264,14 @@ class EngineClient:
         # The one place a step's frames are final: a capture recorder hooks in here.
         return self._enqueue(_Step(int(step), messages, time.monotonic()))
 
+    def send_encoded(self, step: int, messages: list[list]) -> bool:
+        """Queue a step that is already encoded (one frame list per chunk), e.g. a sketch step or a
+        replayed capture. Same budget, drop and resend rules as `send_step`."""
+        self.start()
+        with self._cv:
+            self._last_step = int(step)
+        return self._enqueue(_Step(int(step), list(messages), time.monotonic()))
+
     def _enqueue(self, item: _Step) -> bool:
         deadline = time.monotonic() + self.send_budget_s
         with self._cv:
