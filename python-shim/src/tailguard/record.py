@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 MAGIC = b"TGCAP\x00"
 VERSION = 1
 
-__all__ = ["CaptureWriter", "read_capture", "encode_record", "MAGIC", "VERSION"]
+__all__ = ["CaptureWriter", "StepRecorder", "read_capture", "encode_record", "MAGIC", "VERSION"]
 
 
 def encode_record(frames: Iterable[bytes | bytearray | memoryview], at_ms: float | None = None) -> bytes:
@@ -113,3 +113,60 @@ def read_capture(path: str | os.PathLike[str]) -> Iterator[tuple[float, list[byt
             raise ValueError(f"E_CAPTURE_RECORD: record at byte {o} is malformed")
         yield at_ms, frames
         o = end
+
+
+class StepRecorder:
+    """The recorder behind ``EngineClient(record_to=...)``: the client's ``hello`` once, then every
+    message of every step exactly as encoded for the wire (all chunks, before any send).
+
+    ``tailguard replay CAPTURE`` needs the ``hello`` to know the run id, world size and trainer.
+    A capture made by one rank of a multi-rank run holds only that rank's data; the replay then
+    finalises each step with the other ranks missing, as the live engine does after its timeout.
+
+    Args:
+        path (`str` or `os.PathLike`): the capture file (appended to when it exists).
+        client: the `EngineClient` whose identity goes into the recorded ``hello``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], client: object):
+        self._w = CaptureWriter(path)
+        self._client = client
+        self._hello_written = False
+
+    @property
+    def path(self) -> str:
+        return self._w.path
+
+    @property
+    def count(self) -> int:
+        return self._w.count
+
+    def _hello(self) -> list:
+        from . import __version__
+        from .protocol import PROTOCOL_VERSION, encode_message
+
+        c = self._client
+        return encode_message(
+            {
+                "type": "hello",
+                "version": list(PROTOCOL_VERSION),
+                "run_id": getattr(c, "run_id"),
+                "rank": getattr(c, "rank", 0),
+                "world_size": getattr(c, "world_size", 1),
+                "trainer": getattr(c, "trainer", "synthetic"),
+                "mode": getattr(c, "mode", "raw"),
+                "config": getattr(c, "config", {}) or {},
+                "client": {"name": "tailguard-python", "version": __version__, "recorder": True},
+            }
+        )
+
+    def write_step(self, messages: Iterable[Iterable[bytes | bytearray | memoryview]]) -> None:
+        """Record every chunk message of one step (``encode_step`` output)."""
+        if not self._hello_written:
+            self._w.write(self._hello())
+            self._hello_written = True
+        for frames in messages:
+            self._w.write(frames)
+
+    def close(self) -> None:
+        self._w.close()
