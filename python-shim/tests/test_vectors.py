@@ -77,11 +77,9 @@ def _schema_for(header: dict) -> dict:
     return json.loads((PROTO / f"{header['type']}.schema.json").read_text())
 
 
-@pytest.mark.parametrize("f,i", CASES)
+@pytest.mark.parametrize("f,i", [c for c in CASES if load_case(*c.values)["valid"]])
 def test_valid_headers_match_the_json_schema(f, i):
     case = load_case(f, i)
-    if not case["valid"]:
-        pytest.skip("must-reject case")
     header, _ = decode_message([bytes.fromhex(h) for h in case["frames"]])
     # JSON Schema has no NaN/Inf; the schemas describe those fields as numbers, so stand in a finite one.
     jsonschema.validate(_finite(header), _schema_for(header))

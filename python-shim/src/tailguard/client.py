@@ -112,6 +112,7 @@ class EngineClient:
             to answer `bye`.
         heartbeat_ms (`int`, *optional*, defaults to `1000`): ZMQ heartbeat interval (timeout 3×).
         linger_ms (`int`, *optional*, defaults to `100`): socket linger, so closing never hangs.
+        checksum (`bool`, *optional*, defaults to `True`): ask the engine to echo `received.checksum`.
     """
 
     def __init__(
@@ -131,6 +132,7 @@ class EngineClient:
         close_timeout_s: float = 1.0,
         heartbeat_ms: int = 1000,
         linger_ms: int = 100,
+        checksum: bool = True,
     ):
         if queue_max_steps < 1:
             raise ValueError(f"queue_max_steps must be ≥ 1, got {queue_max_steps}")
@@ -151,6 +153,7 @@ class EngineClient:
         self.close_timeout_s = close_timeout_s
         self.heartbeat_ms = heartbeat_ms
         self.linger_ms = linger_ms
+        self.checksum = checksum
 
         self._cv = threading.Condition()
         self._outbox: collections.deque[_Step] = collections.deque()
@@ -485,6 +488,7 @@ class EngineClient:
             "mode": self.mode,
             "config": self.config,
             "client": {"name": "tailguard-python", "version": __version__},
+            "checksum": self.checksum,
         }
         # Without ZMQ_IMMEDIATE the hello waits in the pipe until the engine is there.
         s.send_multipart(encode_message(hello), copy=False)
@@ -625,17 +629,19 @@ class EngineClient:
         ref = h.get("ref") if isinstance(h.get("ref"), dict) else {}
         self._record_error({k: h.get(k) for k in ("code", "message", "ref", "fatal")})
         ref_type, step = ref.get("type"), ref.get("step")
-        if code == "E_NO_SESSION":
-            self._reset(ctx, io, poller, "engine has no session for this client")
-            return
         with self._cv:
             if ref_type == "hello":
+                # Every error on a hello is fatal and will not change by retrying: stop here.
                 self._hello_error = h
                 self._cv.notify_all()
                 return
-            if step in self._inflight and ref_type in (None, "step"):
-                # E_DUPLICATE: the engine already has it (a resend after a lost reply); anything else: rejected.
+            if step in self._inflight and ref_type in (None, "step") and code != "E_NO_SESSION":
+                # E_DUPLICATE: the engine already has it (a resend after a lost reply); anything else
+                # (E_CHUNK included) rejects the step, and sending the same bytes again would not help.
                 self._inflight.pop(step)
                 if code == "E_DUPLICATE":
                     self._stats["acked"] += 1
                 self._cv.notify_all()
+        if code == "E_NO_SESSION" or h.get("fatal") is True:
+            # The engine restarted or dropped the session: a fresh hello, then the unanswered steps again.
+            self._reset(ctx, io, poller, f"{code} from the engine")

@@ -26,7 +26,7 @@ DEFAULT_LIMITS = {
     "max_frame_bytes": MAX_FRAME_BYTES,
     "max_frames": 64,
     "max_header_bytes": 64 * 1024,
-    "max_tokens_per_step": 64 * 1024 * 1024,
+    "max_tokens_per_step": 2**27,
     "step_timeout_ms": 30_000,
 }
 
@@ -315,6 +315,9 @@ def encode_step(header: Mapping[str, Any], arrays: Mapping[str, Any], limits: Ma
     """All chunk messages of one step: a list of frame lists. `header` holds the non-buffer fields."""
     lim = {**DEFAULT_LIMITS, **(limits or {})}
     chunks = chunk_step(arrays, int(lim["max_frame_bytes"]), int(lim["max_message_bytes"]))
+    tokens = sum(c.tokens for c in chunks)
+    if tokens > lim["max_tokens_per_step"]:
+        raise ProtocolError("E_TOO_LARGE", f"{tokens} tokens exceeds max_tokens_per_step {lim['max_tokens_per_step']}")
     out = []
     for c in chunks:
         h = {**header, "chunk": {"index": c.index, "count": c.count}, "tokens": c.tokens, "n_seqs": c.n_seqs}
