@@ -116,37 +116,40 @@ class Sketch:
         return out
 
 
-def slice_codes(completion_mask: torch.Tensor, tool_mask: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def slice_codes(completion_mask: torch.Tensor, tool_mask: torch.Tensor, offsets: torch.Tensor,
+                seq: torch.Tensor | None = None) -> torch.Tensor:
     """Per-token code 0=pre_tool, 1=post_tool, 2=tool_output, 3=not in any slice (padding)."""
     cm = completion_mask.to(torch.bool)
-    tool_out = cm & ~tool_mask.to(torch.bool)
-    model = cm & tool_mask.to(torch.bool)
+    tm = tool_mask.to(torch.bool)
+    tool_out = cm & ~tm
     T = cm.numel()
-    lengths = (offsets[1:] - offsets[:-1]).to(torch.int64)
-    seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=cm.device), lengths)
-    cum = torch.cumsum(tool_out.to(torch.int64), 0)
+    if T == 0:
+        return torch.zeros(0, dtype=torch.int64, device=cm.device)
+    if seq is None:
+        seq = torch.repeat_interleave(torch.arange(offsets.numel() - 1, device=cm.device), offsets[1:] - offsets[:-1])
+    cum = torch.cumsum(tool_out, 0, dtype=torch.int32)
     start = offsets[:-1].to(torch.int64)
-    before = torch.where(start > 0, cum[(start - 1).clamp(min=0)], 0) if T else start
-    seen = (cum - before[seq]) > 0 if T else cum.bool()
-    code = torch.full((T,), 3, dtype=torch.int64, device=cm.device)
-    code[model & ~seen] = 0
-    code[model & seen] = 1
-    code[tool_out] = 2
+    before = torch.where(start > 0, cum[(start - 1).clamp(min=0)], 0).to(torch.int32)
+    seen = cum > before[seq]  # a tool-output token earlier in this sequence (or this one)
+    # model & ~seen → 0, model & seen → 1, tool_out → 2, else 3
+    code = seen.to(torch.int64)
+    code.masked_fill_(tool_out, 2).masked_fill_(~cm, 3)
     return code
 
 
-_K3_COEF = [1.0 / math.factorial(k) for k in range(2, 18)]
+# w − 1 − ℓ = ℓ²·Σ ℓ^k/(k+2)!: 6 terms suffice for |ℓ| < 1e-2 (truncation < 1e-17 relative);
+# above it expm1(ℓ) − ℓ loses at most 2ε/|ℓ| < 5e-14 relative to cancellation.
+_K3_COEF = [1.0 / math.factorial(k) for k in range(2, 8)]
+_K3_SERIES_MAX = 1e-2
 
 
 def _k3_terms(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """w − 1 − ℓ without cancellation: ℓ²·Σ ℓ^k/(k+2)! for |ℓ| < 0.5 (error < 1e-17 relative),
-    expm1(ℓ) − ℓ elsewhere (inf where exp overflows, as in the engine)."""
-    r = torch.where(a < 0.5, v, torch.zeros_like(v))
-    acc = torch.full_like(r, _K3_COEF[-1])
+    """w − 1 − ℓ without harmful cancellation; inf where exp overflows, as in the engine."""
+    acc = torch.full_like(v, _K3_COEF[-1])
     for c in reversed(_K3_COEF[:-1]):
-        acc.mul_(r).add_(c)
-    acc.mul_(r * r)
-    return torch.where(a < 0.5, acc, torch.expm1(v) - v)
+        acc.mul_(v).add_(c)
+    acc.mul_(v * v)
+    return torch.where(a < _K3_SERIES_MAX, acc, torch.expm1(v) - v)
 
 
 def _lse_parts(vals: torch.Tensor, key: torch.Tensor, k: int):
@@ -154,44 +157,49 @@ def _lse_parts(vals: torch.Tensor, key: torch.Tensor, k: int):
     m = torch.full((k,), -math.inf, dtype=torch.float64, device=vals.device)
     m = m.scatter_reduce(0, key, vals, reduce="amax", include_self=True)
     d = vals - m[key]
-    s1 = torch.bincount(key, weights=torch.exp(d), minlength=k)
-    s2 = torch.bincount(key, weights=torch.exp(2.0 * d), minlength=k)
+    e = torch.exp(d)
+    s1 = torch.bincount(key, weights=e, minlength=k)
+    s2 = torch.bincount(key, weights=e.mul_(e), minlength=k)
     return m, s1, s2
 
 
 def _pair_base(x: torch.Tensor, code: torch.Tensor, seq: torch.Tensor, n_seqs: int, clip_lo: float, clip_hi: float):
-    """hist (3, BINS) and sums (3, F) for the disjoint base slices of one pair."""
+    """hist (3, BINS) and sums (3, F) for the disjoint base slices of one pair.
+
+    No compaction: tokens outside the base slices or non-finite go to a discard key K, dropped at the end.
+    """
     K = len(_BASE)
     dev = x.device
-    inslice = code < K
     finite = torch.isfinite(x)
-    nonfinite = torch.bincount(code[inslice & ~finite], minlength=K)
-    sel = inslice & finite
-    c = code[sel]
-    xs = x[sel]
-    v = xs.to(torch.float64)
+    nonfinite = torch.bincount(torch.where(finite, K, code), minlength=K + 1)[:K]
+    c = torch.where(finite, code, K)  # K = discard
+    v = torch.where(finite, x, 0.0).to(torch.float64)
     a = v.abs()
     sums = torch.zeros((K, N_FIELDS), dtype=torch.float64, device=dev)
     F = FIELD_INDEX
-    sums[:, F["n"]] = torch.bincount(c, minlength=K).to(torch.float64)
+    bc = lambda key, w=None, n=K + 1: torch.bincount(key, weights=w, minlength=n)  # noqa: E731
+    level = (a > EXCEED_LOG[0]).to(torch.int64) + (a > EXCEED_LOG[1]) + (a > EXCEED_LOG[2])
+    lv = bc(c * 4 + level, n=4 * (K + 1)).view(K + 1, 4)[:K].to(torch.float64)
+    sums[:, F["n"]] = lv.sum(1)
+    sums[:, F["exceed_1_5"]] = lv[:, 1:].sum(1)
+    sums[:, F["exceed_2"]] = lv[:, 2:].sum(1)
+    sums[:, F["exceed_3"]] = lv[:, 3]
     sums[:, F["nonfinite"]] = nonfinite.to(torch.float64)
-    sums[:, F["sum"]] = torch.bincount(c, weights=v, minlength=K)
-    sums[:, F["sum_abs"]] = torch.bincount(c, weights=a, minlength=K)
-    sums[:, F["sum_sq"]] = torch.bincount(c, weights=v * v, minlength=K)
-    sums[:, F["sum_k3"]] = torch.bincount(c, weights=_k3_terms(v, a), minlength=K)
-    for name, t in zip(("exceed_1_5", "exceed_2", "exceed_3"), EXCEED_LOG):
-        sums[:, F[name]] = torch.bincount(c[a > t], minlength=K).to(torch.float64)
-    sums[:, F["clip"]] = torch.bincount(c[(v < clip_lo) | (v > clip_hi)], minlength=K).to(torch.float64)
-    amax = torch.zeros(K, dtype=torch.float64, device=dev)
-    sums[:, F["abs_max"]] = amax.scatter_reduce(0, c, a, reduce="amax", include_self=True)
-    m, s1, s2 = _lse_parts(v, c, K)
-    sums[:, F["lse_max"]], sums[:, F["lse_sum"]], sums[:, F["lse2_sum"]] = m, s1, s2
-    hist = torch.bincount(c * HIST_BINS + hist_bins(xs.abs()), minlength=K * HIST_BINS)
+    sums[:, F["sum"]] = bc(c, v)[:K]
+    sums[:, F["sum_abs"]] = bc(c, a)[:K]
+    sums[:, F["sum_sq"]] = bc(c, v * v)[:K]
+    sums[:, F["sum_k3"]] = bc(c, _k3_terms(v, a))[:K]
+    sums[:, F["clip"]] = bc(c, ((v < clip_lo) | (v > clip_hi)).to(torch.float64))[:K]
+    amax = torch.zeros(K + 1, dtype=torch.float64, device=dev)
+    sums[:, F["abs_max"]] = amax.scatter_reduce(0, c, a, reduce="amax", include_self=True)[:K]
+    m, s1, s2 = _lse_parts(v, c, K + 1)
+    sums[:, F["lse_max"]], sums[:, F["lse_sum"]], sums[:, F["lse2_sum"]] = m[:K], s1[:K], s2[:K]
+    hist = bc(c * HIST_BINS + hist_bins(a.to(torch.float32)), n=(K + 1) * HIST_BINS)[: K * HIST_BINS]
     hist = hist.to(torch.float64).view(K, HIST_BINS)
     # Per-sequence sums L_i and lengths |y_i| per base slice (finite tokens).
-    skey = c * n_seqs + seq[sel]
-    L = torch.bincount(skey, weights=v, minlength=K * n_seqs).view(K, n_seqs)
-    ln = torch.bincount(skey, minlength=K * n_seqs).view(K, n_seqs)
+    skey = c * n_seqs + seq
+    L = bc(skey, v, n=(K + 1) * n_seqs)[: K * n_seqs].view(K, n_seqs)
+    ln = bc(skey, n=(K + 1) * n_seqs)[: K * n_seqs].view(K, n_seqs)
     return hist, sums, L, ln
 
 
@@ -284,9 +292,9 @@ def merge_sketches(parts: Sequence[Sketch]) -> Sketch:
 
 def _compute_chunk(pairs, completion_mask, tool_mask, offsets, names, clip) -> Sketch:
     dev = completion_mask.device
-    code = slice_codes(completion_mask, tool_mask, offsets)
     n_seqs = offsets.numel() - 1
     seq = torch.repeat_interleave(torch.arange(n_seqs, device=dev), offsets[1:] - offsets[:-1])
+    code = slice_codes(completion_mask, tool_mask, offsets, seq)
     S = len(BUILTIN_SLICES)
     hist = torch.zeros((len(names), S, HIST_BINS), dtype=torch.float64, device=dev)
     sums = torch.zeros((len(names), S, N_FIELDS), dtype=torch.float64, device=dev)
