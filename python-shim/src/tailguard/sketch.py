@@ -25,11 +25,14 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import torch
+
+log = logging.getLogger("tailguard")
 
 HIST_EXP_MIN = -24
 HIST_EXP_MAX = 8
@@ -487,19 +490,14 @@ def encode_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, imp
 def send_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=()) -> bool:
     """Queue a merged sketch on rank 0's `EngineClient`; False when dropped (never raises, never blocks
     beyond the client's send budget)."""
-    from .client import _Step
     from .protocol import ProtocolError
 
-    import time
-
-    client.start()
     try:
         frames = encode_sketch_step(client, step, sk, knobs, logs, implicit)
     except ProtocolError as e:
-        client._record_error({"code": e.code, "message": e.message, "ref": {"type": "step", "step": step}, "local": True})
-        return client._drop(f"sketch step {step} could not be encoded ({e})")
-    client._last_step = int(step)
-    return client._enqueue(_Step(int(step), [frames], time.monotonic()))
+        log.warning("tailguard: sketch step %d could not be encoded (%s)", step, e)
+        return False
+    return client.send_encoded(int(step), [frames])
 
 
 def _with_pairs(sk: Sketch, names: Sequence[str]) -> Sketch:
