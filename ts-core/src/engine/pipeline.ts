@@ -1,0 +1,50 @@
+// The hook points where statistics, detection/policy and the run store plug into a run.
+// Every hook is optional: with none, the engine validates, assembles and answers no-ops.
+//
+// Wiring (one place, `buildPipeline` below, is what serve uses):
+//   stats/   RunStats.addRankStep(data)        -> Pipeline.addRankStep
+//            RunStats.finalizeReady(now)       -> Pipeline.finalizeReady (also called every second by the server tick)
+//   detect/+policy/ Controller.onStepResult(r) -> Pipeline.onStepResult (return the directive, or null)
+//            Controller.onAck(ack)             -> Pipeline.onAck
+//   store/   RunStore.appendMetrics/appendWindows/appendDirective/... -> Pipeline.onFinalized,
+//            RunStore.loadState()              -> Pipeline.resumeStep (welcome.resume)
+//   close    flush files on shutdown           -> Pipeline.close
+import type { Logger } from 'pino';
+import type { AckHeader, HelloHeader } from '../protocol/messages.ts';
+import type { Directive, StepData, StepResult } from '../types.ts';
+
+export interface Pipeline {
+  /** A run's first hello (and every later one: a rank (re)joined). */
+  onHello?(h: HelloHeader): void;
+  /** One rank's assembled step. The typed arrays are only valid during this call: copy what you keep. */
+  addRankStep?(data: StepData): void;
+  /** Steps that are final now (all ranks in, or timed out), in step order. */
+  finalizeReady?(nowMs: number): StepResult[];
+  /** Detect + decide for one final step; a non-null, non-noop directive is sent to rank 0. */
+  onStepResult?(r: StepResult): Directive | null;
+  /** After onStepResult: persist metrics, windows and the directive. */
+  onFinalized?(r: StepResult, directive: Directive | null): void;
+  /** A client ack (applied or refused). */
+  onAck?(ack: AckHeader): void;
+  /** The highest complete step known for this run (e.g. from the run store), for welcome.resume. */
+  resumeStep?(): number | null;
+  /** Flush and release (shutdown). */
+  close?(): void | Promise<void>;
+}
+
+export interface PipelineContext {
+  runId: string;
+  worldSize: number;
+  trainer: string;
+  config: Record<string, unknown>;
+  /** Root of run stores (`--run-dir`); a run's store lives in `<runDir>/<runId>`. */
+  runDir: string;
+  /** The serve options as parsed by the CLI (window, step timeout, policy file, ...). */
+  options: Record<string, unknown>;
+  log: Logger;
+}
+
+export type PipelineFactory = (ctx: PipelineContext) => Pipeline;
+
+/** The pipeline `tailguard serve` uses. Hook edits for stats/detect/policy/store go here. */
+export const buildPipeline: PipelineFactory = () => ({});

@@ -1,0 +1,150 @@
+// One Run per run id: the sessions of its ranks, step assembly, and the glue
+// ingestStep → pipeline (stats → detect/policy → store) → directive + metrics for the reply.
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Message } from '../protocol/codec.ts';
+import { ProtocolError } from '../protocol/errors.ts';
+import type { AckHeader, HelloHeader, Limits, Received, StepHeader, WireDirective } from '../protocol/messages.ts';
+import type { Directive, StepData, StepResult } from '../types.ts';
+import { StepAssembler, toStepData } from './assembler.ts';
+import type { Pipeline } from './pipeline.ts';
+
+/** Headline metrics sent back in each directive reply (`"<pair>/<slice>/<metric>"`). */
+export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_max', 'ess', 'kl_k3', 'clip_frac', 'alpha'] as const;
+
+interface RankSession {
+  session: string;
+  assembler: StepAssembler;
+}
+
+export interface StepReply {
+  directive: WireDirective;
+  received: Received;
+  metrics: Record<string, number | null>;
+  metrics_step: number | null;
+}
+
+export class Run {
+  readonly worldSize: number;
+  readonly trainer: string;
+  private readonly sessions = new Map<number, RankSession>();
+  /** Highest step any rank completed (welcome.resume). */
+  lastCompleteStep: number | null = null;
+  private metrics: Record<string, number | null> = {};
+  private metricsStep: number | null = null;
+  /** A directive from the controller, waiting for rank 0's next reply. */
+  private pending: Directive | null = null;
+
+  constructor(
+    readonly runId: string,
+    hello: HelloHeader,
+    readonly pipeline: Pipeline,
+    private readonly limits: Limits,
+    private readonly log: Logger,
+  ) {
+    this.worldSize = hello.world_size;
+    this.trainer = hello.trainer;
+    this.lastCompleteStep = pipeline.resumeStep?.() ?? null;
+  }
+
+  /** hello: (re)create the rank's session; its step history restarts. */
+  hello(h: HelloHeader): { session: string; resume: { last_step: number | null } | null; isNew: boolean } {
+    if (h.world_size !== this.worldSize)
+      throw new ProtocolError('E_RANK', `run ${this.runId} has world_size ${this.worldSize}, hello says ${h.world_size}`, { fatal: true });
+    const isNew = this.sessions.size === 0 && this.lastCompleteStep === null;
+    const session = `s-${randomBytes(6).toString('hex')}`;
+    this.sessions.set(h.rank, { session, assembler: new StepAssembler(this.limits, h.checksum !== false) });
+    this.pipeline.onHello?.(h);
+    return { session, resume: this.lastCompleteStep === null ? null : { last_step: this.lastCompleteStep }, isNew };
+  }
+
+  hasSession(rank: number): boolean {
+    return this.sessions.has(rank);
+  }
+
+  /** A validated step chunk. Returns the reply when the chunk completes the step, else null. */
+  step(msg: Message<StepHeader>, nowMs: number): StepReply | null {
+    const h = msg.header;
+    const s = this.sessions.get(h.rank);
+    if (!s) throw new ProtocolError('E_NO_SESSION', `no session for run ${this.runId} rank ${h.rank}: send hello first`, { fatal: true });
+    if (h.world_size !== this.worldSize) throw new ProtocolError('E_RANK', `run ${this.runId} has world_size ${this.worldSize}, step says ${h.world_size}`);
+    const before = s.assembler.pending;
+    const done = s.assembler.add(msg);
+    if (before !== null && before !== h.step) this.log.warn({ run_id: this.runId, rank: h.rank, step: before }, 'incomplete step discarded: a newer step started');
+    if (!done) return null;
+    this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
+    const directive = this.ingestStep(toStepData(done, this.trainer, nowMs));
+    return { directive: toWire(directive), received: done.received, metrics: this.metrics, metrics_step: this.metricsStep };
+  }
+
+  /**
+   * The glue for one assembled rank step: stats → (finalised steps) → detect/policy → store.
+   * Returns the directive for this rank's reply (a no-op unless the controller queued one for rank 0).
+   */
+  ingestStep(data: StepData): Directive {
+    this.pipeline.addRankStep?.(data); // stats/: accumulate; views are valid only in this call
+    this.finalize(data.receivedAt);
+    if (data.rank === 0 && this.pending) {
+      const d = this.pending;
+      this.pending = null;
+      return d;
+    }
+    return noop(this.runId, data.step);
+  }
+
+  /** Finalise whatever is ready (also called periodically, for steps with missing ranks). */
+  finalize(nowMs: number): StepResult[] {
+    const results = this.pipeline.finalizeReady?.(nowMs) ?? [];
+    for (const r of results) {
+      const d = this.pipeline.onStepResult?.(r) ?? null; // detect/ + policy/
+      if (d && d.action !== 'noop') this.pending = d; // the newest decision wins
+      this.pipeline.onFinalized?.(r, d); // store/
+      this.metrics = headline(r);
+      this.metricsStep = r.step;
+    }
+    return results;
+  }
+
+  ack(a: AckHeader): void {
+    if (!this.sessions.has(a.rank)) throw new ProtocolError('E_NO_SESSION', `no session for run ${this.runId} rank ${a.rank}: send hello first`, { fatal: true });
+    this.pipeline.onAck?.(a);
+  }
+
+  bye(rank: number): void {
+    this.sessions.delete(rank);
+  }
+
+  get activeRanks(): number {
+    return this.sessions.size;
+  }
+
+  async close(): Promise<void> {
+    await this.pipeline.close?.();
+  }
+}
+
+export function noop(runId: string, step: number): Directive {
+  return { id: `${runId}/${step}/noop`, action: 'noop', step, apply_at_step: step + 1, params: {}, reason: '', evidence: {} };
+}
+
+const toWire = (d: Directive): WireDirective => ({
+  id: d.id,
+  action: d.action,
+  step: d.step,
+  apply_at_step: d.apply_at_step,
+  params: d.params,
+  reason: d.reason,
+  evidence: d.evidence,
+});
+
+function headline(r: StepResult): Record<string, number | null> {
+  const out: Record<string, number | null> = {};
+  for (const rec of r.records) {
+    if (rec.implicit) continue;
+    for (const m of HEADLINE_METRICS) {
+      const v = rec[m];
+      if (typeof v === 'number') out[`${rec.pair}/${rec.slice}/${m}`] = v;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,200 @@
+// The engine's ZeroMQ ROUTER: receive → decode/validate → dispatch to runs → reply by identity.
+// Nothing a client sends can stop the loop: every failure becomes an `error` reply.
+import { Router } from 'zeromq';
+import type { Logger } from 'pino';
+import { decodeMessage, encodeHeader, encodeMessage, type Message } from '../protocol/codec.ts';
+import { ProtocolError, type ErrorRef } from '../protocol/errors.ts';
+import { CLIENT_TYPES, type AckHeader, type ByeHeader, type HelloHeader, type Limits, type StepHeader } from '../protocol/messages.ts';
+import { DEFAULT_LIMITS, PROTOCOL_MAJOR, PROTOCOL_MINOR } from '../protocol/validate.ts';
+import { VERSION } from '../version.ts';
+import type { PipelineFactory } from '../engine/pipeline.ts';
+import { RunRegistry } from '../engine/registry.ts';
+
+export const DEFAULT_ENDPOINT = 'tcp://127.0.0.1:5599';
+const V = [PROTOCOL_MAJOR, PROTOCOL_MINOR];
+
+export interface ServerOptions {
+  /** ZeroMQ endpoint to bind (tcp/ipc/inproc); tcp port `*` or `0` picks a free port. */
+  endpoint?: string;
+  limits?: Partial<Limits>;
+  /** Delay every reply by this many ms (tests of slow engines). */
+  delayMs?: number;
+  log: Logger;
+  factory?: PipelineFactory;
+  runDir?: string;
+  /** Serve options passed to pipelines. */
+  options?: Record<string, unknown>;
+  /** How often to finalise timed-out steps (ms). */
+  tickMs?: number;
+}
+
+export interface ServerCounters {
+  messages: number;
+  steps: number;
+  errors: number;
+  bytes: number;
+}
+
+export class EngineServer {
+  readonly limits: Limits;
+  readonly registry: RunRegistry;
+  readonly counters: ServerCounters = { messages: 0, steps: 0, errors: 0, bytes: 0 };
+  /** The endpoint actually bound (real port for tcp `*`/0). */
+  endpoint = '';
+  private sock: Router | null = null;
+  private loop: Promise<void> | null = null;
+  private sending: Promise<unknown> = Promise.resolve();
+  private delayed = new Set<NodeJS.Timeout>();
+  private tick: NodeJS.Timeout | null = null;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: ServerOptions) {
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.log = opts.log;
+    this.registry = new RunRegistry({ limits: this.limits, log: opts.log, factory: opts.factory ?? (() => ({})), runDir: opts.runDir ?? 'runs', options: opts.options });
+  }
+
+  async start(): Promise<string> {
+    const requested = this.opts.endpoint ?? DEFAULT_ENDPOINT;
+    const sock = new Router({ maxMessageSize: this.limits.max_message_bytes, linger: 0, sendHighWaterMark: 10_000, receiveHighWaterMark: 10_000 });
+    await sock.bind(requested.replace(/^(tcp:\/\/[^/]+):0$/, '$1:*'));
+    this.sock = sock;
+    this.endpoint = sock.lastEndpoint ?? requested;
+    this.loop = this.receive(sock);
+    this.tick = setInterval(() => this.registry.tick(Date.now()), this.opts.tickMs ?? 1000);
+    this.tick.unref();
+    this.log.info({ endpoint: this.endpoint, limits: this.limits, version: VERSION }, 'engine listening');
+    return this.endpoint;
+  }
+
+  private async receive(sock: Router): Promise<void> {
+    try {
+      for await (const [id, ...frames] of sock) this.handle(id, frames);
+    } catch (e) {
+      if (!sock.closed) this.log.error({ err: e }, 'receive loop failed');
+    }
+  }
+
+  /** One incoming message. Synchronous: replies are queued, never awaited here. */
+  handle(id: Buffer, frames: Buffer[]): void {
+    this.counters.messages++;
+    for (const f of frames) this.counters.bytes += f.byteLength;
+    let msg: Message | null = null;
+    try {
+      msg = decodeMessage(frames, this.limits);
+      this.dispatch(id, msg);
+    } catch (e) {
+      const pe = e instanceof ProtocolError ? e : new ProtocolError('E_INTERNAL', `engine failure: ${(e as Error)?.message ?? e}`, { cause: e });
+      if (pe.code === 'E_INTERNAL') this.log.error({ err: e, ref: pe.ref }, 'internal error handling a message');
+      if (msg && Object.keys(pe.ref).length === 0) pe.ref = refFrom(msg.header as Record<string, unknown>);
+      if (pe.ref.type === 'hello' || pe.code === 'E_VERSION') pe.fatal = true;
+      this.sendError(id, pe);
+    }
+  }
+
+  private dispatch(id: Buffer, msg: Message): void {
+    const h = msg.header;
+    if (!CLIENT_TYPES.has(h.type) || (h.type === 'ack' && 'of' in h))
+      throw new ProtocolError('E_UNKNOWN_TYPE', `the engine does not accept ${h.type === 'ack' ? 'an engine-form ack' : `"${h.type}"`} from a client`);
+    switch (h.type) {
+      case 'hello':
+        return this.onHello(id, h as HelloHeader);
+      case 'step':
+        return this.onStep(id, msg as Message<StepHeader>);
+      case 'ack':
+        return this.onAck(h as AckHeader);
+      case 'bye':
+        return this.onBye(id, h as ByeHeader);
+    }
+  }
+
+  private onHello(id: Buffer, h: HelloHeader): void {
+    const run = this.registry.forHello(h);
+    const { session, resume, isNew } = run.hello(h);
+    this.log.info({ run_id: h.run_id, rank: h.rank, world_size: h.world_size, trainer: h.trainer, mode: h.mode ?? 'raw', session, new_run: isNew, client: h.client }, 'hello');
+    this.reply(id, {
+      type: 'welcome', version: V, run_id: h.run_id, rank: h.rank, session,
+      engine: { name: 'tailguard', version: VERSION }, limits: this.limits, resume,
+    });
+  }
+
+  private onStep(id: Buffer, msg: Message<StepHeader>): void {
+    const h = msg.header;
+    const run = this.registry.get(h.run_id);
+    if (!run || !run.hasSession(h.rank)) throw new ProtocolError('E_NO_SESSION', `no session for run ${h.run_id} rank ${h.rank}: send hello first`, { fatal: true });
+    if (h.sketch) throw new ProtocolError('E_SKETCH_LAYOUT', 'sketch steps are not supported by this engine yet');
+    const out = run.step(msg, Date.now());
+    if (!out) return;
+    this.counters.steps++;
+    this.log.debug({ run_id: h.run_id, rank: h.rank, step: h.step, tokens: out.received.tokens, slices: out.received.slices }, 'step');
+    this.reply(id, { type: 'directive', version: V, run_id: h.run_id, rank: h.rank, step: h.step, ...out });
+  }
+
+  private onAck(h: AckHeader): void {
+    const run = this.registry.get(h.run_id);
+    if (!run) throw new ProtocolError('E_NO_SESSION', `no session for run ${h.run_id} rank ${h.rank}: send hello first`, { fatal: true });
+    run.ack(h);
+    this.log.info({ run_id: h.run_id, rank: h.rank, directive_id: h.directive_id, step: h.step, applied: h.applied, changes: h.changes, refused: h.refused }, 'ack');
+  }
+
+  private onBye(id: Buffer, h: ByeHeader): void {
+    this.registry.get(h.run_id)?.bye(h.rank);
+    this.log.info({ run_id: h.run_id, rank: h.rank, last_step: h.last_step, stats: h.stats }, 'bye');
+    this.reply(id, { type: 'ack', version: V, of: 'bye', run_id: h.run_id, rank: h.rank });
+  }
+
+  private sendError(id: Buffer, e: ProtocolError): void {
+    this.counters.errors++;
+    this.log.warn({ code: e.code, ref: e.ref, fatal: e.fatal }, e.detail);
+    const ref = Object.keys(e.ref).length ? { ref: e.ref } : {};
+    this.reply(id, { type: 'error', version: V, code: e.code, message: e.detail, fatal: e.fatal, ...ref });
+  }
+
+  private reply(id: Buffer, header: Record<string, unknown>): void {
+    const frames = [id, encodeHeader(header)];
+    const delay = this.opts.delayMs ?? 0;
+    if (delay > 0) {
+      const t = setTimeout(() => {
+        this.delayed.delete(t);
+        this.enqueue(frames);
+      }, delay);
+      this.delayed.add(t);
+    } else this.enqueue(frames);
+  }
+
+  // zeromq allows one send in flight per socket: chain them. A reply to a vanished peer is dropped by ROUTER.
+  private enqueue(frames: Buffer[]): void {
+    const sock = this.sock;
+    if (!sock || sock.closed) return;
+    this.sending = this.sending
+      .then(() => (sock.closed ? undefined : sock.send(frames)))
+      .catch((e) => this.log.warn({ err: e }, 'reply not sent'));
+  }
+
+  /** Stop receiving, flush queued replies, close the socket and every run's pipeline. */
+  async close(): Promise<void> {
+    const sock = this.sock;
+    if (!sock) return;
+    this.sock = null;
+    if (this.tick) clearInterval(this.tick);
+    for (const t of this.delayed) clearTimeout(t);
+    this.delayed.clear();
+    await Promise.race([this.sending, new Promise((r) => setTimeout(r, 1000))]);
+    sock.close();
+    await this.loop;
+    await this.registry.close();
+    this.log.info({ ...this.counters }, 'engine stopped');
+  }
+}
+
+function refFrom(h: Record<string, unknown>): ErrorRef {
+  const r: ErrorRef = {};
+  if (typeof h.type === 'string') r.type = h.type;
+  if (typeof h.run_id === 'string') r.run_id = h.run_id;
+  if (typeof h.rank === 'number') r.rank = h.rank;
+  if (typeof h.step === 'number') r.step = h.step;
+  return r;
+}
+
+// Re-exported for tests and clients written in TypeScript.
+export { encodeMessage };
