@@ -4,7 +4,7 @@ import type { MetricRecord, StepResult, WindowRecord } from '../types.ts';
 import type { Point } from './series.ts';
 
 export const TRACKED = ['n', 'alpha', 'abs_mean', 'abs_q50', 'abs_q95', 'abs_q99', 'ess', 'ess_seq', 'kl_k3', 'exceed_2'] as const;
-export type Tracked = (typeof TRACKED)[number];
+export type Tracked = (typeof TRACKED)[number] | 'win_abs_q95' | 'win_abs_q99';
 
 const MAX_POINTS = 256;
 const ALPHA_KEY = '*/all/alpha';
@@ -41,6 +41,14 @@ export class History {
     for (const w of r.windows) {
       const { step, first_step, pair, slice, n, alpha, abs_q99, shape } = w;
       this.s.windows[History.key(pair, slice)] = { step, first_step, pair, slice, n, alpha, abs_q99, shape };
+      // Window quantiles pool W steps of tokens: a far steadier trend than per-step quantiles.
+      for (const m of ['abs_q95', 'abs_q99'] as const) {
+        if (!Number.isFinite(w[m])) continue;
+        const arr = (this.s.series[History.key(pair, slice, `win_${m}`)] ??= []);
+        if (arr.length && arr[arr.length - 1].step === step) arr.pop();
+        arr.push({ step, value: w[m] });
+        if (arr.length > MAX_POINTS) arr.shift();
+      }
     }
   }
 

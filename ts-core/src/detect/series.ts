@@ -34,9 +34,18 @@ export interface Point {
   value: number;
 }
 
-/** Slope of log(value) per step over the last `n` points with positive values (growth rate per step). */
+/** The points of the last `n` steps (by step number, so missing steps do not stretch the span). */
+export function lastSteps(pts: Point[], n: number): Point[] {
+  if (!pts.length) return pts;
+  const from = pts[pts.length - 1].step - n + 1;
+  let i = pts.length;
+  while (i > 0 && pts[i - 1].step >= from) i--;
+  return pts.slice(i);
+}
+
+/** Slope of log(value) per step over the last `n` steps (growth rate per step); NaN if too sparse. */
 export function logSlope(pts: Point[], n: number): number {
-  const tail = pts.slice(-n).filter((p) => p.value > 0 && Number.isFinite(p.value));
+  const tail = lastSteps(pts, n).filter((p) => p.value > 0 && Number.isFinite(p.value));
   if (tail.length < Math.max(3, Math.ceil(n / 2))) return NaN;
   return olsSlope(
     tail.map((p) => p.step),
@@ -45,7 +54,7 @@ export function logSlope(pts: Point[], n: number): number {
 }
 
 export function linSlope(pts: Point[], n: number): number {
-  const tail = pts.slice(-n).filter((p) => Number.isFinite(p.value));
+  const tail = lastSteps(pts, n).filter((p) => Number.isFinite(p.value));
   if (tail.length < Math.max(3, Math.ceil(n / 2))) return NaN;
   return olsSlope(
     tail.map((p) => p.step),

@@ -1,5 +1,5 @@
 // Train/inference mismatch (old_vs_rollout) growing against its own early, fixed baseline:
-// the median of the recent steps over the median of the first `baseline_steps` steps.
+// the median of the recent steps over the median of the first `baseline_steps` steps, while still rising.
 import type { PairName, SliceName } from '../../types.ts';
 import { recordOf } from '../history.ts';
 import { levelFor } from '../levels.ts';
@@ -12,6 +12,11 @@ export interface MismatchGrowthOptions extends DetectorCommon {
   recent_steps: number;
   /** recent / baseline. */
   ratio: Thresholds;
+  /** Steps of the log-slope regression of the metric. */
+  trend_steps: number;
+  /** Raising needs the metric still growing at least this fast per step; holding does not, so a
+   *  slow benign drift away from the early baseline does not fire but a real climb stays latched. */
+  min_slope: number;
   /** Below this recent value the mismatch is negligible whatever the ratio. */
   min_value: number;
 }
@@ -30,7 +35,8 @@ export const mismatchGrowth: Detector<MismatchGrowthOptions> = {
         const series = h.series(pair, slice, o.metric);
         const recent = median(series.slice(-o.recent_steps).map((p) => p.value));
         const ratio = recent / Math.max(base, 1e-12);
-        const gate = recent >= o.min_value;
+        const slope = logSlope(series, o.trend_steps);
+        const gate = recent >= o.min_value && slope >= o.min_slope;
         out.push({
           key: `${pair}/${slice}`,
           pair: pair as PairName,
@@ -39,8 +45,8 @@ export const mismatchGrowth: Detector<MismatchGrowthOptions> = {
           hold: recent >= o.min_value * (1 - o.clear_margin) ? levelFor(ratio, o.ratio, 'above', o.clear_margin) : 0,
           message: `${pair} ${slice} ${o.metric} ${round(recent)} is ${round(ratio, 2)}× its baseline ${round(base)}`,
           evidence: {
-            values: { recent, baseline: base, ratio: round(ratio, 4), slope: round(logSlope(series, 10), 5) },
-            thresholds: { ratio: o.ratio, min_value: o.min_value },
+            values: { recent, baseline: base, ratio: round(ratio, 4), slope: round(slope, 5) },
+            thresholds: { ratio: o.ratio, min_value: o.min_value, min_slope: o.min_slope },
             windows: { baseline: `first ${o.baseline_steps} steps`, recent: [series[Math.max(0, series.length - o.recent_steps)]?.step, r.step] },
           },
         });

@@ -4,13 +4,13 @@
 import type { PairName } from '../../types.ts';
 import { History, recordOf } from '../history.ts';
 import { levelFor, maxLevel, minLevel, type Level } from '../levels.ts';
-import { logSlope, median, round } from '../series.ts';
+import { lastSteps, logSlope, median, round } from '../series.ts';
 import type { Detector, DetectorCommon, Signal, Thresholds } from '../types.ts';
 
 export interface PostToolTailGrowthOptions extends DetectorCommon {
   /** Steps in the trend regression of log q95 and log q99. */
   trend_steps: number;
-  /** Per-step growth rate of the post_tool tail (mean log-slope of q95 and q99). */
+  /** Per-step growth rate of the post_tool tail (the larger log-slope of q95 and q99). */
   slope: Thresholds;
   /** KS distance of the post_tool window against the drift-aware baseline. */
   ks: Thresholds;
@@ -22,6 +22,16 @@ export interface PostToolTailGrowthOptions extends DetectorCommon {
   pre_tool_max_slope: number;
   /** ... and its window KS against the drift-aware baseline at most this. */
   pre_tool_max_ks: number;
+}
+
+/** Growth rate of the tail: the larger log-slope of q95 and q99, on window quantiles when stats sends a window per step. */
+export function tailSlope(h: History, pair: string, slice: string, n: number): { slope: number; source: 'window' | 'step' } {
+  const win = lastSteps(h.series(pair, slice, 'win_abs_q99'), n);
+  const useWin = win.length >= Math.ceil(n / 2);
+  const q95 = logSlope(h.series(pair, slice, useWin ? 'win_abs_q95' : 'abs_q95'), n);
+  const q99 = logSlope(h.series(pair, slice, useWin ? 'win_abs_q99' : 'abs_q99'), n);
+  const both = [q95, q99].filter(Number.isFinite);
+  return { slope: both.length ? Math.max(...both) : NaN, source: useWin ? 'window' : 'step' };
 }
 
 function shapeOf(h: History, pair: string, slice: string, o: PostToolTailGrowthOptions, margin: number) {
@@ -53,10 +63,9 @@ export const postToolTailGrowth: Detector<PostToolTailGrowthOptions> = {
     for (const pair of o.pairs) {
       const post = recordOf(r, pair, 'post_tool', o.min_tokens);
       if (!post) continue;
-      const slope =
-        (logSlope(h.series(pair, 'post_tool', 'abs_q95'), o.trend_steps) + logSlope(h.series(pair, 'post_tool', 'abs_q99'), o.trend_steps)) / 2;
+      const { slope, source } = tailSlope(h, pair, 'post_tool', o.trend_steps);
       if (!Number.isFinite(slope)) continue;
-      const preSlope = logSlope(h.series(pair, 'pre_tool', 'abs_q99'), o.trend_steps);
+      const preSlope = tailSlope(h, pair, 'pre_tool', o.trend_steps).slope;
       const preKs = h.window(pair, 'pre_tool')?.shape?.drift_aware?.ks;
       const preInBand =
         !(Number.isFinite(preSlope) && preSlope > o.pre_tool_max_slope) && !(preKs !== undefined && preKs > o.pre_tool_max_ks);
@@ -77,6 +86,7 @@ export const postToolTailGrowth: Detector<PostToolTailGrowthOptions> = {
         evidence: {
           values: {
             slope: round(slope, 5),
+            slope_source: source,
             post_q95: post.abs_q95,
             post_q99: post.abs_q99,
             ks: shape.ks,
