@@ -59,7 +59,7 @@ def build_tiny_lm(tmpdir: str | os.PathLike, hidden_size: int = 32, num_layers: 
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=hidden_size // 4,
-        max_position_embeddings=512,
+        max_position_embeddings=4096,  # byte-level tokens: a tool schema prompt alone is ~1k
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -135,3 +135,33 @@ def prompt_dataset(n: int = 16):
     from datasets import Dataset
 
     return Dataset.from_dict({"prompt": [f"question {i}: what is {i} times {i + 1}?" for i in range(n)]})
+
+
+def start_engine(run_dir, extra_args=None):
+    """A real `tailguard serve` process on a private ipc endpoint (stop it with `.stop()`)."""
+    from tailguard.engine import EmbeddedEngine
+
+    return EmbeddedEngine(run_dir=str(run_dir), extra_args=extra_args).start(timeout=60)
+
+
+def read_jsonl(path) -> list[dict]:
+    import json
+
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:  # a torn last line
+                    pass
+    return out
+
+
+def quantile_bracket(values, q: float) -> tuple[float, float]:
+    """[lower, higher] order statistics around quantile q: any sane quantile definition lies inside."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.quantile(v, q, method="lower")), float(np.quantile(v, q, method="higher"))

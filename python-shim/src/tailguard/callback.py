@@ -83,6 +83,7 @@ class TailguardCallback(TrainerCallback):
         self.trainer = None
         self.capture = None
         self.client = None
+        self.last_client = None  # kept after training ends, for inspection (stats, reply_for)
         self.disabled = disabled_by_env()
         self._last_metrics_step: int | None = None
         self._last_client_stats: dict | None = None
@@ -175,7 +176,7 @@ class TailguardCallback(TrainerCallback):
             return
         if self.options.mode == "sketch" and int(self.trainer.accelerator.process_index) != 0:
             return  # sketch mode: only rank 0 talks to the engine
-        self.client = self._make_client(args)
+        self.client = self.last_client = self._make_client(args)
         try:
             self.client.connect()
         except Exception as e:
