@@ -104,7 +104,7 @@ class EngineClient:
         queue_max_steps (`int`, *optional*, defaults to `8`): steps held (queued + awaiting a reply);
             also the resend budget after a reconnect.
         connect_timeout_s (`float`, *optional*, defaults to `5.0`): how long `connect()` waits for `welcome`.
-        reply_timeout_s (`float`, *optional*, defaults to `10.0`): a step unanswered this long means the
+        reply_timeout_s (`float`, *optional*, defaults to `30.0`): a step unanswered this long means the
             engine is gone: reconnect and resend.
         hello_retry_s (`float`, *optional*, defaults to `2.0`): resend `hello` on a fresh socket this often
             while no `welcome` came.
@@ -127,7 +127,7 @@ class EngineClient:
         send_budget_s: float = 0.05,
         queue_max_steps: int = 8,
         connect_timeout_s: float = 5.0,
-        reply_timeout_s: float = 10.0,
+        reply_timeout_s: float = 30.0,
         hello_retry_s: float = 2.0,
         close_timeout_s: float = 1.0,
         heartbeat_ms: int = 1000,
