@@ -12,6 +12,7 @@
 import type { Logger } from 'pino';
 import type { AckHeader, HelloHeader } from '../protocol/messages.ts';
 import type { Directive, StepData, StepResult } from '../types.ts';
+import { controlHooks } from '../policy/hooks.ts';
 
 export interface Pipeline {
   /** A run's first hello (and every later one: a rank (re)joined). */
@@ -47,4 +48,8 @@ export interface PipelineContext {
 export type PipelineFactory = (ctx: PipelineContext) => Pipeline;
 
 /** The pipeline `tailguard serve` uses. Hook edits for stats/detect/policy/store go here. */
-export const buildPipeline: PipelineFactory = () => ({});
+export const buildPipeline: PipelineFactory = (ctx) => {
+  // detect/ + policy/: audit lines go to `control.sink` (set it to RunStore.appendDirective with the store).
+  const control = controlHooks({ policyFile: ctx.options.policy as string | undefined });
+  return { onStepResult: (r) => control.onStepResult(r), onAck: (a) => control.onAck(a) };
+};

@@ -86,7 +86,6 @@ export class Controller {
     pending: null,
     issued: {},
   };
-  private queued: CheckpointEvent[] = [];
   private runId = 'run';
 
   constructor(readonly policy: Policy) {
@@ -96,7 +95,7 @@ export class Controller {
 
   onStepResult(r: StepResult, opts: { nowStep?: number } = {}): StepDecision {
     this.runId = r.runId || this.runId;
-    const events = this.queued.splice(0);
+    const events: CheckpointEvent[] = [];
     if (this.s.lastStep !== null && r.step <= this.s.lastStep) events.push(...this.wentBack(r.step));
     this.s.lastStep = r.step;
     const findings = this.detectors.evaluate(r);
@@ -106,11 +105,9 @@ export class Controller {
     return { findings, directive, events };
   }
 
-  /** The shim saved a checkpoint at `step`. Returns (and queues for the next step) audit events. */
+  /** The shim saved a checkpoint at `step`. Returns the audit events (registered, maybe decided). */
   onCheckpoint(step: number, path: string): CheckpointEvent[] {
-    const ev = this.checkpoints.register(step, path);
-    this.queued.push(...ev);
-    return ev;
+    return this.checkpoints.register(step, path);
   }
 
   /** An ack from one rank. Effects apply once per directive, however many ranks ack. */
@@ -129,9 +126,7 @@ export class Controller {
       this.s.lastControlStep = null;
       this.s.lastWarnStep = null;
       this.s.lastStep = step;
-      const ev = this.checkpoints.invalidateAfter(step, ack.step ?? null);
-      this.queued.push(...ev);
-      return ev;
+      return this.checkpoints.invalidateAfter(step, ack.step ?? null);
     }
     if (d.action === 'curriculum') this.s.alphaMax = d.params.alpha_ceiling as number;
     if (d.action === 'stop') this.s.stopped = true;

@@ -5,3 +5,4 @@ export { planTighten, TIGHTEN_KNOBS } from './tighten.ts';
 export { auditRecords, auditAck, type AuditLine } from './audit.ts';
 export type { Policy, PolicyOverride } from './types.ts';
 export type { CheckpointEvent } from './checkpoints.ts';
+export { controlHooks, type ControlHooks } from './hooks.ts';

@@ -1,0 +1,44 @@
+// The controller as engine pipeline hooks (engine/pipeline.ts): decide on each final step, take
+// acks and checkpoint notices, and hand every audit line (finding, directive, ack, checkpoint)
+// to `sink` — the run store's appendDirective once the store is wired.
+import type { Directive, StepResult } from '../types.ts';
+import { auditAck, auditRecords, type AuditLine } from './audit.ts';
+import { Controller, type Ack, type ControllerSnapshot } from './controller.ts';
+import { loadPolicy } from './load.ts';
+import type { Policy } from './types.ts';
+
+export interface ControlHooks {
+  controller: Controller;
+  /** Where audit lines go (RunStore.appendDirective). Settable after construction. */
+  sink: ((line: AuditLine) => void) | null;
+  onStepResult(r: StepResult): Directive | null;
+  onAck(a: Ack): void;
+  onCheckpoint(step: number, path: string): void;
+  /** The no-op reply, carrying the certified checkpoints the shim must protect. */
+  noop(step: number): Directive;
+  snapshot(): ControllerSnapshot;
+}
+
+export function controlHooks(o: { policy?: Policy; policyFile?: string; snapshot?: ControllerSnapshot | null; sink?: (line: AuditLine) => void } = {}): ControlHooks {
+  const controller = new Controller(o.policy ?? loadPolicy(o.policyFile));
+  if (o.snapshot) controller.restore(o.snapshot);
+  const hooks: ControlHooks = {
+    controller,
+    sink: o.sink ?? null,
+    onStepResult(r) {
+      const d = controller.onStepResult(r);
+      for (const line of auditRecords(d)) hooks.sink?.(line);
+      return d.directive;
+    },
+    onAck(a) {
+      hooks.sink?.(auditAck(a));
+      for (const line of controller.onAck(a)) hooks.sink?.(line);
+    },
+    onCheckpoint(step, path) {
+      for (const line of controller.onCheckpoint(step, path)) hooks.sink?.(line);
+    },
+    noop: (step) => controller.noop(step),
+    snapshot: () => controller.snapshot(),
+  };
+  return hooks;
+}
