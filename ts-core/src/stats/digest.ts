@@ -1,0 +1,85 @@
+// Run-level t-digests (npm `tdigest`) fed from histogram bins with push_centroid.
+// Traps handled here: compress() draws from Math.random (replaced by a seeded PRNG so results are
+// reproducible), push(Float32Array) adds one value (we never push arrays), and a digest cannot
+// forget (it is run-level only; windows use histogram rings).
+import tdigestPkg from 'tdigest';
+import { HIST_BINS, HIST_EDGES, HIST_LAST } from './hist.ts';
+
+const { TDigest } = tdigestPkg as { TDigest: new (delta?: number, K?: number, CX?: number) => TDigestLike };
+
+interface Centroid { mean: number; n: number }
+export interface TDigestLike {
+  n: number;
+  compressing?: boolean;
+  push_centroid(c: Centroid | Centroid[]): void;
+  percentile(p: number | number[]): number | number[] | undefined;
+  toArray(): Centroid[];
+  reset(): void;
+  size(): number;
+  compress(): void;
+  _cumulate(exact: boolean): void;
+  _new_centroid(x: number, n: number, cumn: number): unknown;
+}
+
+/** mulberry32: small seeded PRNG. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export class RunDigest {
+  readonly td: TDigestLike;
+  private rng: () => number;
+
+  constructor(seed = 1, delta = 0.01) {
+    this.td = new TDigest(delta, 25, 1.1);
+    this.rng = mulberry32(seed);
+    const td = this.td;
+    const rng = this.rng;
+    // Same algorithm as TDigest.prototype.compress, with the shuffle drawn from our PRNG.
+    td.compress = function compress(this: TDigestLike) {
+      if (this.compressing) return;
+      const points = this.toArray();
+      this.reset();
+      this.compressing = true;
+      while (points.length > 0) this.push_centroid(points.splice(Math.floor(rng() * points.length), 1)[0]);
+      this._cumulate(true);
+      this.compressing = false;
+    }.bind(td);
+  }
+
+  /** Feed a histogram: one centroid per non-empty bin at the bin's midpoint (top bin: up to maxAbs). */
+  pushHist(hist: Float64Array, maxAbs: number): void {
+    for (let b = 0; b < HIST_BINS; b++) {
+      const c = hist[b];
+      if (c === 0) continue;
+      const hi = b === HIST_LAST ? Math.max(maxAbs, HIST_EDGES[b]) : HIST_EDGES[b + 1];
+      this.td.push_centroid({ mean: 0.5 * (HIST_EDGES[b] + hi), n: c });
+    }
+  }
+
+  quantile(p: number): number {
+    const q = this.td.size() ? (this.td.percentile(p) as number) : NaN;
+    return q ?? NaN;
+  }
+
+  toJSON(): { c: [number[], number[]] } {
+    const arr = this.td.toArray();
+    return { c: [arr.map((c) => c.mean), arr.map((c) => c.n)] };
+  }
+
+  /** Rebuild exactly: centroids are re-inserted as they were, without re-clustering. */
+  static fromJSON(j: { c: [number[], number[]] }, seed = 1): RunDigest {
+    const d = new RunDigest(seed);
+    const [means, ns] = j.c;
+    for (let i = 0; i < means.length; i++) d.td._new_centroid(means[i], ns[i], 0);
+    d.td._cumulate(true);
+    return d;
+  }
+}

@@ -1,0 +1,310 @@
+// RunStats: per-rank steps in, merged StepResults out. A step is final when every rank of
+// worldSize has sent all its chunks, when stepTimeoutMs has passed since its first data, or when a
+// later step finalises (ranks send steps in order, so a rank that reported a later step is
+// definitively missing from this one). Data for a finalised step is counted as late, not merged.
+import type { MetricRecord, PairName, RankSummary, SliceName, StepData, StepResult, WindowRecord } from '../types.ts';
+import { PAIRS } from '../types.ts';
+import { HIST_BINS, histQuantiles } from './hist.ts';
+import { BufPool } from './pool.ts';
+import { RankStep, SliceState, ingestChunk } from './rankstep.ts';
+import { selectQuantiles, type ValueBuf } from './select.ts';
+import { attribution, shapeChange } from './shape.ts';
+import { S_N, S_NONFINITE, S_SUM_ABS, emptySums, metricsFromSums, mergeSums } from './sums.ts';
+import { WindowState } from './window.ts';
+import { StatsError } from './errors.ts';
+import { CDF_GRID } from './shape.ts';
+
+export interface RunStatsOptions {
+  /** Ranks per step. */
+  worldSize: number;
+  /** Rolling window W in steps (default 20). */
+  window?: number;
+  /** Finalise a step this long after its first data even if ranks are missing (default 30000). */
+  stepTimeoutMs?: number;
+  /** K: the fixed baseline is the first K tumbling windows (default 3). */
+  fixedBaselineWindows?: number;
+  /** EWMA weight of the newest window CDF in the drift-aware baseline (default 0.3). */
+  ewmaAlpha?: number;
+  /** Keep at most this many values per pending step for exact quantiles, else histogram quantiles (default 2^26). */
+  exactMaxValues?: number;
+  /** Run id echoed in StepResult. */
+  runId?: string;
+  /** PRNG seed for the t-digests' compression (default 1). */
+  seed?: number;
+}
+
+const DEFAULTS = { window: 20, stepTimeoutMs: 30_000, fixedBaselineWindows: 3, ewmaAlpha: 0.3, exactMaxValues: 1 << 26, runId: '', seed: 1 };
+const Q_PS = [0.5, 0.9, 0.95, 0.99, 0.999];
+const BUILTIN = ['all', 'pre_tool', 'post_tool', 'tool_output'] as const;
+
+class PendingStep {
+  ranks = new Map<number, RankStep>();
+  keep = true;
+  kept = 0;
+  constructor(readonly step: number, readonly firstAt: number) {}
+}
+
+function normalize(o: RunStatsOptions): Required<RunStatsOptions> {
+  const r = { ...DEFAULTS, ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) } as Required<RunStatsOptions>;
+  const int = (k: keyof RunStatsOptions, min: number) => {
+    const v = r[k] as number;
+    if (!Number.isInteger(v) || v < min) throw new TypeError(`RunStats option ${k} must be an integer >= ${min}, got ${v}`);
+  };
+  int('worldSize', 1); int('window', 1); int('fixedBaselineWindows', 1);
+  if (!(r.stepTimeoutMs >= 0)) throw new TypeError(`RunStats option stepTimeoutMs must be >= 0, got ${r.stepTimeoutMs}`);
+  if (!(r.ewmaAlpha > 0 && r.ewmaAlpha <= 1)) throw new TypeError(`RunStats option ewmaAlpha must be in (0, 1], got ${r.ewmaAlpha}`);
+  return r;
+}
+
+function seedOf(key: string, seed: number): number {
+  let h = 0x811c9dc5 ^ seed;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+export class RunStats {
+  readonly opts: Required<RunStatsOptions>;
+  private pending = new Map<number, PendingStep>();
+  private windows = new Map<string, WindowState>();
+  private pool = new BufPool();
+  /** Last finalised step (-1 before any). */
+  lastFinal = -1;
+  /** Chunks that arrived for an already finalised step (counted, never merged). */
+  late = { count: 0, steps: [] as number[] };
+  duplicates = 0;
+
+  constructor(opts: RunStatsOptions) {
+    this.opts = normalize(opts);
+  }
+
+  addRankStep(data: StepData): void {
+    this.addRankChunk(data, 0, 1);
+  }
+
+  addRankChunk(data: StepData, chunkIndex: number, chunkCount: number): void {
+    const { step, rank } = data;
+    if (!Number.isInteger(rank) || rank < 0 || rank >= this.opts.worldSize) {
+      throw new StatsError('E_RANK', `rank ${rank} outside world size ${this.opts.worldSize}`);
+    }
+    if (step <= this.lastFinal && !this.pending.has(step)) {
+      this.late.count++;
+      if (this.late.steps.at(-1) !== step) this.late.steps.push(step);
+      if (this.late.steps.length > 100) this.late.steps.shift();
+      return;
+    }
+    let ps = this.pending.get(step);
+    if (!ps) this.pending.set(step, (ps = new PendingStep(step, Number.isFinite(data.receivedAt) ? data.receivedAt : Date.now())));
+    let rs = ps.ranks.get(rank);
+    if (!rs) ps.ranks.set(rank, (rs = new RankStep(rank)));
+    rs.chunkCount = Math.max(1, chunkCount | 0);
+    if (rs.complete) {
+      this.duplicates++;
+      return;
+    }
+    const T = data.completionMask.length;
+    const nPairs = PAIRS.filter((p) => data.pairs[p] || data.implicit?.includes(p)).length;
+    if (ps.keep && ps.kept + T * nPairs > this.opts.exactMaxValues) this.dropKept(ps);
+    ps.kept += T * nPairs;
+    ingestChunk(rs, data, this.pool, ps.keep);
+    if (rs.complete) rs.finish();
+  }
+
+  private dropKept(ps: PendingStep): void {
+    ps.keep = false;
+    for (const rs of ps.ranks.values()) for (const s of rs.slices.values()) if (s.buf) (this.pool.release(s.buf), (s.buf = null));
+  }
+
+  /** Steps that are final now, in step order. */
+  finalizeReady(nowMs: number): StepResult[] {
+    let upTo = -1;
+    for (const ps of this.pending.values()) {
+      const all = ps.ranks.size === this.opts.worldSize && [...ps.ranks.values()].every((r) => r.complete);
+      if (all || nowMs - ps.firstAt >= this.opts.stepTimeoutMs) upTo = Math.max(upTo, ps.step);
+    }
+    if (upTo < 0) return [];
+    const steps = [...this.pending.keys()].filter((s) => s <= upTo).sort((a, b) => a - b);
+    const out: StepResult[] = [];
+    for (const s of steps) {
+      const ps = this.pending.get(s)!;
+      this.pending.delete(s);
+      out.push(this.finalize(ps));
+      this.lastFinal = Math.max(this.lastFinal, s);
+    }
+    return out;
+  }
+
+  /** Number of steps waiting for ranks. */
+  get pendingSteps(): number {
+    return this.pending.size;
+  }
+
+  private finalize(ps: PendingStep): StepResult {
+    const ranks = [...ps.ranks.values()].sort((a, b) => a.rank - b.rank);
+    for (const rs of ranks) if (!rs.complete) rs.finish(); // partial data of a timed-out rank still counts
+    const present = ranks.filter((r) => r.complete).map((r) => r.rank);
+    const missing: number[] = [];
+    for (let r = 0; r < this.opts.worldSize; r++) if (!present.includes(r)) missing.push(r);
+    // Merge ranks per pair × slice (exact: sums and histograms).
+    const merged = new Map<string, SliceState>();
+    const pairs = new Set<PairName>();
+    const implicit = new Set<PairName>();
+    for (const rs of ranks) {
+      rs.pairs.forEach((p) => pairs.add(p));
+      rs.implicit.forEach((p) => implicit.add(p));
+      for (const [key, s] of rs.slices) {
+        let m = merged.get(key);
+        if (!m) merged.set(key, (m = new SliceState()));
+        for (let b = 0; b < HIST_BINS; b++) m.hist[b] += s.hist[b];
+        mergeSums(m.sums, s.sums, true);
+      }
+    }
+    const records: MetricRecord[] = [];
+    const windows: WindowRecord[] = [];
+    const q = new Float64Array(Q_PS.length);
+    for (const pair of PAIRS) {
+      if (!pairs.has(pair)) continue;
+      const nPre = merged.get(`${pair}/pre_tool`)?.sums[S_N] ?? 0;
+      const nPost = merged.get(`${pair}/post_tool`)?.sums[S_N] ?? 0;
+      const alpha = nPre + nPost > 0 ? nPost / (nPre + nPost) : NaN;
+      const user = [...merged.keys()].filter((k) => k.startsWith(`${pair}/user:`)).map((k) => k.slice(pair.length + 1)).sort();
+      for (const slice of [...BUILTIN, ...user] as SliceName[]) {
+        const key = `${pair}/${slice}`;
+        const m = merged.get(key) ?? new SliceState();
+        if (slice === 'tool_output' && m.sums[S_N] + m.sums[S_NONFINITE] === 0) continue;
+        const sm = metricsFromSums(m.sums);
+        if (ps.keep && sm.n > 0) selectQuantiles(m.hist, sm.n, Q_PS, this.valueBufs(ranks, pair, slice), q);
+        else histQuantiles(m.hist, Q_PS, sm.abs_max, q);
+        const rec: MetricRecord = {
+          step: ps.step, pair, slice, ...sm,
+          abs_q50: q[0], abs_q90: q[1], abs_q95: q[2], abs_q99: q[3], abs_q999: q[4], alpha,
+        };
+        if (implicit.has(pair)) rec.implicit = true;
+        records.push(rec);
+      }
+      this.updateWindows(ps.step, pair, merged, user, windows);
+    }
+    const perRank = ranks.map((rs) => this.rankSummary(rs));
+    for (const rs of ranks) for (const s of rs.slices.values()) if (s.buf) (this.pool.release(s.buf), (s.buf = null));
+    const first = ranks.find((r) => r.rank === 0) ?? ranks[0];
+    return {
+      runId: this.opts.runId, step: ps.step, worldSize: this.opts.worldSize, ranksPresent: present, ranksMissing: missing,
+      tokens: ranks.reduce((a, r) => a + r.tokens, 0), records, windows, perRank,
+      knobs: first?.knobs ?? {}, logs: first?.logs ?? {},
+    };
+  }
+
+  private valueBufs(ranks: RankStep[], pair: string, slice: string): ValueBuf[] {
+    const names = slice === 'all' ? ['pre_tool', 'post_tool'] : [slice];
+    const out: ValueBuf[] = [];
+    for (const rs of ranks) for (const n of names) { const b = rs.slices.get(`${pair}/${n}`)?.buf; if (b) out.push(b); }
+    return out;
+  }
+
+  private rankSummary(rs: RankStep): RankSummary {
+    const pairs: RankSummary['pairs'] = {};
+    for (const pair of rs.pairs) {
+      const o: Record<string, { n: number; abs_q99: number; abs_mean: number; ess: number }> = {};
+      for (const [key, s] of rs.slices) {
+        if (!key.startsWith(`${pair}/`)) continue;
+        const sm = metricsFromSums(s.sums);
+        if (sm.n + sm.nonfinite === 0 && key.endsWith('/tool_output')) continue;
+        o[key.slice(pair.length + 1)] = { n: sm.n, abs_q99: histQuantiles(s.hist, [0.99], sm.abs_max, new Float64Array(1))[0], abs_mean: sm.abs_mean, ess: sm.ess };
+      }
+      pairs[pair] = o;
+    }
+    return { rank: rs.rank, tokens: rs.tokens, pairs };
+  }
+
+  private window(key: string): WindowState {
+    let w = this.windows.get(key);
+    if (!w) this.windows.set(key, (w = new WindowState(this.opts, seedOf(key, this.opts.seed))));
+    return w;
+  }
+
+  private updateWindows(step: number, pair: PairName, merged: Map<string, SliceState>, user: string[], out: WindowRecord[]): void {
+    const empty = new SliceState();
+    const slices = [...BUILTIN, ...user, ...[...this.windows.keys()].filter((k) => k.startsWith(`${pair}/user:`)).map((k) => k.slice(pair.length + 1))];
+    const done = new Set<string>();
+    const recs: WindowRecord[] = [];
+    for (const slice of slices) {
+      const key = `${pair}/${slice}`;
+      if (done.has(key)) continue;
+      done.add(key);
+      const m = merged.get(key) ?? empty;
+      const w = this.window(key);
+      w.push(step, m.hist, m.sums[S_N], m.sums[S_SUM_ABS], m.sums[S_N] > 0 ? m.sums[10] : 0);
+      if (w.runN === 0) {
+        w.atBoundary(new Float64Array(CDF_GRID.length));
+        continue;
+      }
+      const cdf = w.cdf();
+      const K = this.opts.fixedBaselineWindows, W = this.opts.window;
+      const shape: WindowRecord['shape'] = {};
+      if (w.fixedQ && w.steps > W * K) shape.fixed = shapeChange(cdf, w.fixedQ);
+      if (w.ewmaQ) shape.drift_aware = shapeChange(cdf, w.ewmaQ);
+      w.atBoundary(cdf);
+      const g = (p: number) => cdf[CDF_GRID.indexOf(p)];
+      const rec: WindowRecord = {
+        step, first_step: w.firstStep, pair, slice: slice as SliceName, n: w.runN, alpha: NaN,
+        abs_q50: g(0.5), abs_q90: g(0.9), abs_q95: g(0.95), abs_q99: g(0.99), abs_q999: g(0.999),
+        cdf: { p: [...CDF_GRID], q: [...cdf] },
+      };
+      if (shape.fixed || shape.drift_aware) rec.shape = shape;
+      recs.push(rec);
+    }
+    const pre = this.windows.get(`${pair}/pre_tool`)!, post = this.windows.get(`${pair}/post_tool`)!;
+    const alpha = pre.runN + post.runN > 0 ? post.runN / (pre.runN + post.runN) : NaN;
+    for (const r of recs) {
+      r.alpha = alpha;
+      if (r.slice === 'all' && this.windows.get(`${pair}/all`)!.fixedReady && pre.fixedReady && post.fixedReady) {
+        const a0 = pre.fixedN + post.fixedN > 0 ? post.fixedN / (pre.fixedN + post.fixedN) : 0;
+        r.attribution = attribution(
+          a0, pre.fixedSumAbs / pre.fixedN, post.fixedSumAbs / post.fixedN,
+          Number.isFinite(alpha) ? alpha : 0, pre.runSumAbs / pre.runN, post.runSumAbs / post.runN,
+        );
+      }
+      out.push(r);
+    }
+  }
+
+  /** Run-level quantile of |ℓ| from the t-digest (data up to the last tumbling-window boundary). */
+  runQuantile(pair: PairName, slice: SliceName, p: number): number {
+    return this.windows.get(`${pair}/${slice}`)?.digest.quantile(p) ?? NaN;
+  }
+
+  /** JSON-serialisable state (windows, baselines, digests). Pending, not yet final steps are not included. */
+  snapshot(): unknown {
+    const windows: Record<string, unknown> = {};
+    for (const [k, w] of this.windows) windows[k] = w.toJSON();
+    return {
+      version: 1, window: this.opts.window, fixedBaselineWindows: this.opts.fixedBaselineWindows, ewmaAlpha: this.opts.ewmaAlpha,
+      lastFinal: this.lastFinal, late: this.late, windows,
+    };
+  }
+
+  static restore(snap: unknown, opts: RunStatsOptions): RunStats {
+    const s = snap as any;
+    if (!s || s.version !== 1) throw new StatsError('E_SNAPSHOT', 'unknown RunStats snapshot version');
+    const rs = new RunStats({ ...opts, window: s.window, fixedBaselineWindows: s.fixedBaselineWindows, ewmaAlpha: s.ewmaAlpha });
+    rs.lastFinal = s.lastFinal;
+    rs.late = { count: s.late?.count ?? 0, steps: [...(s.late?.steps ?? [])] };
+    for (const [k, w] of Object.entries(s.windows ?? {})) rs.windows.set(k, WindowState.fromJSON(w, rs.opts, seedOf(k, rs.opts.seed)));
+    return rs;
+  }
+}
+
+/** Headline metrics for the reply: flat `"<pair>/<slice>/<metric>"` map (finite values only). */
+export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_q95', 'abs_q99', 'abs_q999', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
+
+export function headlineMetrics(r: StepResult): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const rec of r.records) {
+    for (const m of HEADLINE_METRICS) {
+      const v = rec[m];
+      if (typeof v === 'number' && Number.isFinite(v)) out[`${rec.pair}/${rec.slice}/${m}`] = v;
+    }
+  }
+  return out;
+}
+
+export { emptySums };

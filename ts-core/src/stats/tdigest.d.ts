@@ -1,0 +1,4 @@
+declare module 'tdigest' {
+  const pkg: unknown;
+  export default pkg;
+}

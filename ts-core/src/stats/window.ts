@@ -1,0 +1,137 @@
+// Rolling window per pair × slice: a ring of W per-step histograms plus a running sum (subtract on
+// eviction), the fixed baseline (the first K tumbling windows, i.e. the first K·W steps), the
+// drift-aware baseline (EWMA of window CDFs, updated at each tumbling-window boundary) and the
+// run-level t-digest (fed the tumbling window's histogram at each boundary).
+import { HIST_BINS, histFromSparse, histQuantiles, histToSparse } from './hist.ts';
+import { CDF_GRID } from './shape.ts';
+import { RunDigest } from './digest.ts';
+
+export interface WindowOpts { window: number; fixedBaselineWindows: number; ewmaAlpha: number }
+
+export class WindowState {
+  readonly ring: Float64Array;
+  readonly run = new Float64Array(HIST_BINS);
+  readonly ringN: Float64Array;
+  readonly ringSumAbs: Float64Array;
+  readonly ringMax: Float64Array;
+  readonly ringStep: Float64Array;
+  head = 0; // next slot
+  filled = 0;
+  steps = 0; // steps pushed since the start
+  runN = 0;
+  runSumAbs = 0;
+  // fixed baseline
+  fixedHist: Float64Array | null = new Float64Array(HIST_BINS);
+  fixedN = 0;
+  fixedSumAbs = 0;
+  fixedMax = 0;
+  fixedQ: Float64Array | null = null;
+  // drift-aware baseline
+  ewmaQ: Float64Array | null = null;
+  digest: RunDigest;
+
+  constructor(readonly opts: WindowOpts, seed: number) {
+    const W = opts.window;
+    this.ring = new Float64Array(W * HIST_BINS);
+    this.ringN = new Float64Array(W);
+    this.ringSumAbs = new Float64Array(W);
+    this.ringMax = new Float64Array(W);
+    this.ringStep = new Float64Array(W);
+    this.digest = new RunDigest(seed);
+  }
+
+  get fixedReady(): boolean {
+    return this.fixedQ !== null;
+  }
+
+  /** Push one finalised step (hist may be all zero when the slice was empty that step). */
+  push(step: number, hist: Float64Array, n: number, sumAbs: number, maxAbs: number): void {
+    const W = this.opts.window;
+    const slot = this.head;
+    const o = slot * HIST_BINS;
+    const ring = this.ring, run = this.run;
+    if (this.filled === W) {
+      for (let b = 0; b < HIST_BINS; b++) run[b] += hist[b] - ring[o + b];
+      this.runN -= this.ringN[slot];
+      this.runSumAbs -= this.ringSumAbs[slot];
+    } else {
+      for (let b = 0; b < HIST_BINS; b++) run[b] += hist[b];
+      this.filled++;
+    }
+    ring.set(hist, o);
+    this.ringN[slot] = n;
+    this.ringSumAbs[slot] = sumAbs;
+    this.ringMax[slot] = maxAbs;
+    this.ringStep[slot] = step;
+    this.runN += n;
+    this.runSumAbs += sumAbs;
+    this.head = (slot + 1) % W;
+    this.steps++;
+    if (this.fixedHist) {
+      for (let b = 0; b < HIST_BINS; b++) this.fixedHist[b] += hist[b];
+      this.fixedN += n;
+      this.fixedSumAbs += sumAbs;
+      this.fixedMax = Math.max(this.fixedMax, maxAbs);
+      if (this.steps >= W * this.opts.fixedBaselineWindows) {
+        this.fixedQ = histQuantiles(this.fixedHist, CDF_GRID, this.fixedMax, new Float64Array(CDF_GRID.length));
+        this.fixedHist = null;
+      }
+    }
+  }
+
+  get maxAbs(): number {
+    let m = 0;
+    for (let i = 0; i < this.filled; i++) m = Math.max(m, this.ringMax[i]);
+    return m;
+  }
+
+  get firstStep(): number {
+    return this.filled < this.opts.window ? this.ringStep[0] : this.ringStep[this.head];
+  }
+
+  /** Quantiles of the current window on CDF_GRID. */
+  cdf(): Float64Array {
+    return histQuantiles(this.run, CDF_GRID, this.maxAbs, new Float64Array(CDF_GRID.length));
+  }
+
+  /** At a tumbling boundary (every W steps): EWMA update and run-level digest feed. Call after push. */
+  atBoundary(cur: Float64Array): boolean {
+    if (this.steps % this.opts.window !== 0) return false;
+    if (this.runN > 0) {
+      this.digest.pushHist(this.run, this.maxAbs);
+      const a = this.opts.ewmaAlpha;
+      if (!this.ewmaQ) this.ewmaQ = Float64Array.from(cur);
+      else for (let i = 0; i < cur.length; i++) this.ewmaQ[i] = (1 - a) * this.ewmaQ[i] + a * cur[i];
+    }
+    return true;
+  }
+
+  toJSON(): unknown {
+    const W = this.opts.window;
+    const ring: [number[], number[]][] = [];
+    for (let s = 0; s < W; s++) ring.push(histToSparse(this.ring.subarray(s * HIST_BINS, (s + 1) * HIST_BINS)));
+    return {
+      ring, head: this.head, filled: this.filled, steps: this.steps,
+      ringN: [...this.ringN], ringSumAbs: [...this.ringSumAbs], ringMax: [...this.ringMax], ringStep: [...this.ringStep],
+      fixedHist: this.fixedHist ? histToSparse(this.fixedHist) : null,
+      fixedN: this.fixedN, fixedSumAbs: this.fixedSumAbs, fixedMax: this.fixedMax,
+      fixedQ: this.fixedQ ? [...this.fixedQ] : null, ewmaQ: this.ewmaQ ? [...this.ewmaQ] : null,
+      digest: this.digest.toJSON(),
+    };
+  }
+
+  static fromJSON(j: any, opts: WindowOpts, seed: number): WindowState {
+    const w = new WindowState(opts, seed);
+    if (j.ring.length !== opts.window) throw new Error(`snapshot window ${j.ring.length} != ${opts.window}`);
+    j.ring.forEach((sp: [number[], number[]], s: number) => histFromSparse(sp, w.ring.subarray(s * HIST_BINS, (s + 1) * HIST_BINS)));
+    for (let s = 0; s < opts.window; s++) for (let b = 0; b < HIST_BINS; b++) w.run[b] += w.ring[s * HIST_BINS + b];
+    Object.assign(w, { head: j.head, filled: j.filled, steps: j.steps, fixedN: j.fixedN, fixedSumAbs: j.fixedSumAbs, fixedMax: j.fixedMax });
+    w.ringN.set(j.ringN); w.ringSumAbs.set(j.ringSumAbs); w.ringMax.set(j.ringMax); w.ringStep.set(j.ringStep);
+    for (let s = 0; s < opts.window; s++) (w.runN += w.ringN[s]), (w.runSumAbs += w.ringSumAbs[s]);
+    w.fixedHist = j.fixedHist ? histFromSparse(j.fixedHist) : null;
+    w.fixedQ = j.fixedQ ? Float64Array.from(j.fixedQ) : null;
+    w.ewmaQ = j.ewmaQ ? Float64Array.from(j.ewmaQ) : null;
+    w.digest = RunDigest.fromJSON(j.digest, seed);
+    return w;
+  }
+}
