@@ -30,15 +30,16 @@ export class History {
   push(r: StepResult): void {
     if (this.s.lastStep !== null && r.step <= this.s.lastStep) this.reset(); // rolled back: old trajectory is gone
     this.s.lastStep = r.step;
-    for (const rec of r.records) this.pushRecord(r.step, rec);
+    for (const rec of r.records) if (rec && typeof rec === 'object') this.pushRecord(r.step, rec);
     // α is a property of the masks, not of a pair: keep one series even if every pair is implicit.
-    const all = r.records.find((x) => x.slice === 'all' && x.n > 0);
+    const all = r.records.find((x) => x?.slice === 'all' && x.n > 0);
     if (all && Number.isFinite(all.alpha)) {
       const arr = (this.s.series[ALPHA_KEY] ??= []);
       arr.push({ step: r.step, value: all.alpha });
       if (arr.length > MAX_POINTS) arr.shift();
     }
-    for (const w of r.windows) {
+    for (const w of r.windows ?? []) {
+      if (!w || typeof w !== 'object') continue;
       const { step, first_step, pair, slice, n, alpha, abs_q99, shape } = w;
       this.s.windows[History.key(pair, slice)] = { step, first_step, pair, slice, n, alpha, abs_q99, shape };
       // Window quantiles pool W steps of tokens: a far steadier trend than per-step quantiles.
@@ -100,7 +101,7 @@ export class History {
 
 /** The record of one pair×slice in a step, if the step has it with enough tokens. */
 export function recordOf(r: StepResult, pair: string, slice: string, minTokens = 1): MetricRecord | undefined {
-  return r.records.find((x) => x.pair === pair && x.slice === slice && !x.implicit && x.n >= minTokens);
+  return r.records.find((x) => x && x.pair === pair && x.slice === slice && !x.implicit && x.n >= minTokens);
 }
 
 /** Pairs that carry signal in this step (present and not implicit). */

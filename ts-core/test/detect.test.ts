@@ -1,0 +1,174 @@
+import { describe, expect, it } from 'vitest';
+import { DetectorSet } from '../src/detect/index.ts';
+import { newLatch, updateLatch } from '../src/detect/latch.ts';
+import { levelFor } from '../src/detect/levels.ts';
+import { defaultPolicy } from '../src/policy/load.ts';
+import type { Finding, StepResult } from '../src/types.ts';
+import { exactStream } from '../bench/synthetic.ts';
+import { bad, step } from './detect-helpers.ts';
+
+const H = { raise_k: 3, raise_n: 4, clear_steps: 3, cooldown_steps: 5 };
+const run = (results: Iterable<StepResult>, tweak?: (p: ReturnType<typeof defaultPolicy>) => void) => {
+  const p = defaultPolicy();
+  tweak?.(p);
+  const set = new DetectorSet(p.detectors);
+  const out: Finding[] = [];
+  for (const r of results) out.push(...set.evaluate(r));
+  return { out, set };
+};
+const raised = (fs: Finding[], det: string) => fs.filter((f) => f.detector === det && (f.evidence as any).event === 'raise');
+
+describe('levels and hysteresis', () => {
+  it('levelFor crosses thresholds in either direction and relaxes by the margin', () => {
+    expect(levelFor(0.3, { warn: 0.2, high: 0.5 }, 'above')).toBe(2);
+    expect(levelFor(0.6, { warn: 0.2, high: 0.5 }, 'above')).toBe(3);
+    expect(levelFor(0.1, { warn: 0.5, high: 0.2 }, 'below')).toBe(3);
+    expect(levelFor(0.45, { warn: 0.5, high: null }, 'above')).toBe(0);
+    expect(levelFor(0.45, { warn: 0.5 }, 'above', 0.2)).toBe(2);
+    expect(levelFor(NaN, { warn: 0.5 }, 'above')).toBe(0);
+  });
+
+  it('one noisy step never fires; k of n raise; clears only after clear_steps; repeats after cooldown', () => {
+    const l = newLatch();
+    const seq: [number, number][] = [[0, 0], [3, 3], [0, 0], [0, 0], [0, 0], [0, 0]];
+    const ev = seq.map(([r, h], i) => updateLatch(l, i + 1, r as any, h as any, H));
+    expect(ev.every((e) => e === null)).toBe(true);
+    expect(l.level).toBe(0);
+    const ev2 = [3, 3, 3].map((r, i) => updateLatch(l, 10 + i, r as any, r as any, H));
+    expect(ev2).toEqual([null, null, 'raise']);
+    expect(l.level).toBe(3);
+    expect(l.onset).toBe(12);
+    // held by the relaxed threshold (hold 3) though raise is 0: stays, repeats after the cooldown
+    const ev3 = [13, 14, 15, 16, 17].map((s) => updateLatch(l, s, 0, 3, H));
+    expect(ev3).toEqual([null, null, null, null, 'repeat']);
+    const ev4 = [18, 19, 20].map((s) => updateLatch(l, s, 0, 0, H));
+    expect(ev4).toEqual([null, null, 'clear']);
+    expect(l.level).toBe(0);
+  });
+
+  it('a step going backwards (rollback) resets the latch', () => {
+    const l = newLatch();
+    for (const s of [1, 2, 3]) updateLatch(l, s, 2, 2, H);
+    expect(l.level).toBe(2);
+    updateLatch(l, 2, 0, 0, H);
+    expect(l.level).toBe(0);
+  });
+});
+
+describe('detectors', () => {
+  it('nonfinite is critical at the first step with a NaN, with evidence per slice', () => {
+    const { out } = run([step(1), step(2, { post: { nonfinite: 3 } })]);
+    const f = raised(out, 'nonfinite');
+    expect(f).toHaveLength(1);
+    expect(f[0]).toMatchObject({ severity: 'critical', step: 2, pair: 'policy_vs_ref', slice: 'post_tool' });
+    expect((f[0].evidence as any).values.post_tool).toBe(3);
+  });
+
+  it('nonfinite also watches the trainer loss', () => {
+    const { out } = run([step(1, { extra: { logs: { loss: NaN } } })]);
+    expect(raised(out, 'nonfinite')[0]).toMatchObject({ severity: 'critical', step: 1 });
+  });
+
+  it('ess_collapse needs 3 of 4 steps and reports values and thresholds', () => {
+    const { out } = run([step(1), bad(2), step(3), step(4), bad(5), bad(6), bad(7)]);
+    const f = raised(out, 'ess_collapse');
+    expect(f.map((x) => x.step)).toEqual([7, 7]); // all and post_tool
+    expect(f[0].severity).toBe('high');
+    expect((f[0].evidence as any).thresholds.ess).toEqual({ warn: 0.5, high: 0.2 });
+    expect((f[0].evidence as any).values.ess).toBe(0.1);
+  });
+
+  it('exceedance fires on the configured metric only', () => {
+    const { out } = run([1, 2, 3].map((n) => step(n, { pre: { exceed_2: 0.03, exceed_3: 0.2 } })));
+    const f = raised(out, 'exceedance');
+    expect(f).toHaveLength(1);
+    expect(f[0]).toMatchObject({ slice: 'pre_tool', severity: 'warn' });
+  });
+
+  it('rank_outlier names the rank whose tail is far from the others', () => {
+    const perRank = (q1: number) =>
+      [0, 1, 2].map((rank) => ({ rank, tokens: 1000, pairs: { policy_vs_ref: { post_tool: { n: 500, abs_q99: rank === 1 ? q1 : 0.25, abs_mean: 0.06, ess: 0.99 } } } }));
+    const { out } = run([1, 2, 3, 4].map((n) => step(n, { extra: { worldSize: 3, perRank: perRank(n < 2 ? 0.25 : 1.5) } })));
+    const f = raised(out, 'rank_outlier');
+    expect(f).toHaveLength(1);
+    expect(f[0]).toMatchObject({ rank: 1, severity: 'high', slice: 'post_tool' });
+  });
+
+  it('post_tool_tail_growth: rising post_tool tail with a stretched shape fires; the same with pre_tool rising does not', () => {
+    const grow = (n: number, preGrows: boolean) =>
+      step(n, {
+        post: { abs_q95: 0.15 * 1.04 ** n, abs_q99: 0.25 * 1.04 ** n },
+        pre: preGrows ? { abs_q95: 0.15 * 1.04 ** n, abs_q99: 0.25 * 1.04 ** n } : {},
+        postWindow: { abs_q95: 0.15 * 1.03 ** n, abs_q99: 0.25 * 1.03 ** n, shape: { drift_aware: { ks: 0.05, w1_log: 0.1, dq50: 0, dq90: 0.1, dq95: 0.2, dq99: 0.3, tail_stretch: 1.3 } } },
+      });
+    const a = raised(run(Array.from({ length: 20 }, (_, i) => grow(i + 1, false))).out, 'post_tool_tail_growth');
+    expect(a.length).toBeGreaterThan(0);
+    expect(a.at(-1)).toMatchObject({ severity: 'high', slice: 'post_tool' });
+    expect((a[0].evidence as any).values.slope_source).toBe('window');
+    expect((a[0].evidence as any).windows.baseline).toBe('drift_aware');
+    const b = raised(run(Array.from({ length: 20 }, (_, i) => grow(i + 1, true))).out, 'post_tool_tail_growth');
+    expect(b).toHaveLength(0);
+  });
+
+  it('post_tool_tail_growth: a rising tail without a shape change (benign scale drift) does not fire', () => {
+    const steps = Array.from({ length: 20 }, (_, i) =>
+      step(i + 1, { post: { abs_q95: 0.15 * 1.04 ** i, abs_q99: 0.25 * 1.04 ** i }, postWindow: { shape: { drift_aware: { ks: 0.02, w1_log: 0.02, dq50: 0, dq90: 0, dq95: 0, dq99: 0, tail_stretch: 1.0 } } } }),
+    );
+    expect(raised(run(steps).out, 'post_tool_tail_growth')).toHaveLength(0);
+  });
+
+  it('alpha_ramp fires on a fast α climb, not on a flat α', () => {
+    const ramp = Array.from({ length: 30 }, (_, i) => step(i + 1, { all: { alpha: 0.2 + 0.01 * i } }));
+    const f = raised(run(ramp).out, 'alpha_ramp');
+    expect(f[0]).toMatchObject({ severity: 'warn' });
+    expect((f[0].evidence as any).values.rate).toBeCloseTo(0.01, 4);
+    const flat = Array.from({ length: 30 }, (_, i) => step(i + 1));
+    expect(raised(run(flat).out, 'alpha_ramp')).toHaveLength(0);
+  });
+
+  it('mismatch_growth compares old_vs_rollout with its early baseline while it still rises', () => {
+    const steps = Array.from({ length: 60 }, (_, i) => {
+      const n = i + 1;
+      const q = n <= 20 ? 0.05 : 0.05 * 1.06 ** (n - 20);
+      return step(n, { pair: 'old_vs_rollout', all: { abs_q99: q }, post: { abs_q99: q } });
+    });
+    const f = raised(run(steps).out, 'mismatch_growth');
+    expect(f.length).toBeGreaterThan(0);
+    expect(f[0].step).toBeGreaterThan(20);
+    expect(f.some((x) => x.severity === 'high')).toBe(true);
+    expect((f[0].evidence as any).values.ratio).toBeGreaterThanOrEqual(1.5);
+  });
+
+  it('a healthy synthetic stream through the reference statistics raises nothing at warn or above', () => {
+    const { out } = run(exactStream('healthy', 200, 0, 11, { seqsPerRank: 32 }));
+    expect(out.filter((f) => f.severity !== 'info')).toEqual([]);
+  });
+
+  it('a synthetic post-tool tail growth is found by post_tool_tail_growth after onset, not before', () => {
+    const { out } = run(exactStream('tail_growth', 130, 60, 5, { seqsPerRank: 32 }));
+    const f = raised(out, 'post_tool_tail_growth');
+    expect(f.length).toBeGreaterThan(0);
+    expect(f[0].step).toBeGreaterThan(60);
+    expect(f.some((x) => x.severity === 'high')).toBe(true);
+  });
+
+  it('snapshot and restore give the same findings as an uninterrupted run', () => {
+    const steps = [...exactStream('tail_growth', 100, 40, 3, { seqsPerRank: 16 })];
+    const a = run(steps).out;
+    const p = defaultPolicy();
+    const s1 = new DetectorSet(p.detectors);
+    const out: Finding[] = [];
+    for (const r of steps.slice(0, 60)) out.push(...s1.evaluate(r));
+    const s2 = new DetectorSet(p.detectors);
+    s2.restore(JSON.parse(JSON.stringify(s1.snapshot())));
+    for (const r of steps.slice(60)) out.push(...s2.evaluate(r));
+    expect(out).toEqual(a);
+  });
+
+  it('a detector that throws becomes an info finding, not a crash', () => {
+    const r = step(1);
+    (r as any).records[0] = null;
+    const { out } = run([r]);
+    expect(out.some((f) => f.severity === 'info' && f.message.startsWith('detector failed'))).toBe(true);
+  });
+});
