@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import type { AckHeader, HelloHeader } from '../protocol/messages.ts';
 import type { Directive, StepData, StepResult } from '../types.ts';
 import { controlHooks } from '../policy/hooks.ts';
+import { RunStats } from '../stats/index.ts';
 
 export interface Pipeline {
   /** A run's first hello (and every later one: a rank (re)joined). */
@@ -51,5 +52,16 @@ export type PipelineFactory = (ctx: PipelineContext) => Pipeline;
 export const buildPipeline: PipelineFactory = (ctx) => {
   // detect/ + policy/: audit lines go to `control.sink` (set it to RunStore.appendDirective with the store).
   const control = controlHooks({ policyFile: ctx.options.policy as string | undefined });
-  return { onStepResult: (r) => control.onStepResult(r), onAck: (a) => control.onAck(a) };
+  // stats/: per-rank steps in, final StepResults out (window/timeout from the serve options).
+  const stats = new RunStats({
+    worldSize: ctx.worldSize, runId: ctx.runId,
+    window: ctx.options.window === undefined ? undefined : Number(ctx.options.window),
+    stepTimeoutMs: ctx.options.stepTimeout === undefined ? undefined : Number(ctx.options.stepTimeout),
+  });
+  return {
+    addRankStep: (d) => stats.addRankStep(d),
+    finalizeReady: (now) => stats.finalizeReady(now),
+    onStepResult: (r) => control.onStepResult(r),
+    onAck: (a) => control.onAck(a),
+  };
 };

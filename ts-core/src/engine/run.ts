@@ -10,7 +10,7 @@ import { StepAssembler, toStepData } from './assembler.ts';
 import type { Pipeline } from './pipeline.ts';
 
 /** Headline metrics sent back in each directive reply (`"<pair>/<slice>/<metric>"`). */
-export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_max', 'ess', 'kl_k3', 'clip_frac', 'alpha'] as const;
+export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_q999', 'abs_max', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
 
 interface RankSession {
   session: string;

@@ -13,6 +13,7 @@ import { S_N, S_NONFINITE, S_SUM_ABS, emptySums, metricsFromSums, mergeSums } fr
 import { WindowState } from './window.ts';
 import { StatsError } from './errors.ts';
 import { CDF_GRID } from './shape.ts';
+import type { SketchStepData } from '../engine/sketch.ts';
 
 export interface RunStatsOptions {
   /** Ranks per step. */
@@ -39,6 +40,8 @@ const BUILTIN = ['all', 'pre_tool', 'post_tool', 'tool_output'] as const;
 
 class PendingStep {
   ranks = new Map<number, RankStep>();
+  /** Sketch mode: rank 0's message stands for every rank (no per-rank data). */
+  sketch = false;
   keep = true;
   kept = 0;
   constructor(readonly step: number, readonly firstAt: number) {}
@@ -86,12 +89,7 @@ export class RunStats {
     if (!Number.isInteger(rank) || rank < 0 || rank >= this.opts.worldSize) {
       throw new StatsError('E_RANK', `rank ${rank} outside world size ${this.opts.worldSize}`);
     }
-    if (step <= this.lastFinal && !this.pending.has(step)) {
-      this.late.count++;
-      if (this.late.steps.at(-1) !== step) this.late.steps.push(step);
-      if (this.late.steps.length > 100) this.late.steps.shift();
-      return;
-    }
+    if (this.isLate(step)) return;
     let ps = this.pending.get(step);
     if (!ps) this.pending.set(step, (ps = new PendingStep(step, Number.isFinite(data.receivedAt) ? data.receivedAt : Date.now())));
     let rs = ps.ranks.get(rank);
@@ -109,6 +107,43 @@ export class RunStats {
     if (rs.complete) rs.finish();
   }
 
+  /**
+   * Sketch mode (docs/sketch.md): one message holds every rank's step, already merged by the shim.
+   * The slices become rank 0's accumulators; the step is complete for all ranks at once.
+   */
+  addSketchStep(d: SketchStepData): void {
+    if (d.step <= this.lastFinal || this.pending.has(d.step)) {
+      if (this.pending.has(d.step)) this.duplicates++;
+      else this.late.count++;
+      return;
+    }
+    const ps = new PendingStep(d.step, Number.isFinite(d.receivedAt) ? d.receivedAt : Date.now());
+    ps.sketch = true;
+    ps.keep = false; // histogram quantiles: the values never reach the engine
+    const rs = new RankStep(0);
+    rs.chunksSeen = 1;
+    Object.assign(rs, { tokens: d.tokens, nSeqs: d.nSeqs, knobs: d.knobs, logs: d.logs, receivedAt: ps.firstAt });
+    Object.assign(rs.maskCounts, d.sliceCounts);
+    d.pairs.forEach((p) => rs.pairs.add(p));
+    d.implicit.forEach((p) => rs.implicit.add(p));
+    for (const [key, sk] of d.slices) {
+      const st = rs.slice(key);
+      st.hist.set(sk.hist);
+      st.sums.set(sk.sums);
+    }
+    ps.ranks.set(0, rs);
+    for (let r = 1; r < this.opts.worldSize; r++) ps.ranks.set(r, Object.assign(new RankStep(r), { chunksSeen: 1 }));
+    this.pending.set(d.step, ps);
+  }
+
+  private isLate(step: number): boolean {
+    if (step > this.lastFinal || this.pending.has(step)) return false;
+    this.late.count++;
+    if (this.late.steps.at(-1) !== step) this.late.steps.push(step);
+    if (this.late.steps.length > 100) this.late.steps.shift();
+    return true;
+  }
+
   private dropKept(ps: PendingStep): void {
     ps.keep = false;
     for (const rs of ps.ranks.values()) for (const s of rs.slices.values()) if (s.buf) (this.pool.release(s.buf), (s.buf = null));
@@ -118,7 +153,7 @@ export class RunStats {
   finalizeReady(nowMs: number): StepResult[] {
     let upTo = -1;
     for (const ps of this.pending.values()) {
-      const all = ps.ranks.size === this.opts.worldSize && [...ps.ranks.values()].every((r) => r.complete);
+      const all = ps.sketch || ps.ranks.size === this.opts.worldSize && [...ps.ranks.values()].every((r) => r.complete);
       if (all || nowMs - ps.firstAt >= this.opts.stepTimeoutMs) upTo = Math.max(upTo, ps.step);
     }
     if (upTo < 0) return [];
@@ -141,7 +176,7 @@ export class RunStats {
   private finalize(ps: PendingStep): StepResult {
     const ranks = [...ps.ranks.values()].sort((a, b) => a.rank - b.rank);
     for (const rs of ranks) if (!rs.complete) rs.finish(); // partial data of a timed-out rank still counts
-    const present = ranks.filter((r) => r.complete).map((r) => r.rank);
+    const present = ps.sketch ? [...Array(this.opts.worldSize).keys()] : ranks.filter((r) => r.complete).map((r) => r.rank);
     const missing: number[] = [];
     for (let r = 0; r < this.opts.worldSize; r++) if (!present.includes(r)) missing.push(r);
     // Merge ranks per pair × slice (exact: sums and histograms).
@@ -183,7 +218,7 @@ export class RunStats {
       }
       this.updateWindows(ps.step, pair, merged, user, windows);
     }
-    const perRank = ranks.map((rs) => this.rankSummary(rs));
+    const perRank = ps.sketch ? [] : ranks.map((rs) => this.rankSummary(rs));
     for (const rs of ranks) for (const s of rs.slices.values()) if (s.buf) (this.pool.release(s.buf), (s.buf = null));
     const first = ranks.find((r) => r.rank === 0) ?? ranks[0];
     return {
