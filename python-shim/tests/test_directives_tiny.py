@@ -31,7 +31,8 @@ def build_grpo(out_dir, *, beta=0.0, max_steps=6, save_steps=0, save_total_limit
         pad_token_id=0, eos_token_id=1, bos_token_id=1,
     )  # fmt: skip
     model = Qwen2ForCausalLM(config)
-    model_dir = f"{out_dir}-model"  # beta > 0 builds the reference model from this path
+    # beta > 0 builds the reference model from this path; one per rank, as ranks write concurrently
+    model_dir = f"{out_dir}-model{os.environ.get('RANK', '')}"
     model.save_pretrained(model_dir)
     model = Qwen2ForCausalLM.from_pretrained(model_dir)
     ds = Dataset.from_dict({"prompt": [f"w{i % 50} w{(i + 1) % 50} w{(i + 2) % 50}" for i in range(200)]})
