@@ -1,0 +1,63 @@
+// Deterministic wire messages (hello + steps) of a synthetic tool-using run: post_tool tokens grow a
+// heavy tail after `onset` while pre_tool stays narrow. Used by tests, the replay example and the
+// screenshots, so they exercise the real codec, assembler, statistics and controller.
+import { encodeHeader, encodeMessage } from '../protocol/index.ts';
+
+export interface SyntheticRun {
+  runId: string;
+  worldSize?: number;
+  seqs?: number; // per rank per step
+  seqLen?: number;
+  onset?: number;
+  seed?: number;
+}
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function helloFrames(o: SyntheticRun, rank = 0): Buffer[] {
+  return [encodeHeader({ type: 'hello', version: [1, 0], run_id: o.runId, rank, world_size: o.worldSize ?? 1, trainer: 'synthetic', mode: 'raw', config: { beta: 0.04, num_iterations: 2 }, client: { name: 'synthetic', version: '0' } })];
+}
+
+/** One rank's step message: each sequence has a tool call part-way through (tool_mask 0 span). */
+export function stepFrames(o: SyntheticRun, step: number, rank = 0): Buffer[] {
+  const seqs = o.seqs ?? 16, len = o.seqLen ?? 64, onset = o.onset ?? 10;
+  const r = rng((o.seed ?? 1) * 100003 + step * 31 + rank);
+  const T = seqs * len;
+  const ref = new Float32Array(T), old = new Float32Array(T);
+  const cm = new Uint8Array(T).fill(1), tm = new Uint8Array(T).fill(1);
+  const offsets = new Int32Array(seqs + 1);
+  const growth = Math.max(0, step - onset) / 8;
+  for (let s = 0; s < seqs; s++) {
+    offsets[s + 1] = (s + 1) * len;
+    const toolAt = s * len + Math.floor(len * (0.25 + 0.3 * r()));
+    const toolEnd = toolAt + 6;
+    for (let t = s * len; t < (s + 1) * len; t++) {
+      const g = Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
+      if (t >= toolAt && t < toolEnd) tm[t] = 0;
+      const post = t >= toolEnd;
+      const wide = post && r() < 0.02 + 0.04 * growth;
+      ref[t] = post ? (wide ? 0.35 * (1 + growth) : 0.06) * g : 0.04 * g;
+      old[t] = ref[t] * 0.3;
+    }
+    if (s === seqs - 1) for (let t = s * len + len - 4; t < (s + 1) * len; t++) cm[t] = 0; // padding
+  }
+  return encodeMessage(
+    {
+      type: 'step', version: [1, 0], run_id: o.runId, rank, world_size: o.worldSize ?? 1, step,
+      chunk: { index: 0, count: 1 }, tokens: T, n_seqs: seqs, implicit: [],
+      knobs: { beta: 0.04, epsilon_low: 0.2, epsilon_high: 0.28 },
+      logs: { loss: 0.4 / Math.sqrt(step) + 0.02, reward: 1 - 0.7 / Math.sqrt(step), kl: 0.001 * step },
+      sent_at: 1_700_000_000 + step,
+    },
+    { policy_vs_ref: ref, policy_vs_old: old, completion_mask: cm, tool_mask: tm, offsets },
+  );
+}

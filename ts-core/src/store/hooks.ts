@@ -1,0 +1,102 @@
+// The run store as engine pipeline hooks (engine/pipeline.ts): open the run directory on the first
+// hello, hand the saved state to RunStats.restore / Controller.restore, append every finalised step
+// and audit line, fsync once per step and replace state.json. A store failure is logged, never thrown
+// into the engine: training must not stop because a disk filled up.
+import type { Logger } from 'pino';
+import type { Directive, StepResult } from '../types.ts';
+import { RunStore, type AuditEntry, type RunState } from './index.ts';
+
+export interface StoreContext {
+  runId: string;
+  worldSize: number;
+  trainer: string;
+  config: Record<string, unknown>;
+  runDir: string;
+  options: Record<string, unknown>;
+  log: Logger;
+}
+
+export interface StoreHooks {
+  /** null when the directory could not be opened (logged); the run then goes on unrecorded. */
+  store: RunStore | null;
+  /** state.json as found at open: feed `stats` to RunStats.restore and `controller` to Controller.restore. */
+  state: RunState | null;
+  /** Where the state comes from at each commit; set by the pipeline after building stats/controller. */
+  snapshots: { stats?: () => unknown; controller?: () => unknown; certified?: () => { step: number; path: string }[] };
+  /** Audit sink (findings, directives, acks, checkpoints). Acks and checkpoints are made durable at once. */
+  audit(line: AuditEntry | { kind: string; step: number; [k: string]: unknown }): void;
+  onFinalized(r: StepResult, d: Directive | null): void;
+  resumeStep(): number | null;
+  close(): void;
+}
+
+export function openStoreHooks(ctx: StoreContext): StoreHooks {
+  let store: RunStore | null = null;
+  let state: RunState | null = null;
+  try {
+    store = RunStore.open(ctx.runDir, ctx.runId);
+    for (const r of store.recovery) ctx.log.warn({ file: r.file, torn_bytes: r.torn.bytes, offset: r.torn.offset }, 'run store: torn last line cut off (kept in .torn)');
+    state = store.loadState();
+    const meta = store.readRunJson();
+    store.writeRunJson({
+      trainer: ctx.trainer,
+      world_size: ctx.worldSize,
+      window: Number(ctx.options.window ?? 20),
+      config: ctx.config,
+      policy: ctx.options.policy ?? null,
+      sessions: [...(meta?.sessions ?? []), { started_at: new Date().toISOString(), resumed_from_step: state?.last_step ?? null, pid: process.pid }],
+    });
+    if (state) ctx.log.info({ dir: store.dir, last_step: state.last_step }, 'run store: resuming');
+  } catch (e) {
+    ctx.log.error({ err: e, run_dir: ctx.runDir }, 'run store unavailable: this run is not recorded');
+    store?.close();
+    store = null;
+    state = null;
+  }
+
+  let lastStep: number | null = state?.last_step ?? null;
+  let failures = 0;
+  const guard = (what: string, fn: () => void) => {
+    if (!store) return;
+    try {
+      fn();
+    } catch (e) {
+      // Log the first few and then every 100th, so a full disk does not flood the log.
+      if (failures++ < 5 || failures % 100 === 0) ctx.log.error({ err: e, failures }, `run store: ${what} failed`);
+    }
+  };
+
+  const hooks: StoreHooks = {
+    store,
+    state,
+    snapshots: {},
+    audit(line) {
+      guard('audit append', () => {
+        store!.appendDirective(line as AuditEntry);
+        // Acks and checkpoint decisions happen between steps; make them durable now.
+        if (line.kind === 'ack' || line.kind === 'checkpoint') store!.commitStep(currentState());
+      });
+    },
+    onFinalized(r) {
+      guard('step append', () => {
+        store!.appendStepResult(r);
+        lastStep = Math.max(lastStep ?? -Infinity, r.step);
+        store!.commitStep(currentState());
+      });
+    },
+    resumeStep: () => lastStep,
+    close() {
+      guard('close', () => store!.close());
+    },
+  };
+
+  function currentState(): Omit<RunState, 'version' | 'saved_at'> {
+    return {
+      last_step: lastStep,
+      stats: hooks.snapshots.stats?.() ?? null,
+      controller: hooks.snapshots.controller?.() ?? null,
+      certified_checkpoints: hooks.snapshots.certified?.() ?? [],
+    };
+  }
+  return hooks;
+}
