@@ -13,6 +13,8 @@ import type { Logger } from 'pino';
 import type { AckHeader, HelloHeader } from '../protocol/messages.ts';
 import type { Directive, StepData, StepResult } from '../types.ts';
 import { controlHooks } from '../policy/hooks.ts';
+import type { ControllerSnapshot } from '../policy/controller.ts';
+import { openStoreHooks } from '../store/hooks.ts';
 import { RunStats } from '../stats/index.ts';
 
 export interface Pipeline {
@@ -51,14 +53,21 @@ export type PipelineFactory = (ctx: PipelineContext) => Pipeline;
 /** The pipeline `tailguard serve` uses. Hook edits for stats/detect/policy/store go here. */
 export const buildPipeline: PipelineFactory = (ctx) => {
   // detect/ + policy/: audit lines go to `control.sink` (set it to RunStore.appendDirective with the store).
-  const control = controlHooks({ policyFile: ctx.options.policy as string | undefined });
+  // store/: open <runDir>/<runId> first; its state.json (if any) restores stats and controller (resume).
+  const store = openStoreHooks(ctx);
+  const control = controlHooks({ policyFile: ctx.options.policy as string | undefined, snapshot: (store.state?.controller ?? null) as ControllerSnapshot | null, sink: store.audit });
   // stats/: per-rank steps in, final StepResults out (window/timeout from the serve options).
-  const stats = new RunStats({
+  const statsOpts = {
     worldSize: ctx.worldSize, runId: ctx.runId,
     window: ctx.options.window === undefined ? undefined : Number(ctx.options.window),
     stepTimeoutMs: ctx.options.stepTimeout === undefined ? undefined : Number(ctx.options.stepTimeout),
-  });
+  };
+  const stats = store.state?.stats ? RunStats.restore(store.state.stats, statsOpts) : new RunStats(statsOpts);
+  Object.assign(store.snapshots, { stats: () => stats.snapshot(), controller: () => control.snapshot(), certified: () => control.controller.certifiedCheckpoints() });
   return {
+    onFinalized: (r, d) => store.onFinalized(r, d),
+    resumeStep: () => store.resumeStep(),
+    close: () => store.close(),
     addRankStep: (d) => stats.addRankStep(d),
     finalizeReady: (now) => stats.finalizeReady(now),
     onStepResult: (r) => control.onStepResult(r),
