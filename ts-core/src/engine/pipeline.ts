@@ -3,6 +3,7 @@
 //
 // Wiring (one place, `buildPipeline` below, is what serve uses):
 //   stats/   RunStats.addRankStep(data)        -> Pipeline.addRankStep
+//            sketch steps (issue 9)            -> Pipeline.addSketchStep
 //            RunStats.finalizeReady(now)       -> Pipeline.finalizeReady (also called every second by the server tick)
 //   detect/+policy/ Controller.onStepResult(r) -> Pipeline.onStepResult (return the directive, or null)
 //            Controller.onAck(ack)             -> Pipeline.onAck
@@ -12,6 +13,7 @@
 import type { Logger } from 'pino';
 import type { AckHeader, HelloHeader } from '../protocol/messages.ts';
 import type { Directive, StepData, StepResult } from '../types.ts';
+import type { SketchStepData } from './sketch.ts';
 import { controlHooks } from '../policy/hooks.ts';
 import type { ControllerSnapshot } from '../policy/controller.ts';
 import { openStoreHooks } from '../store/hooks.ts';
@@ -22,6 +24,8 @@ export interface Pipeline {
   onHello?(h: HelloHeader): void;
   /** One rank's assembled step. The typed arrays are only valid during this call: copy what you keep. */
   addRankStep?(data: StepData): void;
+  /** Sketch mode: every rank's step at once, reduced by the shim (docs/sketch.md) → RunStats.addSketchStep. */
+  addSketchStep?(data: SketchStepData): void;
   /** Steps that are final now (all ranks in, or timed out), in step order. */
   finalizeReady?(nowMs: number): StepResult[];
   /** Detect + decide for one final step; a non-null, non-noop directive is sent to rank 0. */
@@ -69,6 +73,7 @@ export const buildPipeline: PipelineFactory = (ctx) => {
     resumeStep: () => store.resumeStep(),
     close: () => store.close(),
     addRankStep: (d) => stats.addRankStep(d),
+    addSketchStep: (d) => stats.addSketchStep(d),
     finalizeReady: (now) => stats.finalizeReady(now),
     onStepResult: (r) => control.onStepResult(r),
     onAck: (a) => control.onAck(a),

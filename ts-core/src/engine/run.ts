@@ -8,6 +8,9 @@ import type { AckHeader, HelloHeader, Limits, Received, StepHeader, WireDirectiv
 import type { Directive, StepData, StepResult } from '../types.ts';
 import { StepAssembler, toStepData } from './assembler.ts';
 import type { Pipeline } from './pipeline.ts';
+import { emptyReceived } from './received.ts';
+import { decodeSketchStep } from './sketch.ts';
+import { fnv1a } from '../protocol/checksum.ts';
 
 /** Headline metrics sent back in each directive reply (`"<pair>/<slice>/<metric>"`). */
 export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_q999', 'abs_max', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
@@ -15,6 +18,7 @@ export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q
 interface RankSession {
   session: string;
   assembler: StepAssembler;
+  checksum: boolean;
 }
 
 export interface StepReply {
@@ -53,7 +57,7 @@ export class Run {
       throw new ProtocolError('E_RANK', `run ${this.runId} has world_size ${this.worldSize}, hello says ${h.world_size}`, { fatal: true });
     const isNew = this.sessions.size === 0 && this.lastCompleteStep === null;
     const session = `s-${randomBytes(6).toString('hex')}`;
-    this.sessions.set(h.rank, { session, assembler: new StepAssembler(this.limits, h.checksum !== false) });
+    this.sessions.set(h.rank, { session, assembler: new StepAssembler(this.limits, h.checksum !== false), checksum: h.checksum !== false });
     this.pipeline.onHello?.(h);
     return { session, resume: this.lastCompleteStep === null ? null : { last_step: this.lastCompleteStep }, isNew };
   }
@@ -68,6 +72,7 @@ export class Run {
     const s = this.sessions.get(h.rank);
     if (!s) throw new ProtocolError('E_NO_SESSION', `no session for run ${this.runId} rank ${h.rank}: send hello first`, { fatal: true });
     if (h.world_size !== this.worldSize) throw new ProtocolError('E_RANK', `run ${this.runId} has world_size ${this.worldSize}, step says ${h.world_size}`);
+    if (h.sketch) return this.sketchStep(msg, s.checksum, nowMs);
     const before = s.assembler.pending;
     const done = s.assembler.add(msg);
     if (before !== null && before !== h.step) this.log.warn({ run_id: this.runId, rank: h.rank, step: before }, 'incomplete step discarded: a newer step started');
@@ -75,6 +80,21 @@ export class Run {
     this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
     const directive = this.ingestStep(toStepData(done, this.trainer, nowMs));
     return { directive: toWire(directive), received: done.received, metrics: this.metrics, metrics_step: this.metricsStep };
+  }
+
+  /** Sketch mode (docs/sketch.md): one message holds every rank's data, already reduced by the shim. */
+  private sketchStep(msg: Message<StepHeader>, checksum: boolean, nowMs: number): StepReply {
+    const data = decodeSketchStep(msg, this.trainer, nowMs);
+    this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, data.step);
+    this.pipeline.addSketchStep?.(data);
+    this.finalize(nowMs);
+    let directive = noop(this.runId, data.step);
+    if (this.pending) (directive = this.pending), (this.pending = null);
+    const received = emptyReceived(checksum);
+    Object.assign(received, { tokens: data.tokens, n_seqs: data.nSeqs });
+    Object.assign(received.slices, data.sliceCounts, { all: data.sliceCounts.pre_tool + data.sliceCounts.post_tool });
+    if (received.checksum !== null) for (const f of msg.frames) received.checksum = fnv1a(f, received.checksum);
+    return { directive: toWire(directive), received, metrics: this.metrics, metrics_step: this.metricsStep };
   }
 
   /**

@@ -122,7 +122,6 @@ export class EngineServer {
     const h = msg.header;
     const run = this.registry.get(h.run_id);
     if (!run || !run.hasSession(h.rank)) throw new ProtocolError('E_NO_SESSION', `no session for run ${h.run_id} rank ${h.rank}: send hello first`, { fatal: true });
-    if (h.sketch) throw new ProtocolError('E_SKETCH_LAYOUT', 'sketch steps are not supported by this engine yet');
     const out = run.step(msg, Date.now());
     if (!out) return;
     this.counters.steps++;

@@ -1,0 +1,157 @@
+// Sketch mode, engine side: the Python shim's real sketch (tailguard.sketch, torch) of 2 ranks' data,
+// decoded by the engine (decodeSketchStep → RunStats.addSketchStep), gives the same StepResult records
+// as the same data sent raw by both ranks (StepAssembler → RunStats.addRankStep).
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { decodeMessage, type Message } from '../src/protocol/codec.ts';
+import type { StepHeader } from '../src/protocol/messages.ts';
+import { StepAssembler, toStepData } from '../src/engine/assembler.ts';
+import { decodeSketchStep } from '../src/engine/sketch.ts';
+import { ProtocolError } from '../src/protocol/errors.ts';
+import { DEFAULT_LIMITS } from '../src/protocol/validate.ts';
+import { RunStats } from '../src/stats/index.ts';
+import type { MetricRecord } from '../src/types.ts';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const PY = process.env.TAILGUARD_PYTHON ?? join(ROOT, '.venv/bin/python');
+
+// Writes every message as [u32 frame count][u32 len, bytes]... : rank 0 raw, rank 1 raw, then the sketch.
+const SCRIPT = `
+import struct, sys, numpy as np, torch
+from tailguard import sketch as S
+from tailguard.protocol import encode_message, encode_step
+KN = {"epsilon_low": 0.2, "epsilon_high": 0.28}
+def shard(rank):
+    rng = np.random.default_rng(40 + rank)
+    lens = rng.integers(2, 90, 60 + 15 * rank); T = int(lens.sum())
+    off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    cm = (rng.random(T) > 0.03).astype(np.uint8); tm = (rng.random(T) > 0.1).astype(np.uint8)
+    ref = (rng.standard_t(3, T) * (0.2 + 0.5 * rank)).astype(np.float32)
+    ref[7] = np.nan; ref[11] = 70.0 if rank else -3.0
+    old = (rng.normal(0, 1e-4, T)).astype(np.float32)
+    return {"policy_vs_ref": ref, "old_vs_rollout": old, "completion_mask": cm, "tool_mask": tm, "offsets": off}
+out = open(sys.argv[1], "wb")
+def put(frames):
+    out.write(struct.pack("<I", len(frames)))
+    for f in frames:
+        b = bytes(f); out.write(struct.pack("<I", len(b))); out.write(b)
+sks = []
+for r in (0, 1):
+    a = shard(r)
+    h = {"type": "step", "run_id": "sk", "rank": r, "world_size": 2, "step": 1, "implicit": [], "knobs": KN, "logs": {}}
+    for frames in encode_step(h, a): put(frames)
+    sks.append(S.sketch_payload(a, ["policy_vs_ref", "old_vs_rollout"], KN))
+class Id: run_id, rank, world_size = "sk", 0, 2
+put(S.encode_sketch_step(Id, 1, S.merge_sketches(sks), knobs=KN))
+`;
+
+function readMessages(path: string): Message[] {
+  const buf = readFileSync(path);
+  const out: Message[] = [];
+  let o = 0;
+  while (o < buf.length) {
+    const n = buf.readUInt32LE(o);
+    o += 4;
+    const frames: Uint8Array[] = [];
+    for (let i = 0; i < n; i++) {
+      const len = buf.readUInt32LE(o);
+      o += 4;
+      frames.push(new Uint8Array(buf.buffer, buf.byteOffset + o, len).slice());
+      o += len;
+    }
+    out.push(decodeMessage(frames));
+  }
+  return out;
+}
+
+const rel = (a: number, b: number) => (a === b ? 0 : Math.abs(a - b) / Math.max(Math.abs(a), Math.abs(b)));
+const EXACT = ['mean', 'abs_mean', 'std', 'abs_max', 'exceed_1_5', 'exceed_2', 'exceed_3', 'ess', 'ess_seq', 'ess_seq_norm',
+  'chi2', 'kl_k1', 'kl_k2', 'kl_k3', 'clip_frac', 'alpha'] as const;
+const QS = ['abs_q50', 'abs_q90', 'abs_q95', 'abs_q99', 'abs_q999'] as const;
+
+describe('sketch mode, engine side', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tg-sketch-'));
+  const file = join(dir, 'msgs.bin');
+  execFileSync(PY, ['-c', SCRIPT, file], { cwd: ROOT, env: { ...process.env, OMP_NUM_THREADS: '1' } });
+  const msgs = readMessages(file);
+  const sketchMsg = msgs.find((m) => (m.header as StepHeader).sketch) as Message<StepHeader>;
+
+  function rawStats(exactMaxValues?: number): RunStats {
+    const raw = new RunStats({ worldSize: 2, runId: 'sk', exactMaxValues });
+    for (const m of msgs.filter((x) => !(x.header as StepHeader).sketch)) {
+      const done = new StepAssembler(DEFAULT_LIMITS, true).add(m as Message<StepHeader>);
+      expect(done).toBeTruthy();
+      raw.addRankStep(toStepData(done!, 'synthetic', 0));
+    }
+    return raw;
+  }
+
+  it('gives the raw-mode records: counts exact, moments/ESS/KL to 1e-9, histogram quantiles identical', () => {
+    const [r] = rawStats().finalizeReady(0); // raw: exact per-step quantiles
+    const [rh] = rawStats(0).finalizeReady(0); // raw, histogram quantiles (what a sketch can give)
+    const sk = new RunStats({ worldSize: 2, runId: 'sk' });
+    sk.addSketchStep(decodeSketchStep(sketchMsg, 'synthetic', 0));
+    const [s] = sk.finalizeReady(0);
+    expect(s.ranksMissing).toEqual([]);
+    expect(s.ranksPresent).toEqual([0, 1]);
+    expect(s.tokens).toBe(r.tokens);
+    const key = (m: MetricRecord) => `${m.pair}/${m.slice}`;
+    const sm = new Map(s.records.map((m) => [key(m), m]));
+    const hm = new Map(rh.records.map((m) => [key(m), m]));
+    expect([...sm.keys()].sort()).toEqual(r.records.map(key).sort());
+    let worstExact = 0;
+    let worstQ = 0;
+    let worstAt = "";
+    for (const a of r.records) {
+      const b = sm.get(key(a))!;
+      expect([b.n, b.nonfinite]).toEqual([a.n, a.nonfinite]);
+      for (const f of EXACT) {
+        if (Number.isNaN(a[f])) expect(b[f]).toBeNaN();
+        else if (!Number.isFinite(a[f])) expect(b[f]).toBe(a[f]);
+        else {
+          expect(rel(a[f], b[f]), `${key(a)} ${f}`).toBeLessThan(1e-9);
+          if (rel(a[f], b[f]) > worstExact) (worstExact = rel(a[f], b[f])), (worstAt = `${key(a)} ${f}`);
+        }
+      }
+      for (const f of QS) {
+        if (a.n === 0) continue;
+        expect(rel(hm.get(key(a))![f], b[f]), `${key(a)} ${f}`).toBeLessThan(1e-12); // the same histogram
+        worstQ = Math.max(worstQ, rel(a[f], b[f]));
+      }
+    }
+    const post = sm.get('policy_vs_ref/post_tool')!;
+    expect(post.n).toBeGreaterThan(500);
+    expect(sm.get('policy_vs_ref/all')!.nonfinite).toBe(2);
+    expect(sm.get('policy_vs_ref/all')!.abs_max).toBe(70);
+    expect(sm.get('policy_vs_ref/all')!.abs_q50).toBeGreaterThan(0);
+    console.log(`sketch vs raw: worst relative difference exact=${worstExact.toExponential(2)} (${worstAt}), ` +
+      `quantiles vs raw exact order statistics=${worstQ.toExponential(2)} (sparse tails of small slices)`);
+  });
+
+  it('rejects a foreign layout or a malformed payload with E_SKETCH_LAYOUT', () => {
+    const with_ = (patch: Record<string, unknown>, buffers = sketchMsg.buffers) =>
+      ({ ...sketchMsg, header: { ...sketchMsg.header, ...patch }, buffers }) as Message<StepHeader>;
+    const code = (m: Message<StepHeader>) => {
+      try {
+        decodeSketchStep(m, 'synthetic', 0);
+        return 'ok';
+      } catch (e) {
+        return (e as ProtocolError).code;
+      }
+    };
+    expect(code(with_({}))).toBe('ok');
+    expect(code(with_({ hist: { exp_min: -20, exp_max: 8, mant_bits: 6 } }))).toBe('E_SKETCH_LAYOUT');
+    expect(code(with_({ sums_fields: ['n'] }))).toBe('E_SKETCH_LAYOUT');
+    expect(code(with_({ slice_counts: { pre_tool: -1, post_tool: 0, tool_output: 0 } }))).toBe('E_SKETCH_LAYOUT');
+    const bufs = { ...sketchMsg.buffers };
+    delete bufs['sketch/policy_vs_ref/post_tool/sums'];
+    expect(code(with_({}, bufs))).toBe('E_SKETCH_LAYOUT');
+    const neg = { ...sketchMsg.buffers, 'sketch/policy_vs_ref/all/hist': new Float64Array(2050).fill(-1) };
+    expect(code(with_({}, neg))).toBe('E_SKETCH_LAYOUT');
+    const f32 = { ...sketchMsg.buffers, 'sketch/policy_vs_ref/all/sums': new Float32Array(21) };
+    expect(code(with_({}, f32))).toBe('E_DTYPE');
+  });
+});
