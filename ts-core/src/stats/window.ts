@@ -111,7 +111,7 @@ export class WindowState {
     const ring: [number[], number[]][] = [];
     for (let s = 0; s < W; s++) ring.push(histToSparse(this.ring.subarray(s * HIST_BINS, (s + 1) * HIST_BINS)));
     return {
-      ring, head: this.head, filled: this.filled, steps: this.steps,
+      ring, head: this.head, filled: this.filled, steps: this.steps, runN: this.runN, runSumAbs: this.runSumAbs,
       ringN: [...this.ringN], ringSumAbs: [...this.ringSumAbs], ringMax: [...this.ringMax], ringStep: [...this.ringStep],
       fixedHist: this.fixedHist ? histToSparse(this.fixedHist) : null,
       fixedN: this.fixedN, fixedSumAbs: this.fixedSumAbs, fixedMax: this.fixedMax,
@@ -127,7 +127,9 @@ export class WindowState {
     for (let s = 0; s < opts.window; s++) for (let b = 0; b < HIST_BINS; b++) w.run[b] += w.ring[s * HIST_BINS + b];
     Object.assign(w, { head: j.head, filled: j.filled, steps: j.steps, fixedN: j.fixedN, fixedSumAbs: j.fixedSumAbs, fixedMax: j.fixedMax });
     w.ringN.set(j.ringN); w.ringSumAbs.set(j.ringSumAbs); w.ringMax.set(j.ringMax); w.ringStep.set(j.ringStep);
-    for (let s = 0; s < opts.window; s++) (w.runN += w.ringN[s]), (w.runSumAbs += w.ringSumAbs[s]);
+    // running sums as they were (float adds/subtracts), so a restored run continues bit-identically
+    w.runN = j.runN;
+    w.runSumAbs = j.runSumAbs;
     w.fixedHist = j.fixedHist ? histFromSparse(j.fixedHist) : null;
     w.fixedQ = j.fixedQ ? Float64Array.from(j.fixedQ) : null;
     w.ewmaQ = j.ewmaQ ? Float64Array.from(j.ewmaQ) : null;
