@@ -28,7 +28,7 @@ export function step(n: number, o: StepOver = {}): StepResult {
     : [];
   return {
     runId: 'r1', step: n, worldSize: 1, ranksPresent: [0], ranksMissing: [], tokens: 3000, records, windows,
-    perRank: [], knobs: { beta: 0.04, epsilon_low: 0.2, epsilon_high: 0.28, is_clip_max: null, off_policy_mask_threshold: null },
+    perRank: [], knobs: { beta: 0.04, epsilon_low: 0.2, epsilon_high: 0.28, is_clip_max: null as unknown as undefined, off_policy_mask_threshold: null },
     logs: { loss: 0.1 }, ...o.extra,
   };
 }

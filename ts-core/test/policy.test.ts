@@ -87,7 +87,7 @@ describe('tighten targets', () => {
   });
 
   it('respects bounds, skips knobs at their bound, absent or refused', () => {
-    const plan = planTighten({ beta: 0.8, epsilon_low: 0.05, epsilon_high: 0.06, is_clip_max: null, off_policy_mask_threshold: 0.01 }, t, new Set(['epsilon_high']));
+    const plan = planTighten({ beta: 0.8, epsilon_low: 0.05, epsilon_high: 0.06, is_clip_max: null as unknown as undefined, off_policy_mask_threshold: 0.01 }, t, new Set(['epsilon_high']));
     expect(plan.targets).toEqual({ beta: 1 });
     expect(plan.skipped).toMatchObject({
       epsilon_low: 'at its bound',

@@ -53,6 +53,25 @@ export function logSlope(pts: Point[], n: number): number {
   );
 }
 
+/** Log-slope with its t statistic (slope / standard error), to tell a trend from noise. */
+export function logSlopeT(pts: Point[], n: number): { slope: number; t: number } {
+  const tail = lastSteps(pts, n).filter((p) => p.value > 0 && Number.isFinite(p.value));
+  if (tail.length < Math.max(3, Math.ceil(n / 2))) return { slope: NaN, t: NaN };
+  const xs = tail.map((p) => p.step);
+  const ys = tail.map((p) => Math.log(p.value));
+  const b = olsSlope(xs, ys);
+  const mx = xs.reduce((a, x) => a + x, 0) / xs.length;
+  const my = ys.reduce((a, y) => a + y, 0) / ys.length;
+  let sse = 0;
+  let sxx = 0;
+  for (let i = 0; i < xs.length; i++) {
+    sse += (ys[i] - my - b * (xs[i] - mx)) ** 2;
+    sxx += (xs[i] - mx) ** 2;
+  }
+  const se = Math.sqrt(sse / Math.max(1, xs.length - 2) / sxx);
+  return { slope: b, t: se > 0 ? b / se : b > 0 ? Infinity : b < 0 ? -Infinity : 0 };
+}
+
 export function linSlope(pts: Point[], n: number): number {
   const tail = lastSteps(pts, n).filter((p) => Number.isFinite(p.value));
   if (tail.length < Math.max(3, Math.ceil(n / 2))) return NaN;

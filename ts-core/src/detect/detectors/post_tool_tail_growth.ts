@@ -4,7 +4,7 @@
 import type { PairName } from '../../types.ts';
 import { History, recordOf } from '../history.ts';
 import { levelFor, maxLevel, minLevel, type Level } from '../levels.ts';
-import { lastSteps, logSlope, median, round } from '../series.ts';
+import { lastSteps, logSlopeT, median, round } from '../series.ts';
 import type { Detector, DetectorCommon, Signal, Thresholds } from '../types.ts';
 
 export interface PostToolTailGrowthOptions extends DetectorCommon {
@@ -12,6 +12,8 @@ export interface PostToolTailGrowthOptions extends DetectorCommon {
   trend_steps: number;
   /** Per-step growth rate of the post_tool tail (the larger log-slope of q95 and q99). */
   slope: Thresholds;
+  /** Raising needs the trend's t statistic (slope / standard error) at least this: small slices are noisy. */
+  min_t: number;
   /** KS distance of the post_tool window against the drift-aware baseline. */
   ks: Thresholds;
   /** (q99/q50) of the window relative to the baseline's. */
@@ -24,14 +26,21 @@ export interface PostToolTailGrowthOptions extends DetectorCommon {
   pre_tool_max_ks: number;
 }
 
-/** Growth rate of the tail: the larger log-slope of q95 and q99, on window quantiles when stats sends a window per step. */
-export function tailSlope(h: History, pair: string, slice: string, n: number): { slope: number; source: 'window' | 'step' } {
+/**
+ * Growth rate of the tail: the larger log-slope of q95 and q99 — on window quantiles when stats
+ * sends a window per step (steadier), else per step — and its t statistic, always from the
+ * per-step quantiles (independent samples, so the t statistic means what it says).
+ */
+export function tailSlope(h: History, pair: string, slice: string, n: number): { slope: number; t: number; source: 'window' | 'step' } {
   const win = lastSteps(h.series(pair, slice, 'win_abs_q99'), n);
   const useWin = win.length >= Math.ceil(n / 2);
-  const q95 = logSlope(h.series(pair, slice, useWin ? 'win_abs_q95' : 'abs_q95'), n);
-  const q99 = logSlope(h.series(pair, slice, useWin ? 'win_abs_q99' : 'abs_q99'), n);
-  const both = [q95, q99].filter(Number.isFinite);
-  return { slope: both.length ? Math.max(...both) : NaN, source: useWin ? 'window' : 'step' };
+  let best = { slope: NaN, t: NaN };
+  for (const q of ['abs_q95', 'abs_q99'] as const) {
+    const perStep = logSlopeT(h.series(pair, slice, q), n);
+    const slope = useWin ? logSlopeT(h.series(pair, slice, `win_${q}`), n).slope : perStep.slope;
+    if (Number.isFinite(slope) && !(slope <= best.slope)) best = { slope, t: perStep.t };
+  }
+  return { ...best, source: useWin ? 'window' : 'step' };
 }
 
 function shapeOf(h: History, pair: string, slice: string, o: PostToolTailGrowthOptions, margin: number) {
@@ -63,7 +72,7 @@ export const postToolTailGrowth: Detector<PostToolTailGrowthOptions> = {
     for (const pair of o.pairs) {
       const post = recordOf(r, pair, 'post_tool', o.min_tokens);
       if (!post) continue;
-      const { slope, source } = tailSlope(h, pair, 'post_tool', o.trend_steps);
+      const { slope, t, source } = tailSlope(h, pair, 'post_tool', o.trend_steps);
       if (!Number.isFinite(slope)) continue;
       const preSlope = tailSlope(h, pair, 'pre_tool', o.trend_steps).slope;
       const preKs = h.window(pair, 'pre_tool')?.shape?.drift_aware?.ks;
@@ -71,7 +80,7 @@ export const postToolTailGrowth: Detector<PostToolTailGrowthOptions> = {
         !(Number.isFinite(preSlope) && preSlope > o.pre_tool_max_slope) && !(preKs !== undefined && preKs > o.pre_tool_max_ks);
       const shape = shapeOf(h, pair, 'post_tool', o, 0);
       const shapeHold = shapeOf(h, pair, 'post_tool', o, o.clear_margin);
-      const raise = preInBand ? minLevel(levelFor(slope, o.slope, 'above'), shape.level) : 0;
+      const raise = preInBand && t >= o.min_t ? minLevel(levelFor(slope, o.slope, 'above'), shape.level) : 0;
       const hold = minLevel(levelFor(slope, o.slope, 'above', o.clear_margin), shapeHold.level);
       out.push({
         key: pair,
@@ -86,6 +95,7 @@ export const postToolTailGrowth: Detector<PostToolTailGrowthOptions> = {
         evidence: {
           values: {
             slope: round(slope, 5),
+            slope_t: round(t, 2),
             slope_source: source,
             post_q95: post.abs_q95,
             post_q99: post.abs_q99,
@@ -96,7 +106,7 @@ export const postToolTailGrowth: Detector<PostToolTailGrowthOptions> = {
             pre_tool_slope: Number.isFinite(preSlope) ? round(preSlope, 5) : null,
             pre_tool_ks: preKs ?? null,
           },
-          thresholds: { slope: o.slope, ks: o.ks, tail_stretch: o.tail_stretch, pre_tool_max_slope: o.pre_tool_max_slope, pre_tool_max_ks: o.pre_tool_max_ks },
+          thresholds: { slope: o.slope, min_t: o.min_t, ks: o.ks, tail_stretch: o.tail_stretch, pre_tool_max_slope: o.pre_tool_max_slope, pre_tool_max_ks: o.pre_tool_max_ks },
           windows: { current: shape.window, baseline: shape.source === 'window' ? 'drift_aware' : 'pre_trend_steps', trend_steps: o.trend_steps },
         },
       });
