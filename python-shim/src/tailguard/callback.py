@@ -89,6 +89,7 @@ class TailguardCallback(TrainerCallback):
         self._last_client_stats: dict | None = None
         self._log_wrapped = False
         self._warned: set[str] = set()
+        self.directives = None  # DirectiveApplier (directives.py), made by attach()
 
     # ---- attach -------------------------------------------------------------------------------
     def attach(self, trainer: Any) -> "TailguardCallback":
@@ -107,6 +108,7 @@ class TailguardCallback(TrainerCallback):
         capture = capture_for(trainer, self.options)
         capture.install()
         self.trainer, self.capture = trainer, capture
+        self.directives = _make_directives(trainer, self.options)  # control-shim hook
         self._wrap_log(trainer)
         trainer.add_callback(self)
         return self
@@ -172,6 +174,8 @@ class TailguardCallback(TrainerCallback):
 
     # ---- callback events ----------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
+        if self.directives is not None:
+            self.directives.on_train_begin(state)  # control-shim: re-apply persisted knobs on resume
         if self.capture is None or self.client is not None:
             return
         if self.options.mode == "sketch" and int(self.trainer.accelerator.process_index) != 0:
@@ -214,6 +218,7 @@ class TailguardCallback(TrainerCallback):
             logs=logs,
             implicit=payload.implicit,
             slice_names=payload.slice_names,
+            **(self.directives.step_extras(self.client) if self.directives is not None else {}),
         )
         if not ok and self.options.fail_mode == "fail_closed":
             logger.error("tailguard (fail_closed): step %d was dropped; stopping training", state.global_step)
@@ -221,7 +226,13 @@ class TailguardCallback(TrainerCallback):
 
     def _apply_directives(self, args, state, control) -> None:
         """Hook for directives.py (control-shim): apply engine directives at this step boundary, on every rank."""
-        return None
+        if self.directives is not None:
+            self.directives.client = self.client
+            self.directives.on_step_end(state, control)
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.directives is not None:  # control-shim: tailguard_state.json, protected copy, notice
+            self.directives.on_save(state)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not self._log_wrapped and logs is not None:  # attach() normally injects earlier, in trainer.log
@@ -264,6 +275,17 @@ class TailguardCallback(TrainerCallback):
             time.sleep(0.005)
             step, metrics = self.client.latest_metrics()
         return step, metrics
+
+
+def _make_directives(trainer: Any, options: Options):
+    from .directives import DirectiveApplier
+
+    acc = trainer.accelerator
+    return DirectiveApplier(
+        trainer, None, rank=int(acc.process_index), world_size=int(acc.num_processes),
+        fail_mode=options.fail_mode, checkpoint_every=options.checkpoint_every,
+        keep_certified=options.keep_certified, lost_after_s=options.engine_lost_after_s,
+    )  # fmt: skip
 
 
 def attach(trainer: Any, endpoint: str | None = None, **options: Any) -> TailguardCallback:

@@ -134,10 +134,14 @@ class DirectiveApplier:
         fail_mode (`str`, *optional*, defaults to `"fail_open"`): `"fail_closed"` stops training when
             rank 0 loses the engine; `"fail_open"` warns and goes on.
         keeper (`CheckpointKeeper`, *optional*): protected checkpoints; made from `output_dir` if absent.
+        checkpoint_every (`int`, *optional*, defaults to `0`): also save every N steps (0: the trainer's own cadence).
+        lost_after_s (`float`, *optional*, defaults to `3.0`): no engine session this long = engine lost.
+        keep_certified (`int`, *optional*, defaults to `2`): certified checkpoints kept from rotation (K).
     """
 
     def __init__(
-        self, trainer, client=None, *, rank=0, world_size=1, fail_mode="fail_open", keeper=None, checkpoint_every=0
+        self, trainer, client=None, *, rank=0, world_size=1, fail_mode="fail_open", keeper=None, checkpoint_every=0,
+        lost_after_s=3.0, keep_certified=2,
     ):
         if fail_mode not in ("fail_open", "fail_closed"):
             raise ValueError(f"fail_mode must be 'fail_open' or 'fail_closed', got {fail_mode!r}")
@@ -151,7 +155,7 @@ class DirectiveApplier:
         self.world_size = int(world_size)
         self.fail_mode = fail_mode
         out = trainer.args.output_dir
-        self.keeper = keeper or CheckpointKeeper(out, is_main=self.rank == 0)
+        self.keeper = keeper or CheckpointKeeper(out, keep_certified=keep_certified, is_main=self.rank == 0)
         self.log_path = os.path.join(out, f"tailguard-directives.rank{self.rank}.jsonl")
         self.alpha_ceiling: float | None = None
         self.pending: list[dict] = []  # rank 0 only: received, not yet due
@@ -159,6 +163,8 @@ class DirectiveApplier:
         self.rollbacks = 0
         self._seen: set[str] = set()
         self._lost_warned = False
+        self._down_since: float | None = None
+        self.lost_after_s = float(lost_after_s)
 
     # --- persistence -------------------------------------------------------------------------
 
@@ -249,6 +255,7 @@ class DirectiveApplier:
                 logger.warning("tailguard: poll_directives failed: %s", e)
                 received = []
             for raw in received or ():
+                self._note_certified(raw)
                 d = _unwrap(raw)
                 if d is None:
                     continue
@@ -261,17 +268,49 @@ class DirectiveApplier:
         self.pending = [d for d in self.pending if d not in due]
         return {"apply": due, "lost": self._engine_lost()}
 
+    def _note_certified(self, raw) -> None:
+        """The engine lists the checkpoints it certified (params.certified_checkpoints, no-ops included)."""
+        d = raw.get("directive", raw) if isinstance(raw, dict) else None
+        params = d.get("params") if isinstance(d, dict) else None
+        if isinstance(params, dict) and isinstance(params.get("certified_checkpoints"), list):
+            self.keeper.mark_certified(params["certified_checkpoints"])
+
+    def step_extras(self, client) -> dict:
+        """Extra ``send_step`` arguments: one pending checkpoint notice (``checkpoint={step, path}``).
+
+        Sent only when the client accepts a ``checkpoint`` argument; otherwise the notices wait.
+        """
+        if client is None or not self.keeper._notices:
+            return {}
+        try:
+            import inspect  # noqa: PLC0415
+
+            if "checkpoint" not in inspect.signature(client.send_step).parameters:
+                return {}
+        except (TypeError, ValueError):
+            return {}
+        return {"checkpoint": self.keeper._notices.pop(0)}
+
     def _engine_lost(self) -> str | None:
         c = self.client
         if c is None:
             return None
         probe = getattr(c, "engine_lost", None)
-        try:
-            lost = probe() if callable(probe) else probe
-        except Exception as e:
-            lost = str(e)
-        if lost:
-            return lost if isinstance(lost, str) else "engine unreachable"
+        if probe is not None:  # an explicit probe wins (tests, custom clients)
+            try:
+                lost = probe() if callable(probe) else probe
+            except Exception as e:
+                lost = str(e)
+            return (lost if isinstance(lost, str) else "E_ENGINE_LOST: engine unreachable") if lost else None
+        # EngineClient: no session (welcome) for longer than lost_after_s, counted from the first check.
+        now = time.monotonic()
+        if getattr(c, "connected", True):
+            self._down_since = None
+            return None
+        if self._down_since is None:
+            self._down_since = now
+        if now - self._down_since >= self.lost_after_s:
+            return f"E_ENGINE_LOST: no engine session at {getattr(c, 'endpoint', '?')} for {now - self._down_since:.1f}s"
         return None
 
     def _broadcast(self, payload):
@@ -318,6 +357,11 @@ class DirectiveApplier:
                 changes = self._rollback(params)
             elif action == "stop":
                 control.should_training_stop = True
+                hint = params.get("resume_from_checkpoint")
+                logger.error(
+                    "tailguard: engine says stop at step %d (%s)%s", step, params.get("cause") or d.get("reason"),
+                    f"; resume with resume_from_checkpoint={hint!r}" if hint else "",
+                )
                 changes.append({"knob": "should_training_stop", "old": False, "new": True})
             elif action == "curriculum":
                 ceiling = params.get("alpha_ceiling", params.get("alpha_max"))

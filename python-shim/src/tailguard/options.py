@@ -38,6 +38,10 @@ class Options:
     send_token_ids: bool = False
     pin_memory: bool = True
     retain_captured: bool = False
+    # control (directives.py / checkpoints.py)
+    checkpoint_every: int = 0
+    keep_certified: int = 2
+    engine_lost_after_s: float = 3.0
     mode: str = "raw"  # "sketch": on-device histograms reduced over torch.distributed (docs/sketch.md)
 
 
@@ -106,6 +110,12 @@ def parse_options(**kwargs: Any) -> Options:
             value = _number(name, value, minimum=0.0)
         elif name == "connect_timeout_s":
             value = _number(name, value, minimum=0.0, inclusive=False)
+        elif name == "checkpoint_every":
+            value = _number(name, value, minimum=0, integer=True)
+        elif name == "keep_certified":
+            value = _number(name, value, minimum=1, integer=True)
+        elif name == "engine_lost_after_s":
+            value = _number(name, value, minimum=0.0)
         elif name == "queue_max_steps":
             value = _number(name, value, minimum=1, integer=True)
         else:
