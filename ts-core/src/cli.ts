@@ -41,6 +41,8 @@ program
   .option('--policy <file>', 'policy file (YAML or JSON)')
   .option('--run-dir <dir>', 'write the replayed run store here')
   .option('--window <steps>', 'rolling window length W in steps', '20')
+  .option('--step-timeout <ms>', 'finalise a step this long (capture clock) after its first rank even if ranks are missing', '30000')
+  .option('--force', 'replace an existing run directory of the same run id')
   .action(async (capture, opts) => (await import('./commands/replay.ts')).replay(capture, opts));
 
 program

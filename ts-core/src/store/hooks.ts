@@ -34,7 +34,8 @@ export function openStoreHooks(ctx: StoreContext): StoreHooks {
   let store: RunStore | null = null;
   let state: RunState | null = null;
   try {
-    store = RunStore.open(ctx.runDir, ctx.runId);
+    // `durable: false` (replay): same files in the same order, without an fsync per step.
+    store = RunStore.open(ctx.runDir, ctx.runId, { durable: ctx.options.durable !== false });
     for (const r of store.recovery) ctx.log.warn({ file: r.file, torn_bytes: r.torn.bytes, offset: r.torn.offset }, 'run store: torn last line cut off (kept in .torn)');
     state = store.loadState();
     const meta = store.readRunJson();
@@ -55,6 +56,8 @@ export function openStoreHooks(ctx: StoreContext): StoreHooks {
   }
 
   let lastStep: number | null = state?.last_step ?? null;
+  // Live runs save state.json after every step; a replay (not durable) only at close.
+  const durable = ctx.options.durable !== false;
   let failures = 0;
   const guard = (what: string, fn: () => void) => {
     if (!store) return;
@@ -81,12 +84,15 @@ export function openStoreHooks(ctx: StoreContext): StoreHooks {
       guard('step append', () => {
         store!.appendStepResult(r);
         lastStep = Math.max(lastStep ?? -Infinity, r.step);
-        store!.commitStep(currentState());
+        store!.commitStep(durable ? currentState() : undefined);
       });
     },
     resumeStep: () => lastStep,
     close() {
-      guard('close', () => store!.close());
+      guard('close', () => {
+        if (lastStep !== null) store!.saveState(currentState()); // the final state, also when not saved per step
+        store!.close();
+      });
     },
   };
 

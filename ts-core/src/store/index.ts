@@ -56,6 +56,8 @@ export interface Recovery {
 export interface OpenOptions {
   /** Skip the single-writer lock (tests that open a store next to a live engine for reading only). */
   noLock?: boolean;
+  /** false: skip fsync (replay, tests); files are still written in the same order. Default true. */
+  durable?: boolean;
 }
 
 export class RunStore {
@@ -74,7 +76,7 @@ export class RunStore {
     if (!opts.noLock) this.lock();
     this.logs = {} as Record<LogName, JsonlAppender>;
     for (const name of LOGS) {
-      const a = new JsonlAppender(path.join(this.dir, FILES[name]));
+      const a = new JsonlAppender(path.join(this.dir, FILES[name]), opts.durable !== false);
       if (a.recovered) this.recovery.push({ file: FILES[name], torn: a.recovered });
       this.logs[name] = a;
     }
@@ -107,7 +109,7 @@ export class RunStore {
       versions: { tailguard: VERSION, node: process.version, protocol: PROTOCOL_VERSION },
       updated_at: now,
     };
-    writeFileAtomic(this.path('run'), JSON.stringify(meta, null, 2) + '\n');
+    writeFileAtomic(this.path('run'), JSON.stringify(meta, null, 2) + '\n', this.opts.durable !== false);
     return meta;
   }
 
@@ -147,7 +149,7 @@ export class RunStore {
 
   saveState(state: Omit<RunState, 'version' | 'saved_at'>): void {
     const full: RunState = { version: 1, ...state, saved_at: new Date().toISOString() };
-    writeFileAtomic(this.path('state'), JSON.stringify(full));
+    writeFileAtomic(this.path('state'), JSON.stringify(full), this.opts.durable !== false);
   }
 
   loadState(): RunState | null {

@@ -73,7 +73,10 @@ export class JsonlAppender {
   private dirty = false;
   readonly recovered: TornLine | null;
 
-  constructor(readonly file: string) {
+  constructor(
+    readonly file: string,
+    private readonly durable = true,
+  ) {
     this.recovered = cutTornTail(file);
     this.fd = fs.openSync(file, 'a');
   }
@@ -88,7 +91,7 @@ export class JsonlAppender {
 
   sync(): void {
     if (!this.dirty) return;
-    fs.fsyncSync(this.fd);
+    if (this.durable) fs.fsyncSync(this.fd);
     this.dirty = false;
   }
 
@@ -118,17 +121,17 @@ function cutTornTail(file: string): TornLine | null {
 }
 
 /** Write a file atomically: temp file, fsync, rename, fsync the directory. */
-export function writeFileAtomic(file: string, data: string | Buffer): void {
+export function writeFileAtomic(file: string, data: string | Buffer, durable = true): void {
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = fs.openSync(tmp, 'w');
   try {
     fs.writeFileSync(fd, data);
-    fs.fsyncSync(fd);
+    if (durable) fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
   }
   fs.renameSync(tmp, file);
-  fsyncDir(path.dirname(file));
+  if (durable) fsyncDir(path.dirname(file));
 }
 
 function fsyncDir(dir: string): void {
