@@ -90,6 +90,29 @@ def _numbers(m: Mapping[str, Any] | None) -> dict:
     return out
 
 
+def _curve_keys(server, public, secret) -> tuple[bytes, bytes, bytes] | None:
+    """(server public, client public, client secret) as Z85 bytes, from keys or key files; None without CURVE."""
+    if server is None and public is None and secret is None:
+        return None
+    import os
+
+    import zmq.auth
+
+    def load(v, want: str) -> bytes | None:
+        if v is None:
+            return None
+        if os.path.isfile(v):
+            pub, sec = zmq.auth.load_certificate(v)
+            return sec if want == "secret" else pub
+        return v.encode() if isinstance(v, str) else bytes(v)
+
+    srv, sec = load(server, "public"), load(secret, "secret")
+    pub = load(public, "public") or (load(secret, "public") if secret is not None and os.path.isfile(secret) else None)
+    if not (srv and pub and sec) or any(len(k) != 40 for k in (srv, pub, sec)):
+        raise ValueError("CURVE needs curve_server_key, curve_public_key and curve_secret_key (40-char Z85 keys or key files)")
+    return srv, pub, sec
+
+
 class EngineClient:
     """Non-blocking client of a tailguard engine.
 
@@ -113,6 +136,10 @@ class EngineClient:
         heartbeat_ms (`int`, *optional*, defaults to `1000`): ZMQ heartbeat interval (timeout 3×).
         linger_ms (`int`, *optional*, defaults to `100`): socket linger, so closing never hangs.
         checksum (`bool`, *optional*, defaults to `True`): ask the engine to echo `received.checksum`.
+        curve_server_key (`str`, *optional*): the engine's CURVE public key (Z85), or a key file
+            (`tailguard keygen` / zcert format). Set it to connect to an engine started with `--curve-secret`.
+        curve_public_key / curve_secret_key (`str`, *optional*): this client's key pair (Z85 or key files);
+            a `.key` file written by `tailguard keygen` holds both, so `curve_secret_key="client.key"` is enough.
     """
 
     def __init__(
@@ -133,6 +160,9 @@ class EngineClient:
         heartbeat_ms: int = 1000,
         linger_ms: int = 100,
         checksum: bool = True,
+        curve_server_key: str | None = None,
+        curve_public_key: str | None = None,
+        curve_secret_key: str | None = None,
     ):
         if queue_max_steps < 1:
             raise ValueError(f"queue_max_steps must be ≥ 1, got {queue_max_steps}")
@@ -154,6 +184,7 @@ class EngineClient:
         self.heartbeat_ms = heartbeat_ms
         self.linger_ms = linger_ms
         self.checksum = checksum
+        self._curve = _curve_keys(curve_server_key, curve_public_key, curve_secret_key)
 
         self._cv = threading.Condition()
         self._outbox: collections.deque[_Step] = collections.deque()
@@ -473,6 +504,8 @@ class EngineClient:
             s.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
             s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * self.heartbeat_ms)
             s.setsockopt(zmq.HEARTBEAT_TTL, 3 * self.heartbeat_ms)
+        if self._curve is not None:
+            s.curve_serverkey, s.curve_publickey, s.curve_secretkey = self._curve
         mon = s.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         s.connect(self.endpoint)
         io.sock, io.monitor = s, mon

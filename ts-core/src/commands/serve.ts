@@ -3,6 +3,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { createLogger } from '../log.ts';
 import { buildPipeline } from '../engine/pipeline.ts';
 import { DEFAULT_ENDPOINT, EngineServer } from '../transport/server.ts';
+import { checkBind, curveServerOptions, loadCurve, ZapHandler, type CurveConfig } from '../transport/curve.ts';
 
 export interface ServeOptions {
   endpoint?: string;
@@ -14,19 +15,28 @@ export interface ServeOptions {
   delayMs?: string;
   insecure?: boolean;
   curveSecret?: string;
+  curveAllow?: string;
   [k: string]: unknown;
 }
-
-const LOOPBACK = /^tcp:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)(:|$)/;
 
 export async function serve(opts: ServeOptions): Promise<void> {
   const log = createLogger({ level: opts.logLevel ?? 'info' });
   const endpoint = opts.endpoint ?? DEFAULT_ENDPOINT;
-  if (endpoint.startsWith('tcp://') && !LOOPBACK.test(endpoint) && !opts.insecure) {
-    log.fatal({ endpoint }, 'refusing to bind a non-loopback address without CURVE; pass --insecure to do it anyway');
+  // Security (transport/curve.ts): loopback, or CURVE with an allow-list, or an explicit --insecure.
+  let curve: CurveConfig | null = null;
+  try {
+    if (opts.curveSecret) curve = loadCurve(opts.curveSecret, opts.curveAllow);
+    if (checkBind(endpoint, { curve: curve !== null, insecure: opts.insecure }) === 'insecure') {
+      process.stderr.write(`\n!!! tailguard: INSECURE bind ${endpoint}: no CURVE, anyone who can reach it can send data and receive directives !!!\n\n`);
+      log.warn({ endpoint }, 'INSECURE: anyone who can reach this address can send data and receive directives');
+    }
+  } catch (e) {
+    log.fatal({ endpoint, code: (e as { code?: string }).code }, (e as Error).message);
     process.exit(2);
   }
-  if (opts.insecure && !LOOPBACK.test(endpoint)) log.warn({ endpoint }, 'INSECURE: anyone who can reach this address can send data and receive directives');
+  const zap = curve ? new ZapHandler(curve.allow, log) : null;
+  await zap?.start(); // before bind: libzmq asks it about every CURVE handshake
+  if (curve) log.info({ endpoint, allowed_keys: curve.allow.size }, 'CURVE enabled');
   const stepTimeout = Number(opts.stepTimeout ?? 30000);
   const server = new EngineServer({
     endpoint,
@@ -36,6 +46,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     limits: Number.isFinite(stepTimeout) ? { step_timeout_ms: stepTimeout } : {},
     factory: buildPipeline,
     options: opts,
+    socketOptions: curve ? curveServerOptions(curve) : undefined,
   });
   try {
     await server.start();
@@ -56,6 +67,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     log.info({ why }, 'shutting down');
     try {
       await server.close();
+      await zap?.close();
     } catch (e) {
       log.error({ err: e }, 'shutdown failed');
     }
