@@ -26,6 +26,8 @@ export interface ServerOptions {
   options?: Record<string, unknown>;
   /** How often to finalise timed-out steps (ms). */
   tickMs?: number;
+  /** Extra Router options, e.g. CURVE server keys (transport/curve.ts). */
+  socketOptions?: Record<string, unknown>;
 }
 
 export interface ServerCounters {
@@ -56,7 +58,7 @@ export class EngineServer {
 
   async start(): Promise<string> {
     const requested = this.opts.endpoint ?? DEFAULT_ENDPOINT;
-    const sock = new Router({ maxMessageSize: this.limits.max_message_bytes, linger: 0, sendHighWaterMark: 10_000, receiveHighWaterMark: 10_000 });
+    const sock = new Router({ maxMessageSize: this.limits.max_message_bytes, linger: 0, sendHighWaterMark: 10_000, receiveHighWaterMark: 10_000, ...this.opts.socketOptions });
     await sock.bind(requested.replace(/^(tcp:\/\/[^/]+):0$/, '$1:*'));
     this.sock = sock;
     this.endpoint = sock.lastEndpoint ?? requested;
