@@ -30,14 +30,16 @@ export async function startObservability(opts: { ui?: string | boolean; uiHost?:
     }
   }
   const rec = recorder;
+  let failed = false;
   return {
     recorder: rec && {
       write(frames) {
+        if (failed) return;
         try {
           rec.write(frames);
         } catch (e) {
+          failed = true; // e.g. disk full: stop recording, keep serving
           log.error({ err: e }, 'capture write failed; recording stopped');
-          recorder = null;
         }
       },
     },
