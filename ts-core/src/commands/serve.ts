@@ -3,6 +3,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { createLogger } from '../log.ts';
 import { buildPipeline } from '../engine/pipeline.ts';
 import { DEFAULT_ENDPOINT, EngineServer } from '../transport/server.ts';
+import { startObservability } from '../ui/serve-hooks.ts';
 import { checkBind, curveServerOptions, loadCurve, ZapHandler, type CurveConfig } from '../transport/curve.ts';
 
 export interface ServeOptions {
@@ -38,6 +39,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   await zap?.start(); // before bind: libzmq asks it about every CURVE handshake
   if (curve) log.info({ endpoint, allowed_keys: curve.allow.size }, 'CURVE enabled');
   const stepTimeout = Number(opts.stepTimeout ?? 30000);
+  const obs = await startObservability(opts, log); // ui/: --ui dashboard; capture/: --record
   const server = new EngineServer({
     endpoint,
     log,
@@ -47,6 +49,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     factory: buildPipeline,
     options: opts,
     socketOptions: curve ? curveServerOptions(curve) : undefined,
+    recorder: obs.recorder,
   });
   try {
     await server.start();
@@ -68,6 +71,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     try {
       await server.close();
       await zap?.close();
+      await obs.close();
     } catch (e) {
       log.error({ err: e }, 'shutdown failed');
     }

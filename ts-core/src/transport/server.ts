@@ -28,6 +28,8 @@ export interface ServerOptions {
   tickMs?: number;
   /** Extra Router options, e.g. CURVE server keys (transport/curve.ts). */
   socketOptions?: Record<string, unknown>;
+  /** `--record`: gets every received message, as received (capture/, ui/serve-hooks.ts). */
+  recorder?: { write(frames: readonly Uint8Array[]): void } | null;
 }
 
 export interface ServerCounters {
@@ -80,6 +82,7 @@ export class EngineServer {
   /** One incoming message. Synchronous: replies are queued, never awaited here. */
   handle(id: Buffer, frames: Buffer[]): void {
     this.counters.messages++;
+    this.opts.recorder?.write(frames);
     for (const f of frames) this.counters.bytes += f.byteLength;
     let msg: Message | null = null;
     try {
