@@ -1,5 +1,6 @@
 // Real browser test of the live dashboard: Debian's Chromium driven by playwright-core loads the page
 // while a synthetic run streams into the run store, and checks that the charts render and update.
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -8,6 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../ts-core/src/store/index.ts';
 import { syntheticStepResult } from '../ts-core/src/report/synthetic.ts';
 import { startUi, type UiServer } from '../ts-core/src/ui/server.ts';
+import { Dealer } from 'zeromq';
+import { decodeHeader } from '../ts-core/src/protocol/index.ts';
+import { helloFrames, stepFrames } from '../ts-core/src/capture/synthetic.ts';
+import { replayToDir } from '../ts-core/src/commands/replay.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.resolve('test-artifacts');
@@ -99,5 +104,62 @@ describe('live dashboard in Chromium', () => {
     expect((await res.json()).map((r: { run_id: string }) => r.run_id)).toContain('live-run');
     expect((await fetch(new URL('/run/..%2F..%2Fetc/', ui.url))).status).toBe(404);
     expect((await fetch(new URL('/run/nope/', ui.url))).status).toBe(404);
+  });
+});
+
+describe('tailguard serve --ui --record', () => {
+  let proc: ChildProcess | null = null;
+  afterAll(() => { if (proc && proc.exitCode === null) proc.kill('SIGKILL'); });
+
+  it('a real engine fed over ZeroMQ drives the dashboard; its recording replays to the same run files', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tg-serve-ui-'));
+    const ready = path.join(dir, 'ready');
+    proc = spawn(process.execPath, [path.resolve('ts-core/bin/tailguard.mjs'), 'serve', '--endpoint', 'tcp://127.0.0.1:0', '--ready-file', ready, '--run-dir', path.join(dir, 'runs'), '--window', '5', '--ui', '0', '--record', path.join(dir, 'cap.tgcap'), '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let log = '';
+    proc.stdout!.on('data', (d) => (log += d));
+    for (let i = 0; i < 600 && !fs.existsSync(ready); i++) await new Promise((r) => setTimeout(r, 50));
+    const uiUrl = /"url":"(http:\/\/127\.0\.0\.1:\d+\/)"/.exec(log)?.[1];
+    expect(uiUrl, log).toBeTruthy();
+
+    const run = { runId: 'engine-run', onset: 8 };
+    const sock = new Dealer({ linger: 0, receiveTimeout: 20_000 });
+    sock.connect(fs.readFileSync(ready, 'utf8').trim());
+    await sock.send(helloFrames(run));
+    expect(decodeHeader((await sock.receive())[0]).type).toBe('welcome');
+    const send = async (from: number, to: number) => {
+      for (let s = from; s <= to; s++) {
+        await sock.send(stepFrames(run, s));
+        expect(decodeHeader((await sock.receive())[0]).type).toBe('directive');
+      }
+    };
+    await send(1, 10);
+
+    const page = await browser.newPage();
+    await page.goto(new URL('/run/engine-run/', uiUrl!).href);
+    await page.waitForFunction(() => document.body.dataset.lastStep === '10', null, { timeout: 20_000 });
+    const cdf = page.locator('svg#cdf-policy_vs_ref-post_tool');
+    const curves10 = Number(await cdf.getAttribute('data-curves'));
+    expect(curves10).toBeGreaterThan(0);
+    await send(11, 30);
+    await page.waitForFunction(() => document.body.dataset.lastStep === '30', null, { timeout: 20_000 });
+    expect(Number(await cdf.getAttribute('data-curves'))).toBeGreaterThan(curves10);
+    expect(await page.locator('svg#tl-policy_vs_ref-abs_q99').getAttribute('data-last-x')).toBe('30');
+    expect(Number(await page.locator('svg#tl-policy_vs_ref-abs_q99 path.series[data-name="post_tool"]').evaluate((p) => (p as SVGPathElement).getTotalLength()))).toBeGreaterThan(0);
+    expect(await page.locator('g.marker').count()).toBeGreaterThan(0); // the growing tail fired detectors
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-engine.png'), fullPage: true });
+    await page.close();
+    sock.close();
+    proc.kill('SIGTERM');
+    await new Promise((r) => proc!.once('exit', r));
+
+    // Offline replay of what the engine recorded reproduces the live run's files.
+    const summary = await replayToDir(path.join(dir, 'cap.tgcap'), { runDir: path.join(dir, 'replayed'), window: '5' });
+    expect(summary.accepted).toBe(31);
+    for (const f of ['metrics.jsonl', 'windows.jsonl', 'directives.jsonl']) {
+      const live = fs.readFileSync(path.join(dir, 'runs/engine-run', f), 'utf8');
+      expect(live.length, f).toBeGreaterThan(0);
+      expect(fs.readFileSync(path.join(dir, 'replayed/engine-run', f), 'utf8'), f).toBe(live);
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 });
