@@ -10,6 +10,8 @@ export interface SyntheticRun {
   seqLen?: number;
   onset?: number;
   seed?: number;
+  /** Rank r's post_tool tail is (1 + rankSkew·r) times wider: per-rank attribution has something to find. */
+  rankSkew?: number;
 }
 
 function rng(seed: number): () => number {
@@ -36,6 +38,7 @@ export function stepFrames(o: SyntheticRun, step: number, rank = 0): Buffer[] {
   const cm = new Uint8Array(T).fill(1), tm = new Uint8Array(T).fill(1);
   const offsets = new Int32Array(seqs + 1);
   const growth = Math.max(0, step - onset) / 8;
+  const skew = 1 + (o.rankSkew ?? 0) * rank;
   for (let s = 0; s < seqs; s++) {
     offsets[s + 1] = (s + 1) * len;
     const toolAt = s * len + Math.floor(len * (0.25 + 0.3 * r()));
@@ -45,7 +48,7 @@ export function stepFrames(o: SyntheticRun, step: number, rank = 0): Buffer[] {
       if (t >= toolAt && t < toolEnd) tm[t] = 0;
       const post = t >= toolEnd;
       const wide = post && r() < 0.02 + 0.04 * growth;
-      ref[t] = post ? (wide ? 0.35 * (1 + growth) : 0.06) * g : 0.04 * g;
+      ref[t] = post ? (wide ? 0.35 * (1 + growth) * skew : 0.06) * g : 0.04 * g;
       old[t] = ref[t] * 0.3;
     }
     if (s === seqs - 1) for (let t = s * len + len - 4; t < (s + 1) * len; t++) cm[t] = 0; // padding
