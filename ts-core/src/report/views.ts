@@ -116,8 +116,10 @@ function pairSection(pair: PairName, records: MetricRecord[], windows: WindowRec
   if (shaped.length) {
     const series: Series[] = [];
     for (const [i, [slice, ws]] of [...groupBy(shaped, (w) => w.slice)].entries()) {
-      series.push({ name: `${slice} KS fixed`, color: sliceColor(slice, i), points: ws.map((w) => [w.step, num(w.shape?.fixed?.ks)]) });
-      series.push({ name: `${slice} KS drift`, color: sliceColor(slice, i), dash: '4 3', points: ws.map((w) => [w.step, num(w.shape?.drift_aware?.ks)]) });
+      if (slice !== 'pre_tool' && slice !== 'post_tool') continue; // the comparison that matters; keeps the legend legible
+      const short = slice.replace('_tool', '');
+      series.push({ name: `${short} fixed`, color: sliceColor(slice, i), points: ws.map((w) => [w.step, num(w.shape?.fixed?.ks)]) });
+      series.push({ name: `${short} drift-aware`, color: sliceColor(slice, i), dash: '4 3', points: ws.map((w) => [w.step, num(w.shape?.drift_aware?.ks)]) });
     }
     out.push(lineChart({ id: `tl-${pair}-shape`, title: 'shape change vs baseline (KS)', series, markers, xLabel: 'window end step', yMin: 0 }));
   }
@@ -195,7 +197,8 @@ function auditSection(entries: AuditEntry[]): string {
     const ev = e.kind === 'finding' || e.kind === 'directive' ? JSON.stringify(e.evidence) : '';
     return `<tr class="${esc(e.kind)}"><td>${entryStep(e)}</td><td>${esc(e.kind)}</td><td>${esc(what)}</td><td title="${esc(ev)}">${esc(text)}</td></tr>`;
   });
-  return `<section id="audit"><h2>Findings and directives</h2><table class="audit"><tr><th>step</th><th>kind</th><th>what</th><th>detail (hover for evidence)</th></tr>${rows.join('')}</table></section>`;
+  const open = shown.length <= 15 ? ' open' : '';
+  return `<section id="audit"><h2>Findings and directives</h2><details${open}><summary>${shown.length} latest entries (newest first)</summary><table class="audit"><tr><th>step</th><th>kind</th><th>what</th><th>detail (hover for evidence)</th></tr>${rows.join('')}</table></details></section>`;
 }
 
 /** The body of the report / dashboard for one run. */
@@ -219,13 +222,13 @@ ${warnings.map((w) => `<p class="warn">${esc(w)}</p>`).join('')}</header>`;
 
   const byPair = groupBy(metrics, (r) => r.pair);
   const wByPair = groupBy(windows, (w) => w.pair);
-  const sections: string[] = [head];
+  const allMarkers = markersFor(audit);
+  // The trainer's own view first, then what it does not show: the sliced tails.
+  const sections: string[] = [head, trainerSection(steps, allMarkers)];
   if (!byPair.size) sections.push('<p class="note" id="waiting">waiting for the first finalised step…</p>');
   for (const [pair, records] of byPair) {
     sections.push(pairSection(pair, records, wByPair.get(pair) ?? [], markersFor(audit, pair), firstStep, lastStep ?? 0));
   }
-  const allMarkers = markersFor(audit);
-  sections.push(trainerSection(steps, allMarkers));
   sections.push(rankSection(steps, allMarkers));
   sections.push(auditSection(audit));
   return { html: sections.join('\n'), lastStep };
