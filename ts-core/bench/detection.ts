@@ -1,11 +1,12 @@
 // Detection quality on synthetic streams: per detector, steps from onset to the first warn and
 // the first high, false alarms per 1000 healthy (or benign) steps, and the lead over an
 // aggregate-only detector (global KL k3, or mean |ℓ| over all tokens, crossing a threshold
-// calibrated on a separate healthy stream). Run: npx tsx ts-core/bench/detection.ts [--steps N]
+// calibrated on a separate healthy stream).
+// Run: npx tsx ts-core/bench/detection.ts [--healthy-steps N] [--steps N] [--onset S] [--seed N] [--policy FILE]
 import { DetectorSet, levelOf } from '../src/detect/index.ts';
-import { defaultPolicy } from '../src/policy/load.ts';
+import { loadPolicy } from '../src/policy/load.ts';
 import type { Finding, StepResult } from '../src/types.ts';
-import { GEN_DEFAULTS, exactStream, genRankStep, lawAt, mulberry32, type ScenarioName } from './synthetic.ts';
+import { GEN_DEFAULTS, statsStream as stream, type ScenarioName } from './synthetic.ts';
 
 const args = process.argv.slice(2);
 const arg = (name: string, dflt: number) => {
@@ -16,29 +17,8 @@ const HEALTHY_STEPS = arg('--healthy-steps', 2000);
 const EVENT_STEPS = arg('--steps', 200);
 const ONSET = arg('--onset', 60);
 const SEED = arg('--seed', 7);
-
-/** The real stats module when it is there, else the exact reference in synthetic.ts. */
-async function streamFactory(): Promise<{ source: string; stream: (n: ScenarioName, steps: number, onset: number, seed: number) => Iterable<StepResult> }> {
-  try {
-    const mod: any = await import('../src/stats/index.ts');
-    if (typeof mod.RunStats !== 'function') throw new Error('no RunStats');
-    return {
-      source: 'ts-core/src/stats RunStats',
-      *stream(name, steps, onset, seed) {
-        const ws = name === 'rank_outlier' ? 2 : 1;
-        const stats = new mod.RunStats({ worldSize: ws, window: 20 });
-        const rng = mulberry32(seed);
-        for (let step = 1; step <= steps; step++) {
-          const law = lawAt(name, step, onset);
-          for (let r = 0; r < ws; r++) stats.addRankStep(genRankStep(rng, law, `synthetic-${name}`, step, r, { ...GEN_DEFAULTS, worldSize: ws }));
-          yield* stats.finalizeReady(Number.MAX_SAFE_INTEGER) as StepResult[];
-        }
-      },
-    };
-  } catch (err) {
-    return { source: `synthetic.ts ExactStats (stats module unavailable: ${(err as Error).message.split('\n')[0]})`, stream: exactStream };
-  }
-}
+const POLICY_FILE = args.includes('--policy') ? args[args.indexOf('--policy') + 1] : undefined;
+const POLICY = loadPolicy(POLICY_FILE);
 
 interface Run {
   findings: Finding[];
@@ -47,7 +27,7 @@ interface Run {
 }
 
 function run(results: Iterable<StepResult>): Run {
-  const set = new DetectorSet(defaultPolicy().detectors);
+  const set = new DetectorSet(POLICY.detectors);
   const out: Run = { findings: [], agg: { kl: [], absMean: [] }, steps: 0 };
   for (const r of results) {
     out.steps++;
@@ -92,7 +72,6 @@ function calibrate(vals: number[]): number {
   return Math.max(...v, m + 4 * sd);
 }
 
-const { source, stream } = await streamFactory();
 const t0 = Date.now();
 const DETS = ['post_tool_tail_growth', 'ess_collapse', 'exceedance', 'nonfinite', 'alpha_ramp', 'mismatch_growth', 'rank_outlier'];
 
@@ -102,19 +81,21 @@ const thrKl = calibrate(calib.agg.kl);
 const thrAbs = calibrate(calib.agg.absMean);
 const healthy = run(stream('healthy', HEALTHY_STEPS, 0, SEED));
 const benign = run(stream('benign_drift', HEALTHY_STEPS, 0, SEED + 1));
+const SMALL = 16;
+const small = run(stream('healthy', HEALTHY_STEPS, 0, SEED + 3, { seqsPerRank: SMALL }));
 const per1000 = (r: Run, det?: string) => ((raises(r.findings, det).length / r.steps) * 1000).toFixed(2);
 
 console.log(`# tailguard detection quality\n`);
-console.log(`statistics: ${source}`);
-console.log(`stream: ${GEN_DEFAULTS.seqsPerRank} sequences × ${GEN_DEFAULTS.seqLen} tokens per rank per step (tool output ${GEN_DEFAULTS.toolLen}), seed ${SEED}, default policy`);
+console.log(`statistics: ts-core/src/stats RunStats (window 20)`);
+console.log(`stream: ${GEN_DEFAULTS.seqsPerRank} sequences × ${GEN_DEFAULTS.seqLen} tokens per rank per step (tool output ${GEN_DEFAULTS.toolLen}), seed ${SEED}, policy ${POLICY_FILE ?? 'default'}`);
 console.log(`aggregate-only thresholds (calibrated on ${HEALTHY_STEPS} healthy steps, seed ${SEED + 1000}): global KL k3 > ${thrKl.toPrecision(4)}, mean |ℓ| > ${thrAbs.toPrecision(4)}\n`);
 
 console.log(`## False alarms per 1000 steps (raises at warn or above)\n`);
-console.log(`| detector | healthy (${HEALTHY_STEPS} steps) | benign slow drift (${HEALTHY_STEPS} steps) |`);
-console.log(`|---|---|---|`);
-for (const d of DETS) console.log(`| ${d} | ${per1000(healthy, d)} | ${per1000(benign, d)} |`);
+console.log(`| detector | healthy (${HEALTHY_STEPS} steps) | benign slow drift (${HEALTHY_STEPS} steps) | small healthy: ${SMALL} seqs/step (${HEALTHY_STEPS} steps) |`);
+console.log(`|---|---|---|---|`);
+for (const d of DETS) console.log(`| ${d} | ${per1000(healthy, d)} | ${per1000(benign, d)} | ${per1000(small, d)} |`);
 const aggRow = (name: string, key: 'kl' | 'absMean', thr: number) =>
-  console.log(`| aggregate-only: ${name} | ${((aggregateAlarms(healthy.agg[key], thr) / healthy.steps) * 1000).toFixed(2)} | ${((aggregateAlarms(benign.agg[key], thr) / benign.steps) * 1000).toFixed(2)} |`);
+  console.log(`| aggregate-only: ${name} | ${((aggregateAlarms(healthy.agg[key], thr) / healthy.steps) * 1000).toFixed(2)} | ${((aggregateAlarms(benign.agg[key], thr) / benign.steps) * 1000).toFixed(2)} | (not calibrated for this size) |`);
 aggRow('global KL k3', 'kl', thrKl);
 aggRow('mean |ℓ| (all tokens)', 'absMean', thrAbs);
 

@@ -4,7 +4,7 @@ import { newLatch, updateLatch } from '../src/detect/latch.ts';
 import { levelFor } from '../src/detect/levels.ts';
 import { defaultPolicy } from '../src/policy/load.ts';
 import type { Finding, StepResult } from '../src/types.ts';
-import { exactStream } from '../bench/synthetic.ts';
+import { statsStream } from '../bench/synthetic.ts';
 import { bad, step } from './detect-helpers.ts';
 
 const H = { raise_k: 3, raise_n: 4, clear_steps: 3, cooldown_steps: 5 };
@@ -140,12 +140,12 @@ describe('detectors', () => {
   });
 
   it('a healthy synthetic stream through the reference statistics raises nothing at warn or above', () => {
-    const { out } = run(exactStream('healthy', 200, 0, 11, { seqsPerRank: 32 }));
+    const { out } = run(statsStream('healthy', 200, 0, 11, { seqsPerRank: 32 }));
     expect(out.filter((f) => f.severity !== 'info')).toEqual([]);
   });
 
   it('a synthetic post-tool tail growth is found by post_tool_tail_growth after onset, not before', () => {
-    const { out } = run(exactStream('tail_growth', 130, 60, 5, { seqsPerRank: 32 }));
+    const { out } = run(statsStream('tail_growth', 130, 60, 5, { seqsPerRank: 32 }));
     const f = raised(out, 'post_tool_tail_growth');
     expect(f.length).toBeGreaterThan(0);
     expect(f[0].step).toBeGreaterThan(60);
@@ -153,7 +153,7 @@ describe('detectors', () => {
   });
 
   it('snapshot and restore give the same findings as an uninterrupted run', () => {
-    const steps = [...exactStream('tail_growth', 100, 40, 3, { seqsPerRank: 16 })];
+    const steps = [...statsStream('tail_growth', 100, 40, 3, { seqsPerRank: 16 })];
     const a = run(steps).out;
     const p = defaultPolicy();
     const s1 = new DetectorSet(p.detectors);
