@@ -14,7 +14,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from .capture import CaptureError, capture_for, check_trl_version
-from .options import ENV_ALLOW_UNTESTED_TRL, Options, default_run_id, disabled_by_env, parse_options, resolve_endpoint
+from .options import ENV_ALLOW_UNTESTED_TRL, ENV_ENDPOINT, Options, default_run_id, disabled_by_env, parse_options, resolve_endpoint
 
 logger = logging.getLogger("tailguard")
 
@@ -104,6 +104,10 @@ class TailguardCallback(TrainerCallback):
         import trl
 
         check_trl_version(trl.__version__, os.environ.get(ENV_ALLOW_UNTESTED_TRL) == "1")
+        if self.endpoint is None and not os.environ.get(ENV_ENDPOINT):  # embedded engine (engine.py)
+            from .engine import attach_embedded
+
+            attach_embedded(self, trainer)
         resolve_endpoint(self.endpoint)  # fail at attach, not after the first step
         capture = capture_for(trainer, self.options)
         capture.install()
@@ -240,6 +244,8 @@ class TailguardCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self._close_client()
+        if getattr(self, "embedded_engine", None) is not None:  # engine.py: the private engine stops with training
+            self.embedded_engine.stop()
 
     # ---- metrics into the trainer's logs ------------------------------------------------------
     def _inject_metrics(self, logs: dict) -> None:

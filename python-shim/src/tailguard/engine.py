@@ -144,3 +144,58 @@ class EmbeddedEngine:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def _broadcast_endpoint(endpoint: str | None) -> str | None:
+    """Rank 0's endpoint to every rank (a no-op without an initialised process group)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch is an extra
+        return endpoint
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return endpoint
+    box = [endpoint]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def attach_embedded(callback, trainer) -> EmbeddedEngine | None:
+    """Start a private engine on rank 0 for a callback with no endpoint; stop it when `train()` returns or raises.
+
+    Sets `callback.endpoint` on every rank and `callback.embedded_engine` on rank 0. `on_train_end` stops it
+    too (callback.py), and so does atexit; the engine itself exits when this process dies (`--parent-pid`).
+    Extra `serve` arguments come from `TAILGUARD_ENGINE_ARGS` (e.g. `--policy observe.yaml`), the run store
+    root from `TAILGUARD_RUN_DIR` (default `runs`).
+    """
+    rank = int(getattr(getattr(trainer, "accelerator", None), "process_index", 0))
+    engine = None
+    endpoint = None
+    error = None
+    if rank == 0:
+        try:
+            engine = EmbeddedEngine(run_dir=os.environ.get("TAILGUARD_RUN_DIR", "runs"),
+                                    extra_args=shlex.split(os.environ.get("TAILGUARD_ENGINE_ARGS", ""))).start()
+            endpoint = engine.endpoint
+        except EngineUnavailable as e:
+            error = e
+    endpoint = _broadcast_endpoint(endpoint)  # every rank joins, even when rank 0 failed (None)
+    if error is not None:
+        raise error
+    if endpoint is None:
+        raise EngineUnavailable("rank 0 could not start the embedded engine (see its log). " + NODE_HINT)
+    callback.endpoint = endpoint
+    callback.embedded_engine = engine
+    if engine is not None:
+        original = trainer.train
+
+        def train(*args, **kwargs):
+            if not engine.running:  # a second train() after the first one stopped it
+                engine.start()
+                callback.endpoint = engine.endpoint
+            try:
+                return original(*args, **kwargs)
+            finally:  # normal end (after on_train_end) and the exception path
+                engine.stop()
+
+        trainer.train = train
+    return engine
