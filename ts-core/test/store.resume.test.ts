@@ -89,7 +89,7 @@ describe('resume after an engine restart', () => {
     e3.proc.kill('SIGTERM');
     await new Promise((r) => e3.proc.once('exit', r));
     const ref = readRun(path.join(runDir2, 'resume-run'));
-    const strip = (w: Record<string, unknown>) => JSON.stringify(w);
+    const strip = (w: unknown) => JSON.stringify(w);
     expect(after.windows.records.map(strip)).toEqual(ref.windows.records.map(strip));
     expect(after.metrics.records.map(strip)).toEqual(ref.metrics.records.map(strip));
     expect(after.directives.records.map(strip)).toEqual(ref.directives.records.map(strip));
