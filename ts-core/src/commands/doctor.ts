@@ -70,7 +70,7 @@ async function probeEndpoint(zmq: typeof import('zeromq'), endpoint: string, tim
     const ms = (performance.now() - t0).toFixed(0);
     if (h.type === 'welcome') {
       const engine = h.engine as { name?: string; version?: string } | undefined;
-      await sock.send(encodeHeader({ type: 'bye', version: [...PROTOCOL_VERSION], run_id: PROBE_RUN_ID, rank: 0, last_step: -1, stats: { sent: 0, dropped: 0, reconnects: 0 } })).catch(() => {});
+      await sock.send(encodeHeader({ type: 'bye', version: [...PROTOCOL_VERSION], run_id: PROBE_RUN_ID, rank: 0, last_step: 0, stats: { sent: 0, dropped: 0, reconnects: 0 } })).catch(() => {});
       return { check: 'endpoint', ok: true, detail: `${endpoint}: welcome from ${engine?.name ?? '?'} ${engine?.version ?? ''} in ${ms} ms` };
     }
     return { check: 'endpoint', ok: false, detail: `${endpoint}: answered ${String(h.type)} ${h.code ?? ''} ${h.message ?? ''}`.trim() };
