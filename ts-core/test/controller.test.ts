@@ -40,7 +40,7 @@ describe('Controller ladder', () => {
       ['tighten', 38],
       ['rollback', 43],
     ]);
-    expect(ds[0]).toMatchObject({ id: 'r1:33:1', apply_at_step: 34, params: { beta: 0.08, epsilon_low: 0.15, epsilon_high: 0.21, off_policy_mask_threshold: 0.5 } });
+    expect(ds[0]).toMatchObject({ id: 'r1/33/1', apply_at_step: 34, params: { beta: 0.08, epsilon_low: 0.15, epsilon_high: 0.21, off_policy_mask_threshold: 0.5 } });
     expect(ds[0].evidence).toMatchObject({ previous: { beta: 0.04 }, ladder: { tightens: 1, max_tightens: 2 } });
     expect(ds[2].params).toEqual({ checkpoint: { step: 10, path: '/ck/10' }, skip_steps: [33, 43] });
     expect(ds[2].reason).toMatch(/ess_collapse high/);
@@ -206,6 +206,8 @@ describe('audit lines and hooks', () => {
   });
 
   it('auditRecords leaves no-ops out', () => {
-    expect(auditRecords({ findings: [], directive: ctl().noop(3), events: [] })).toEqual([]);
+    const n = ctl().noop(3);
+    expect(n).toEqual({ id: 'run/3/noop', action: 'noop', step: 3, apply_at_step: 4, params: {}, reason: '', evidence: {} });
+    expect(auditRecords({ findings: [], directive: n, events: [] })).toEqual([]);
   });
 });

@@ -32,6 +32,10 @@ export interface Pipeline {
   onStepResult?(r: StepResult): Directive | null;
   /** After onStepResult: persist metrics, windows and the directive. */
   onFinalized?(r: StepResult, directive: Directive | null): void;
+  /** A checkpoint the shim saved (step header `checkpoint`), for certification. */
+  onCheckpoint?(step: number, path: string): void;
+  /** The reply when there is nothing to apply (carries the certified checkpoints to protect). */
+  noop?(step: number): Directive;
   /** A client ack (applied or refused). */
   onAck?(ack: AckHeader): void;
   /** The highest complete step known for this run (e.g. from the run store), for welcome.resume. */
@@ -77,5 +81,7 @@ export const buildPipeline: PipelineFactory = (ctx) => {
     finalizeReady: (now) => stats.finalizeReady(now),
     onStepResult: (r) => control.onStepResult(r),
     onAck: (a) => control.onAck(a),
+    onCheckpoint: (step, path) => control.onCheckpoint(step, path),
+    noop: (step) => control.noop(step),
   };
 };

@@ -76,6 +76,9 @@ export class Run {
     const before = s.assembler.pending;
     const done = s.assembler.add(msg);
     if (before !== null && before !== h.step) this.log.warn({ run_id: this.runId, rank: h.rank, step: before }, 'incomplete step discarded: a newer step started');
+    // A checkpoint the shim saved (header `checkpoint: {step, path}`): the controller certifies it later.
+    const ck = (h as { checkpoint?: { step?: unknown; path?: unknown } }).checkpoint;
+    if (ck && Number.isInteger(ck.step) && typeof ck.path === 'string') this.pipeline.onCheckpoint?.(ck.step as number, ck.path);
     if (!done) return null;
     this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
     const directive = this.ingestStep(toStepData(done, this.trainer, nowMs));
@@ -109,7 +112,7 @@ export class Run {
       this.pending = null;
       return d;
     }
-    return noop(this.runId, data.step);
+    return this.pipeline.noop?.(data.step) ?? noop(this.runId, data.step);
   }
 
   /** Finalise whatever is ready (also called periodically, for steps with missing ranks). */

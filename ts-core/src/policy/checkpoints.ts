@@ -41,6 +41,7 @@ export class CheckpointBook {
 
   register(step: number, path: string): CheckpointEvent[] {
     const old = this.s.entries.find((e) => e.step === step);
+    if (old && old.path === path && old.status !== 'invalidated') return []; // a repeated notice
     if (old) {
       old.path = path;
       old.status = 'pending';

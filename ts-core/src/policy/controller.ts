@@ -139,12 +139,13 @@ export class Controller {
 
   /** The reply when there is nothing to apply; carries the checkpoints the shim must keep. */
   noop(step: number): Directive {
+    const certified = this.checkpoints.protectedList();
     return {
-      id: `${this.runId}:${step}:noop`,
+      id: `${this.runId}/${step}/noop`,
       action: 'noop',
       step,
       apply_at_step: step + this.policy.lag,
-      params: { certified_checkpoints: this.checkpoints.protectedList() },
+      params: certified.length ? { certified_checkpoints: certified } : {},
       reason: '',
       evidence: {},
     };
@@ -253,7 +254,7 @@ export class Controller {
   private issue(r: StepResult, nowStep: number, action: Directive['action'], params: Record<string, unknown>, reason: string, why: Finding[], extra: Record<string, unknown> = {}): Directive {
     const p = this.policy;
     const d: Directive = {
-      id: `${this.runId}:${r.step}:${++this.s.seq}`,
+      id: `${this.runId}/${r.step}/${++this.s.seq}`,
       action,
       step: r.step,
       apply_at_step: Math.max(r.step, nowStep) + p.lag,
