@@ -89,10 +89,29 @@ def unpack_header(frame: bytes | memoryview) -> dict:
         raw = msgpack.unpackb(bytes(frame), raw=False, strict_map_key=False, use_list=True, object_pairs_hook=_Pairs)
     except Exception as e:  # noqa: BLE001 - any decoder failure is bad input, never a crash
         raise ProtocolError("E_HEADER_DECODE", f"frame 0 is not one valid msgpack object ({type(e).__name__}: {e})") from None
+    if _too_deep(raw):
+        raise ProtocolError("E_HEADER_DECODE", f"frame 0 nests arrays/maps deeper than {MAX_HEADER_DEPTH} levels")
     out = _plain(raw, "header")
     if not isinstance(out, dict):
         raise ProtocolError("E_HEADER_TYPE", f"frame 0 must be a msgpack map, got {_describe(out)}")
     return out
+
+
+MAX_HEADER_DEPTH = 64  # the header map is level 1; deeper is E_HEADER_DECODE (same as the engine)
+
+
+def _too_deep(root: Any) -> bool:
+    # Iterative: a recursive walk hit Python's recursion limit (E_INTERNAL) on ~1000-deep headers.
+    stack = [(root, 1)]
+    while stack:
+        v, d = stack.pop()
+        kids = [x for kv in v for x in kv] if isinstance(v, _Pairs) else v if isinstance(v, list) else None
+        if kids is None:
+            continue
+        if d > MAX_HEADER_DEPTH:
+            return True
+        stack.extend((k, d + 1) for k in kids if isinstance(k, (list, _Pairs)))
+    return False
 
 
 def _plain(v: Any, path: str) -> Any:

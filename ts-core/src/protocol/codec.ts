@@ -54,10 +54,27 @@ export function decodeHeader(frame: Uint8Array): Record<string, unknown> {
   } catch (e) {
     throw new ProtocolError('E_HEADER_DECODE', `frame 0 is not one valid msgpack object (${(e as Error).message})`, { cause: e });
   }
+  if (tooDeep(raw)) throw new ProtocolError('E_HEADER_DECODE', `frame 0 nests arrays/maps deeper than ${MAX_HEADER_DEPTH} levels`);
   const out = plain(raw, 'header');
   if (typeof out !== 'object' || out === null || Array.isArray(out))
     throw new ProtocolError('E_HEADER_TYPE', `frame 0 must be a msgpack map, got ${Array.isArray(out) ? 'array' : out === null ? 'nil' : typeof out}`);
   return out as Record<string, unknown>;
+}
+
+/** Deepest array/map nesting a header may have (the header map is level 1); deeper is E_HEADER_DECODE (B1). */
+export const MAX_HEADER_DEPTH = 64;
+
+// Iterative, so a hostile depth cannot overflow the stack (a recursive walk did: fuzz seed 1 case 622).
+function tooDeep(root: unknown): boolean {
+  const stack: [unknown, number][] = [[root, 1]];
+  while (stack.length) {
+    const [v, d] = stack.pop()!;
+    const kids = Array.isArray(v) ? v : v instanceof Map ? [...v.keys(), ...v.values()] : null;
+    if (!kids) continue;
+    if (d > MAX_HEADER_DEPTH) return true;
+    for (const k of kids) if (typeof k === 'object' && k !== null) stack.push([k, d + 1]);
+  }
+  return false;
 }
 
 // Allowed: nil, bool, int, float, str, array, map. Anything else msgpackr can produce (bin →
