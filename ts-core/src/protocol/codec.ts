@@ -23,7 +23,9 @@ export const PACKR_OPTIONS = Object.freeze({
   structuredClone: false,
   bundleStrings: false,
 } as const);
-const packr = new Packr({ ...PACKR_OPTIONS });
+// undefined (an absent optional field inside evidence, say) must go out as nil: msgpackr's default is an
+// ext value that every decoder rejects (found by test/test_faults_engine.py: findings[0].rank).
+const packr = new Packr({ ...PACKR_OPTIONS, encodeUndefinedAsNil: true });
 
 export type TypedArray = Float32Array | Float64Array | Uint8Array | Uint16Array | Int32Array | Uint32Array;
 type Ctor = { new (b: ArrayBufferLike, off: number, len: number): TypedArray; new (len: number): TypedArray; BYTES_PER_ELEMENT: number };
