@@ -8,8 +8,13 @@ import numpy as np
 
 
 def synthetic_step(rng: np.random.Generator, n_seqs: int = 8, mean_len: int = 48, tool_prob: float = 0.5,
-                   pairs=("policy_vs_ref",), pad_frac: float = 0.05) -> dict[str, np.ndarray]:
-    """One rank's step: flat token arrays, `offsets`, per-sequence rewards/advantages."""
+                   pairs=("policy_vs_ref",), pad_frac: float = 0.05, pre_scale: float = 0.05,
+                   post_scale: float = 0.3) -> dict[str, np.ndarray]:
+    """One rank's step: flat token arrays, `offsets`, per-sequence rewards/advantages.
+
+    Log-ratios are Student-t(3) times `pre_scale` before a sequence's first tool span and `post_scale`
+    after it; small equal scales give a healthy step that no detector should flag.
+    """
     lengths = rng.integers(max(1, mean_len // 2), mean_len * 3 // 2 + 1, size=n_seqs)
     if n_seqs:
         lengths[rng.integers(n_seqs)] = 0 if n_seqs > 2 else lengths[0]  # an empty sequence is legal
@@ -29,7 +34,7 @@ def synthetic_step(rng: np.random.Generator, n_seqs: int = 8, mean_len: int = 48
         a, b = int(offsets[i]), int(offsets[i + 1])
         seen_tool[a:b] = np.cumsum(tool_mask[a:b] == 0) > 0
     for p in pairs:
-        scale = np.where(seen_tool, 0.3, 0.05).astype(np.float32)
+        scale = np.where(seen_tool, post_scale, pre_scale).astype(np.float32)
         out[p] = (rng.standard_t(3, size=T).astype(np.float32) * scale).astype(np.float32)
     out["completion_mask"] = completion_mask
     out["tool_mask"] = tool_mask

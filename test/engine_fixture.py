@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = ROOT / "ts-core" / "bin" / "tailguard.mjs"
+# TAILGUARD_TEST_CLI: run another checkout's CLI entry (e.g. to bisect an engine change).
+CLI = Path(os.environ.get("TAILGUARD_TEST_CLI", ROOT / "ts-core" / "bin" / "tailguard.mjs"))
 
 
 def free_tcp_endpoint() -> str:

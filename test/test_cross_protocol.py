@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 from helpers import expected_received  # noqa: E402
 from synthetic_steps import big_step, synthetic_step  # noqa: E402
 from tailguard.client import EngineClient  # noqa: E402
-from tailguard.protocol import DEFAULT_LIMITS, decode_message, encode_message, encode_step  # noqa: E402
+from tailguard.protocol import ACTIONS, DEFAULT_LIMITS, decode_message, encode_message, encode_step  # noqa: E402
 
 VECTORS = sorted((ROOT / "proto" / "v1" / "vectors").glob("*.json"))
 
@@ -62,10 +62,10 @@ def test_two_ranks_100_steps_echo_exactly(engine):
                 reply = c.reply_for(step)
                 assert reply["run_id"] == run and reply["rank"] == r and reply["step"] == step
                 assert reply["received"] == expected[(r, step)], (r, step)
+                # The policy may act on the synthetic tails: any action, applied after the step that triggered it.
                 d = reply["directive"]
-                assert d["action"] == "noop" and d["apply_at_step"] == step + 1 and d["step"] == step
-            directives = c.poll_directives()
-            assert [d["apply_at_step"] for d in directives] == list(range(1, 101))
+                assert d["action"] in ACTIONS and d["step"] < d["apply_at_step"] and d["id"]
+            assert len(c.poll_directives()) == 100
     finally:
         for c in clients:
             c.close()

@@ -13,11 +13,13 @@ from tailguard.protocol import DEFAULT_LIMITS, ProtocolError, decode_message, en
 
 
 class FakeEngine:
-    def __init__(self, port: int | None = None, reply_steps: bool = True, delay_s: float = 0.0):
+    def __init__(self, port: int | None = None, reply_steps: bool = True, delay_s: float = 0.0,
+                 bad_directives: bool = False):
         self.ctx = zmq.Context()
         self.port = port
         self.reply_steps = reply_steps
         self.delay_s = delay_s
+        self.bad_directives = bad_directives  # put an ext value (msgpackr's `undefined`) in the evidence
         self.sessions: dict[bytes, dict] = {}
         self.steps: list[tuple[int, int, int, int]] = []  # (rank, step, chunk index, tokens)
         self.acks: list[dict] = []
@@ -61,6 +63,11 @@ class FakeEngine:
         self.ctx.term()
 
     def _send(self, ident: bytes, header: dict) -> None:
+        if self.bad_directives and header["type"] == "directive":
+            header["directive"]["evidence"] = {"rank": msgpack.ExtType(0, b"\x00")}
+            header["version"] = [1, 0]
+            self.sock.send_multipart([ident, msgpack.packb(header)])
+            return
         self.sock.send_multipart([ident, *encode_message(header)])
 
     def _run(self) -> None:

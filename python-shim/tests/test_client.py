@@ -140,6 +140,20 @@ def test_engine_errors_are_recorded_not_raised(engine):
         assert c.stats["errors"] == 2 and {x["code"] for x in c.errors} == {"E_RUN_ID", "E_MISSING_FIELD"}
 
 
+def test_a_reply_that_breaks_the_spec_is_recorded_and_settles_its_step():
+    e = FakeEngine(bad_directives=True).start()
+    try:
+        with EngineClient(e.endpoint, "bad-reply-run", reply_timeout_s=600) as c:
+            c.connect()
+            assert c.send_step(0, arrays())
+            assert c.flush(10)  # settled by the bad reply itself, not by a timeout and a resend
+            st = c.stats
+            assert st["acked"] == 0 and st["errors"] == 1 and st["resent"] == 0 and st["reconnects"] == 0
+            assert c.errors[0]["code"] == "E_HEADER_DECODE" and c.reply_for(0) is None
+    finally:
+        e.close()
+
+
 def test_close_never_hangs_without_an_engine(engine):
     c = EngineClient(engine.endpoint, "gone-run", close_timeout_s=0.2)
     c.connect()
