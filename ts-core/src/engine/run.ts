@@ -154,7 +154,8 @@ const toWire = (d: Directive): WireDirective => ({
   id: d.id,
   action: d.action,
   step: d.step,
-  apply_at_step: d.apply_at_step,
+  // step + lag can pass 2^53-1 (a client may send step 2^53-1); a reply must stay a valid uint (fuzz seed 20240601 case 35355).
+  apply_at_step: Math.min(d.apply_at_step, Number.MAX_SAFE_INTEGER),
   params: d.params,
   reason: d.reason,
   evidence: d.evidence,
