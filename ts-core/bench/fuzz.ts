@@ -596,7 +596,8 @@ async function main(): Promise<void> {
     failures = failures.concat(p2.failures);
     console.log(`socket: ${p2.cases} cases in ${(p2.ms / 1000).toFixed(1)} s against a real engine; failures ${p2.failures.length}; engine alive ${p2.engineAlive}, healthy ${p2.healthy}, engine peak RSS (VmHWM) ${p2.enginePeakRssMiB} MiB`);
   }
-  for (const f of failures.slice(0, 20)) console.log(`FAIL seed ${f.seed} case ${f.index} (${f.kind}): ${f.what.slice(0, 500)}\n  reproduce: tsx ts-core/bench/fuzz.ts --seed ${f.seed} --case ${f.index}`);
+  // Cases before a failure may have opened sessions it depends on: replay the prefix; --case I runs it alone.
+  for (const f of failures.slice(0, 20)) console.log(`FAIL seed ${f.seed} case ${f.index} (${f.kind}): ${f.what.slice(0, 500)}\n  reproduce: tsx ts-core/bench/fuzz.ts --seed ${f.seed} --cases ${f.index + 1} (alone: --case ${f.index})`);
   const ok = failures.length === 0 && (!p2 || (p2.engineAlive && p2.healthy));
   if (a.json) {
     const { writeFileSync } = await import('node:fs');
