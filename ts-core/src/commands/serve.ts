@@ -1,6 +1,7 @@
 // `tailguard serve`: bind the engine, write the ready file, run until SIGINT/SIGTERM or the parent dies.
 import { renameSync, writeFileSync } from 'node:fs';
 import { createLogger } from '../log.ts';
+import { loadPolicy } from '../policy/load.ts';
 import { buildPipeline } from '../engine/pipeline.ts';
 import { DEFAULT_ENDPOINT, EngineServer } from '../transport/server.ts';
 import { startObservability } from '../ui/serve-hooks.ts';
@@ -23,6 +24,13 @@ export interface ServeOptions {
 export async function serve(opts: ServeOptions): Promise<void> {
   const log = createLogger({ level: opts.logLevel ?? 'info' });
   const endpoint = opts.endpoint ?? DEFAULT_ENDPOINT;
+  // Validate --policy before binding: a typo must stop the engine now, not at a run's first hello.
+  try {
+    loadPolicy(opts.policy as string | undefined);
+  } catch (e) {
+    log.fatal({ code: (e as { code?: string }).code, policy: opts.policy }, (e as Error).message);
+    process.exit(2);
+  }
   // Security (transport/curve.ts): loopback, or CURVE with an allow-list, or an explicit --insecure.
   let curve: CurveConfig | null = null;
   try {
