@@ -1,76 +1,164 @@
-"""Temporary demo (issue 2): start an engine, send a few synthetic steps from Python, print what the engine saw.
+"""`make demo`: the tool-agent GRPO run twice — tailguard observing only, then with control on — and a side-by-side.
 
-    .venv/bin/python examples/demo.py [--steps 5] [--endpoint tcp://127.0.0.1:5599]
+    .venv/bin/python examples/demo.py [--steps 48] [--out runs/demo]
 
-Without --endpoint it starts its own `tailguard serve` on a free loopback port and stops it at the end.
+Each run is `examples/grpo_tool_agent.py` in its own process (progress lines stream through); the engine is
+embedded (`attach()` with no endpoint starts `tailguard serve`). Then, from each run store:
+- the step at which the sliced signal moved (post_tool abs_q99 and ESS of old_vs_rollout) against the step at
+  which the trainer's global KL or loss moved, all with one rule (`onset` below);
+- the directives the engine issued; final reward (training, and a fresh on-policy evaluation) and stability;
+- `tailguard report` writes each run's HTML report.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "test")]
+from common import ROOT, read_jsonl, tailguard_cli  # noqa: E402
 
-from engine_fixture import Engine  # noqa: E402
-from synthetic_steps import synthetic_step  # noqa: E402
-from tailguard.client import EngineClient  # noqa: E402
-from tailguard.protocol import step_checksum  # noqa: E402
+PAIR = "old_vs_rollout"  # where the perturbation acts (docs/demo.md)
+BASE = (3, 12)  # baseline steps [first, last): after the first updates, before the lag starts
+
+
+def onset(series: dict[int, float], lower_is_worse: bool = False, run: int = 3) -> int | None:
+    """First step (after the baseline) from which `run` consecutive steps sit outside the baseline band.
+
+    Band: baseline median ± max(4·MAD, 25% of |median|, 0.01); only the worsening direction counts.
+    The same rule for every series, so the comparison is like for like.
+    """
+    base = [v for s, v in series.items() if BASE[0] <= s < BASE[1]]
+    if len(base) < 3:
+        return None
+    med = statistics.median(base)
+    mad = statistics.median(abs(v - med) for v in base)
+    band = max(4 * mad, 0.25 * abs(med), 0.01)
+    steps = sorted(s for s in series if s >= BASE[1])
+    streak = []
+    for s in steps:
+        v = series[s]
+        out = (med - v > band) if lower_is_worse else (v - med > band)
+        streak = streak + [s] if out else []
+        if len(streak) >= run:
+            return streak[0]
+    return None
+
+
+def load(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "example_summary.json").read_text())
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    sl = {(m["pair"], m["slice"], m["step"]): m for m in metrics}
+    q99 = {s: m["abs_q99"] for (p, sc, s), m in sl.items() if p == PAIR and sc == "post_tool" and m.get("n")}
+    ess = {s: m["ess"] for (p, sc, s), m in sl.items() if p == PAIR and sc == "post_tool" and m.get("n")}
+    pre_q99 = {s: m["abs_q99"] for (p, sc, s), m in sl.items() if p == PAIR and sc == "pre_tool" and m.get("n")}
+    rows = summary["rows"]
+    kl = {r["step"]: r["kl"] for r in rows if "kl" in r}
+    loss = {r["step"]: r["loss"] for r in rows if "loss" in r}
+    audit = read_jsonl(run_dir / "directives.jsonl")
+    directives = [d for d in audit if d.get("kind") == "directive" and d.get("action") != "noop"]
+    acks = {a["directive_id"]: a for a in audit if a.get("kind") == "ack"}
+    rewards = [r["reward"] for r in rows]
+    last = rows[-10:]
+    return {
+        "summary": summary, "q99": q99, "ess": ess, "pre_q99": pre_q99, "kl": kl, "loss": loss,
+        "directives": directives, "acks": acks,
+        "onsets": {
+            "post_tool q99": onset(q99), "post_tool ESS": onset(ess, lower_is_worse=True),
+            "pre_tool q99": onset(pre_q99), "global KL": onset(kl), "loss": onset(loss),
+        },
+        "final_reward": statistics.mean(rewards[-5:]) if rewards else float("nan"),
+        "reward_std_last10": statistics.pstdev([r["reward"] for r in last]) if len(last) > 1 else float("nan"),
+        "final_kl": rows[-1].get("kl", float("nan")) if rows else float("nan"),
+        "q99_last10": statistics.mean([q99[s] for s in sorted(q99)[-10:]]) if q99 else float("nan"),
+        "ess_last10": statistics.mean([ess[s] for s in sorted(ess)[-10:]]) if ess else float("nan"),
+    }
+
+
+def fmt(v, spec=".3f") -> str:
+    if v is None:
+        return "-"
+    return format(v, spec) if isinstance(v, float) else str(v)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--endpoint", help="use a running engine instead of starting one")
+    ap.add_argument("--steps", type=int, default=48)
+    ap.add_argument("--out", default=str(ROOT / "runs" / "demo"))
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    from tailguard.engine import EngineUnavailable, engine_command
 
-    engine = None
-    with tempfile.TemporaryDirectory(prefix="tailguard-demo-") as tmp:
-        endpoint = args.endpoint
-        if endpoint is None:
-            print("starting engine: node ts-core/bin/tailguard.mjs serve ...", flush=True)
-            engine = Engine(Path(tmp)).start()
-            endpoint = engine.endpoint
-        try:
-            rng = np.random.default_rng(0)
-            with EngineClient(endpoint, "demo", trainer="synthetic", config={"beta": 0.04}) as client:
-                w = client.connect(timeout=30)
-                print(f"connected to {w['engine']['name']} {w['engine']['version']} at {endpoint} (session {w['session']})")
-                print(f"limits: {w['limits']}\n")
-                sent = {}
-                for step in range(args.steps):
-                    sent[step] = synthetic_step(rng, n_seqs=8, mean_len=48)
-                    client.send_step(step, sent[step], knobs={"beta": 0.04, "epsilon_low": 0.2, "epsilon_high": 0.28},
-                                     logs={"loss": 0.1 * step})
-                if not client.flush(30):
-                    print(f"not every step was answered: {client.stats}")
-                print(f"{'step':>4} {'tokens':>6} {'seqs':>4} {'pre_tool':>8} {'post_tool':>9} {'tool_out':>8}  checksum    directive")
-                for step, arrays in sent.items():
-                    r = client.reply_for(step)
-                    if r is None:
-                        print(f"{step:>4}  (no reply)")
-                        continue
-                    rc = r["received"]
-                    ok = "ok" if rc["checksum"] == step_checksum(arrays.values()) else "MISMATCH"
-                    d = r["directive"]
-                    print(f"{step:>4} {rc['tokens']:>6} {rc['n_seqs']:>4} {rc['slices']['pre_tool']:>8} "
-                          f"{rc['slices']['post_tool']:>9} {rc['slices']['tool_output']:>8}  {rc['checksum']:08x} {ok:<3} "
-                          f"{d['action']} @ step {d['apply_at_step']}")
-                metrics_step, metrics = client.latest_metrics()
-                if metrics:
-                    print(f"\nheadline metrics of step {metrics_step}:")
-                    for k in sorted(metrics)[:12]:
-                        print(f"  {k} = {metrics[k]}")
-                print(f"\nclient stats: {client.stats}")
-        finally:
-            if engine is not None:
-                engine.stop()
+    try:
+        engine_command()
+    except EngineUnavailable as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.pop("TAILGUARD_ENDPOINT", None)  # the demo shows the embedded engine
+    t0 = time.monotonic()
+    results = {}
+    for mode in ("observe", "control"):
+        run_id = f"demo-{mode}"
+        for stale in (out / run_id).glob("*"):
+            stale.unlink()  # a fresh run store each time
+        print(f"\n=== run {run_id}: GRPO tool agent, {args.steps} steps, policy mode {mode} ===", flush=True)
+        cmd = [sys.executable, str(ROOT / "examples" / "grpo_tool_agent.py"), "--policy-mode", mode, "--steps",
+               str(args.steps), "--run-dir", str(out), "--run-id", run_id, "--seed", str(args.seed)]
+        rc = subprocess.run(cmd, env=env, cwd=ROOT).returncode
+        if rc != 0:
+            print(f"demo: the {mode} run failed with exit code {rc}", file=sys.stderr)
+            return rc
+        results[mode] = load(out / run_id)
+        report = out / run_id / "report.html"
+        r = tailguard_cli("report", str(out / run_id), "--out", str(report), check=False, capture=True)
+        results[mode]["report"] = str(report) if r.returncode == 0 else f"(report failed: {r.stderr.strip()[-200:]})"
+    print_summary(results, time.monotonic() - t0)
+    (out / "demo_summary.json").write_text(json.dumps(
+        {m: {k: v for k, v in r.items() if k not in ("summary", "acks", "q99", "ess", "pre_q99", "kl", "loss")}
+         for m, r in results.items()}, indent=1, default=float))
     return 0
+
+
+def print_summary(results: dict, seconds: float) -> None:
+    obs, ctl = results["observe"], results["control"]
+    print("\n" + "=" * 78)
+    print(f"tailguard demo summary ({seconds / 60:.1f} min)   pair {PAIR}, baseline steps {BASE[0]}..{BASE[1] - 1}")
+    print("=" * 78)
+    print(f"{'first step that moved (3 steps outside band)':<46}{'observe':>14}{'control':>14}")
+    for name in ("post_tool q99", "post_tool ESS", "pre_tool q99", "global KL", "loss"):
+        print(f"  {name:<44}{fmt(obs['onsets'][name]):>14}{fmt(ctl['onsets'][name]):>14}")
+    print(f"{'outcome':<46}{'observe':>14}{'control':>14}")
+    rows = [
+        ("steps trained", obs["summary"]["steps_done"], ctl["summary"]["steps_done"]),
+        ("final reward (mean of last 5 steps)", obs["final_reward"], ctl["final_reward"]),
+        ("on-policy eval reward of the final model", obs["summary"]["eval_reward"], ctl["summary"]["eval_reward"]),
+        ("reward std over last 10 steps", obs["reward_std_last10"], ctl["reward_std_last10"]),
+        ("final global KL", obs["final_kl"], ctl["final_kl"]),
+        ("post_tool q99, mean of last 10 steps", obs["q99_last10"], ctl["q99_last10"]),
+        ("post_tool ESS, mean of last 10 steps", obs["ess_last10"], ctl["ess_last10"]),
+        ("alpha ceiling in force", obs["summary"].get("alpha_ceiling"), ctl["summary"].get("alpha_ceiling")),
+    ]
+    for name, a, b in rows:
+        print(f"  {name:<44}{fmt(a):>14}{fmt(b):>14}")
+    for mode, r in results.items():
+        print(f"\ndirectives ({mode}): {len(r['directives'])}")
+        for d in r["directives"]:
+            ack = r["acks"].get(d["id"], {})
+            how = "applied" if ack.get("applied") else (f"refused: {ack['refused']}" if ack.get("refused") else "no ack")
+            params = {k: v for k, v in d.get("params", {}).items() if k != "certified_checkpoints"}
+            print(f"  step {d['step']:>3} -> {d['action']:<10} {json.dumps(params, default=str)[:60]:<60} [{how}]")
+            print(f"            {d.get('reason', '')[:100]}")
+        print(f"report: {r['report']}")
 
 
 if __name__ == "__main__":
