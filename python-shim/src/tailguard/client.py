@@ -141,6 +141,8 @@ class EngineClient:
             (`tailguard keygen` / zcert format). Set it to connect to an engine started with `--curve-secret`.
         curve_public_key / curve_secret_key (`str`, *optional*): this client's key pair (Z85 or key files);
             a `.key` file written by `tailguard keygen` holds both, so `curve_secret_key="client.key"` is enough.
+        record_to (`str`, *optional*): append the `hello` and every step message, exactly as encoded, to
+            this capture file, for `tailguard replay`.
     """
 
     def __init__(
@@ -164,6 +166,7 @@ class EngineClient:
         curve_server_key: str | None = None,
         curve_public_key: str | None = None,
         curve_secret_key: str | None = None,
+        record_to: str | None = None,
     ):
         if queue_max_steps < 1:
             raise ValueError(f"queue_max_steps must be ≥ 1, got {queue_max_steps}")
@@ -186,6 +189,11 @@ class EngineClient:
         self.linger_ms = linger_ms
         self.checksum = checksum
         self._curve = _curve_keys(curve_server_key, curve_public_key, curve_secret_key)
+        self._recorder = None
+        if record_to:
+            from .record import StepRecorder
+
+            self._recorder = StepRecorder(record_to, self)
 
         self._cv = threading.Condition()
         self._outbox: collections.deque[_Step] = collections.deque()
@@ -269,6 +277,7 @@ class EngineClient:
         logs: Mapping[str, Any] | None = None,
         implicit: Iterable[str] = (),
         slice_names: list[str] | None = None,
+        checkpoint: Mapping[str, Any] | None = None,
     ) -> bool:
         """Queue one rank's step. Returns False when it was dropped (counted, never raised).
 
@@ -291,12 +300,20 @@ class EngineClient:
             }
             if slice_names is not None:
                 header["slice_names"] = list(slice_names)
+            if checkpoint is not None:
+                # A checkpoint saved at this step: the engine certifies it once later windows are healthy.
+                header["checkpoint"] = {"step": int(checkpoint["step"]), "path": str(checkpoint["path"])}
             messages = encode_step(header, arrays, self.limits)
         except ProtocolError as e:
             self._record_error({"code": e.code, "message": e.message, "ref": {"type": "step", "step": step}, "local": True})
             return self._drop(f"step {step} could not be encoded ({e})")
         self._last_step = int(step)
-        # The one place a step's frames are final: a capture recorder hooks in here.
+        # The one place a step's frames are final: the capture recorder (record_to=) sees them here.
+        if self._recorder is not None:
+            try:
+                self._recorder.write_step(messages)
+            except OSError as e:  # a full disk must not take training down
+                log.warning("tailguard: capture recording failed: %s", e)
         return self._enqueue(_Step(int(step), messages, time.monotonic()))
 
     def send_encoded(self, step: int, messages: list[list]) -> bool:
@@ -392,6 +409,9 @@ class EngineClient:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
         for s in (self._wake_r, self._wake_w):
             try:
                 s.close()
