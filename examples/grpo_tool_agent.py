@@ -235,7 +235,10 @@ def run(policy_mode="control", steps=60, run_dir="runs", run_id=None, seed=0, lr
     trainer = GRPOTrainer(model=str(work / "model"), processing_class=tok, reward_funcs=make_reward(tok), args=args,
                           train_dataset=dataset, rollout_func=env)
     os.environ["TAILGUARD_RUN_DIR"] = str(run_dir)
-    os.environ["TAILGUARD_ENGINE_ARGS"] = f"--policy {policy_file(policy_mode, work / 'policy.yaml')}"
+    engine_args = f"--policy {policy_file(policy_mode, work / 'policy.yaml')}"
+    if record_to:  # the engine writes every received step message to a capture (`tailguard replay` reads it)
+        engine_args += f" --record {Path(record_to).resolve()}"
+    os.environ["TAILGUARD_ENGINE_ARGS"] = engine_args
     options = dict(run_id=run_id, log_wait_s=0.5, checkpoint_every=checkpoint_every)
     cb = tailguard.attach(trainer, endpoint=endpoint, **options)
     rows: list[dict] = []

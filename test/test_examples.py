@@ -1,0 +1,123 @@
+"""The examples at reduced sizes (real TRL trainers, real embedded engine), and the embedded engine's life cycle:
+start/stop with training, no orphan after SIGKILL of the trainer (`--parent-pid`), a clear message without Node.js."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+PY = os.environ.get("TAILGUARD_PYTHON", sys.executable)
+
+pytest.importorskip("trl")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); it is dead for our purpose once its parent reaped it or it is Z
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _engine_pids_for(parent: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"--parent-pid" in cmd and cmd[cmd.index(b"--parent-pid") + 1] == str(parent).encode():
+                out.append(int(p.name))
+    return out
+
+
+def test_grpo_tool_agent_embedded_engine(tmp_path, monkeypatch):
+    from common import read_jsonl
+    from grpo_tool_agent import run
+
+    monkeypatch.delenv("TAILGUARD_ENDPOINT", raising=False)
+    s = run("observe", steps=6, run_dir=str(tmp_path), run_id="agent", quiet=True, stale_onset=0.3, stale_every=1)
+    assert s["steps_done"] == 6 and s["client"]["sent"] == 6 and s["client"]["dropped"] == 0
+    assert not _engine_pids_for(os.getpid()), "the embedded engine must stop when training ends"
+    m = read_jsonl(tmp_path / "agent" / "metrics.jsonl")
+    assert {r["step"] for r in m} == set(range(1, 7))
+    lags = {e["step"]: e["lag"] for e in s["env"]}
+    rollout = {(r["slice"], r["step"]): r for r in m if r["pair"] == "old_vs_rollout" and r["n"]}
+    # Honest perturbation: pre_tool is sampled by the current policy, so its mismatch is float noise; post_tool
+    # differs from it only once the lagging sampler is behind.
+    assert all(r["abs_max"] < 1e-3 for (sl, _), r in rollout.items() if sl == "pre_tool")
+    lagged = [r["abs_q99"] for (sl, st), r in rollout.items() if sl == "post_tool" and lags.get(st - 1, 0) > 0]
+    assert lagged and max(lagged) > 1e-2
+    assert any(k.startswith("tailguard/policy_vs_ref/post_tool/") for r in s["rows"] for k in r)
+
+
+def test_dpo_minimal(tmp_path, monkeypatch):
+    from dpo_minimal import run
+
+    monkeypatch.delenv("TAILGUARD_ENDPOINT", raising=False)
+    r = run(steps=3, out=str(tmp_path))
+    assert r["stats"]["sent"] == 3 and r["stats"]["dropped"] == 0
+    assert any("tailguard/policy_vs_ref/all/abs_q99" in e for e in r["logged"])
+    assert (r["run_dir"] / "metrics.jsonl").exists()
+
+
+def test_replay_capture(tmp_path, monkeypatch, capsys):
+    import replay_capture
+
+    monkeypatch.delenv("TAILGUARD_ENDPOINT", raising=False)
+    assert replay_capture.main(["--steps", "5", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "replayed 6/6 messages" in out or "replayed" in out
+    live = [json.loads(x) for x in (tmp_path / "live" / "recorded" / "metrics.jsonl").read_text().splitlines()]
+    again = [json.loads(x) for x in (tmp_path / "replayed" / "recorded" / "metrics.jsonl").read_text().splitlines()]
+    key = lambda r: (r["step"], r["pair"], r["slice"])  # noqa: E731
+    assert sorted(map(key, live)) == sorted(map(key, again))
+    for a, b in zip(sorted(live, key=key), sorted(again, key=key)):
+        assert a["abs_q99"] == b["abs_q99"] and a["n"] == b["n"]  # same bytes, same statistics
+
+
+CHILD = """
+import sys, time
+from tailguard.engine import EmbeddedEngine
+e = EmbeddedEngine(run_dir=sys.argv[1]).start(timeout=60)
+print(e.proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_no_orphan_engine_after_sigkill(tmp_path):
+    child = subprocess.Popen([PY, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        engine_pid = int(child.stdout.readline())
+        assert _alive(engine_pid)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        deadline = time.monotonic() + 30  # the engine polls its parent every second
+        while _alive(engine_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(engine_pid), "the engine outlived its SIGKILLed parent"
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
+def test_clear_message_without_node(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("TAILGUARD_ENGINE_CMD", "TAILGUARD_ENDPOINT")}
+    env["PATH"] = str(tmp_path)  # no node, no npx
+    code = ("from tailguard.engine import EmbeddedEngine, EngineUnavailable\n"
+            "try:\n    EmbeddedEngine(run_dir=%r).start()\nexcept EngineUnavailable as e:\n    print(e)\n") % str(tmp_path)
+    r = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "Node.js was not found" in r.stdout and "TAILGUARD_ENDPOINT" in r.stdout, r.stdout + r.stderr
