@@ -16,7 +16,7 @@ def ref_bins(x: np.ndarray) -> np.ndarray:
     b = a.view(np.int32).astype(np.int64)
     lo = np.float32(2.0**-24).view(np.int32)
     hi = np.float32(256.0).view(np.int32)
-    return np.where(b < lo, 0, np.where(b >= hi, 2049, 1 + ((b - lo) >> 17)))
+    return np.where(b < lo, 0, np.where(b >= hi, S.HIST_BINS - 1, 1 + ((b - lo) >> (23 - S.HIST_MANT_BITS))))
 
 
 def make_step(rng, n_seqs=40, max_len=60, heavy=1.0):
@@ -54,7 +54,7 @@ def test_bins_match_numpy_reference_bit_for_bit():
     x = np.concatenate([edges, (rng.standard_t(2, 200_000) * 10.0 ** rng.uniform(-8, 3, 200_000)).astype(np.float32)])
     got = S.hist_bins(torch.from_numpy(np.abs(x))).numpy()
     np.testing.assert_array_equal(got, ref_bins(x))
-    assert got.min() == 0 and got.max() == 2049
+    assert got.min() == 0 and got.max() == S.HIST_BINS - 1
     lo, hi = S.bin_edges(1000)
     assert lo < hi and ref_bins(np.float32([lo]))[0] == 1000
 
@@ -75,7 +75,7 @@ def test_sums_and_hist_match_plain_float64(heavy):
         f = lambda k: sk.field("policy_vs_ref", name, k)  # noqa: E731
         assert f("n") == v.size and f("nonfinite") == (m & ~np.isfinite(x)).sum()
         np.testing.assert_array_equal(sk.hist[0, S.BUILTIN_SLICES.index(name)].numpy(),
-                                      np.bincount(ref_bins(x[fin]), minlength=2050))
+                                      np.bincount(ref_bins(x[fin]), minlength=S.HIST_BINS))
         assert f("sum") == pytest.approx(v.sum(), rel=1e-12, abs=1e-12)
         assert f("sum_sq") == pytest.approx((v * v).sum(), rel=1e-12)
         assert f("abs_max") == np.abs(v).max()

@@ -4,7 +4,7 @@ whose size depends on neither the token count nor the number of ranks.
 
 The layout is the engine's (proto/README.md "Sketch payloads", docs/sketch.md):
 
-- ``sketch/<pair>/<slice>/hist`` (f64, 2050): counts of finite |ℓ| per float32-bit bin.
+- ``sketch/<pair>/<slice>/hist`` (f64, HIST_BINS = 16386): counts of finite |ℓ| per float32-bit bin.
 - ``sketch/<pair>/<slice>/sums`` (f64, ``len(SUMS_FIELDS)``): the exact sums, in ``SUMS_FIELDS`` order.
 
 Counts travel as f64 because a bin can exceed 2^32 at the scale this mode is for
@@ -36,8 +36,8 @@ log = logging.getLogger("tailguard")
 
 HIST_EXP_MIN = -24
 HIST_EXP_MAX = 8
-HIST_MANT_BITS = 6
-HIST_BINS = 2 + ((HIST_EXP_MAX - HIST_EXP_MIN) << HIST_MANT_BITS)  # 2050
+HIST_MANT_BITS = 9
+HIST_BINS = 2 + ((HIST_EXP_MAX - HIST_EXP_MIN) << HIST_MANT_BITS)  # 16386
 HIST_LAYOUT = {"exp_min": HIST_EXP_MIN, "exp_max": HIST_EXP_MAX, "mant_bits": HIST_MANT_BITS}
 _BITS_MIN = (127 + HIST_EXP_MIN) << 23  # float32 bits of 2^-24
 _BITS_MAX = (127 + HIST_EXP_MAX) << 23  # float32 bits of 2^8

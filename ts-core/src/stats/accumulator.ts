@@ -2,7 +2,7 @@
 // sums of docs/sketch.md (same field order). Raw mode fills it from values; sketch mode builds it
 // from a payload; both merge with the same rules, so the metrics agree.
 import { HIST_BINS, HIST_LAYOUT, histQuantiles } from './hist.ts';
-import { accumulate, addSeqParts } from './kernel.ts';
+import { addSeqParts, foldHist, kernelRuns } from './kernel.ts';
 import { StatsError } from './errors.ts';
 import { N_SUMS, SUMS_FIELDS, type SumMetrics, clipBand, emptySums, mergeSums, metricsFromSums } from './sums.ts';
 
@@ -17,22 +17,17 @@ export class SliceAccumulator {
    * values into sequences for ess_seq / ess_seq_norm. Clip band from `knobs` (ε defaults 0.2).
    */
   add(values: Float32Array, knobs?: Record<string, unknown>, seqOffsets?: ArrayLike<number>): this {
-    const fin = new Float32Array(values.length);
-    const bits = new Int32Array(fin.buffer);
     const offs = seqOffsets ?? [0, values.length];
-    const L = new Float64Array(offs.length - 1);
-    const C = new Float64Array(offs.length - 1);
-    let n = 0;
-    for (let s = 0; s + 1 < offs.length; s++) {
-      for (let t = offs[s]; t < offs[s + 1]; t++) {
-        const x = values[t];
-        if (x - x !== 0) this.sums[1]++;
-        else (fin[n++] = x), (L[s] += x), C[s]++;
-      }
-    }
+    const nSeq = offs.length - 1;
+    const runs = new Int32Array(4 * nSeq);
+    for (let s = 0; s < nSeq; s++) runs.set([offs[s], offs[s + 1], 0, s], 4 * s);
+    const L = new Float64Array(nSeq), C = new Float64Array(nSeq);
+    const sh = new Uint32Array(2 * HIST_BINS);
     const { lo, hi } = clipBand(knobs);
-    accumulate(this.hist, this.sums, fin, bits, 0, n, lo, hi);
-    addSeqParts(this.sums, L, C, 0, L.length);
+    const bits = new Int32Array(values.buffer, values.byteOffset, values.length);
+    kernelRuns(values, bits, { runs, n: nSeq }, 0, sh, this.sums, new Float32Array(values.length), 0, lo, hi, L, C, 0);
+    foldHist(sh, this.hist, this.sums, lo, hi);
+    addSeqParts(this.sums, L, C, 0, nSeq);
     return this;
   }
 
@@ -54,7 +49,7 @@ export class SliceAccumulator {
   }
 
   /**
-   * Build from a sketch payload (`sketch/<pair>/<slice>/hist` f64[2050] and `.../sums` f64[21]).
+   * Build from a sketch payload (`sketch/<pair>/<slice>/hist` f64[HIST_BINS] and `.../sums` f64[21]).
    * `layout` and `fields` are checked against the engine's; a mismatch is E_SKETCH_LAYOUT.
    */
   static fromSketch(

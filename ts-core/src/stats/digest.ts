@@ -3,7 +3,7 @@
 // reproducible), push(Float32Array) adds one value (we never push arrays), and a digest cannot
 // forget (it is run-level only; windows use histogram rings).
 import tdigestPkg from 'tdigest';
-import { HIST_BINS, HIST_EDGES, HIST_LAST } from './hist.ts';
+import { HIST_BINS, HIST_EDGES, HIST_LAST, HIST_MANT_BITS } from './hist.ts';
 
 const { TDigest } = tdigestPkg as { TDigest: new (delta?: number, K?: number, CX?: number) => TDigestLike };
 
@@ -54,14 +54,22 @@ export class RunDigest {
     }.bind(td);
   }
 
-  /** Feed a histogram: one centroid per non-empty bin at the bin's midpoint (top bin: up to maxAbs). */
+  /**
+   * Feed a histogram: one centroid per non-empty group of bins (64 groups per octave, whatever
+   * HIST_MANT_BITS is, so the digest's cost does not grow with the layout), at the count-weighted mean
+   * of the bin midpoints (top bin: up to maxAbs).
+   */
   pushHist(hist: Float64Array, maxAbs: number): void {
-    for (let b = 0; b < HIST_BINS; b++) {
-      const c = hist[b];
-      if (c === 0) continue;
-      const hi = b === HIST_LAST ? Math.max(maxAbs, HIST_EDGES[b]) : HIST_EDGES[b + 1];
-      this.td.push_centroid({ mean: 0.5 * (HIST_EDGES[b] + hi), n: c });
-    }
+    const G = Math.max(1, 1 << (HIST_MANT_BITS - 6));
+    const mid = (b: number) => 0.5 * (HIST_EDGES[b] + (b === HIST_LAST ? Math.max(maxAbs, HIST_EDGES[b]) : HIST_EDGES[b + 1]));
+    const push = (from: number, to: number) => {
+      let n = 0, s = 0;
+      for (let b = from; b < to; b++) if (hist[b] !== 0) (n += hist[b]), (s += hist[b] * mid(b));
+      if (n > 0) this.td.push_centroid({ mean: s / n, n });
+    };
+    push(0, 1);
+    for (let b = 1; b < HIST_LAST; b += G) push(b, Math.min(b + G, HIST_LAST));
+    push(HIST_LAST, HIST_BINS);
   }
 
   quantile(p: number): number {

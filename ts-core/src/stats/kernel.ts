@@ -1,11 +1,12 @@
-// The hot loop: one fused pass over a slice's finite values (already compacted, contiguous)
-// fills the bit-histogram and every exact sum. No calls except inlined Math.* builtins; the
-// transcendental work is an inline exp: w = 2^k·e^r with |r| ≤ ln2/2 and e^r − 1 − r by polynomial,
-// which also gives w − 1 − ℓ without cancellation (k = 0 ⇒ exactly the polynomial).
+// The hot loop: ONE pass over a chunk's tokens per pair and slice code, straight from the wire array.
+// Per token: skip non-finite (counted), copy the value out (for exact quantiles), bump the signed
+// bit-histogram, and add every exact sum. No calls on the common path: w = e^ℓ comes from a table at
+// a = m/256 (|ℓ| < 4) and a short polynomial in δ = ℓ − a (|δ| ≤ 1/512), which also gives e^ℓ − 1 − ℓ
+// without cancellation: D(a) + expm1(a)·δ + e^a·(e^δ − 1 − δ), all terms of one sign or nearly so.
 import { HIST_BINS, HIST_BITS_MIN, HIST_LAST, HIST_SHIFT, HIST_EDGES, binOf } from './hist.ts';
 import {
-  EXCEED_LOG, S_ABS_MAX, S_CLIP, S_EXCEED_1_5, S_EXCEED_2, S_EXCEED_3, S_LSE_MAX, S_N, S_SEQN_MAX, S_SEQ_MAX,
-  S_SEQ_N, S_SUM, S_SUM_ABS, S_SUM_K3, S_SUM_SQ, lseAdd,
+  EXCEED_LOG, S_ABS_MAX, S_CLIP, S_EXCEED_1_5, S_EXCEED_2, S_EXCEED_3, S_LSE_MAX, S_N, S_NONFINITE, S_SEQN_MAX,
+  S_SEQ_MAX, S_SEQ_N, S_SUM, S_SUM_ABS, S_SUM_K3, S_SUM_SQ, lseAdd,
 } from './sums.ts';
 const T15 = EXCEED_LOG[0], T2 = EXCEED_LOG[1], T3 = EXCEED_LOG[2];
 
@@ -15,127 +16,171 @@ function binAt(t: number): number {
   return b > 0 && HIST_EDGES[b] > t ? b - 1 : b;
 }
 
-const LOG2E = Math.LOG2E;
-const LN2_HI = 0.6931471803691238; // high bits of ln 2: k·LN2_HI is exact for |k| < 2^11
-const LN2_LO = 1.9082149292705877e-10;
 const ROUND = 6755399441055744; // 1.5·2^52: (x + ROUND) − ROUND rounds x to an integer (Math.round is slow)
-// 1/n! for e^r − 1 − r = r²·(1/2! + … + r^8/10!): relative error < 4e-12 on |r| ≤ ln2/2.
-const C2 = 1 / 2, C3 = 1 / 6, C4 = 1 / 24, C5 = 1 / 120, C6 = 1 / 720, C7 = 1 / 5040, C8 = 1 / 40320;
-const C9 = 1 / 362880, C10 = 1 / 3628800;
-const POW2_OFF = 1100;
-const POW2 = (() => {
-  const t = new Float64Array(2 * POW2_OFF);
-  for (let i = 0; i < t.length; i++) t[i] = Math.pow(2, i - POW2_OFF);
+const GRID = 256; // table anchors a = m/GRID
+const TAB_HALF = 4 * GRID; // |m| < TAB_HALF ⇔ |ℓ| < 4
+const TAB_LIMIT = 3.99; // |ℓ| below this takes the table path (m stays inside the table)
+// 1/n! for e^δ − 1 − δ = δ²(1/2 + δ/6 + δ²/24 + δ³/120): relative error < 1e-13 on |δ| ≤ 1/512.
+const C2 = 1 / 2, C3 = 1 / 6, C4 = 1 / 24, C5 = 1 / 120;
+/** Per anchor a = (j − TAB_HALF)/GRID, stride 4: e^a, expm1(a), D(a) = e^a − 1 − a (accurate), pad. */
+const ETAB: Float64Array = (() => {
+  const t = new Float64Array(8 * TAB_HALF);
+  for (let j = 0; j < 2 * TAB_HALF; j++) {
+    const a = (j - TAB_HALF) / GRID;
+    let d = 0;
+    if (Math.abs(a) < 0.5) {
+      // series a²/2! + a³/3! + …: Math.expm1(a) − a would cancel
+      let term = (a * a) / 2;
+      for (let k = 3; Math.abs(term) > 1e-40; k++) (d += term), (term = (term * a) / k);
+    } else d = Math.expm1(a) - a;
+    t[4 * j] = Math.exp(a);
+    t[4 * j + 1] = Math.expm1(a);
+    t[4 * j + 2] = d;
+  }
   return t;
 })();
-/** |ℓ| beyond which the fast unshifted exp sums are not trusted; the slow log-space path runs instead. */
+/** |ℓ| beyond which the unshifted exp sums may overflow; the log-space pass runs instead. */
 const FAST_LIMIT = 300;
 
-// Scratch: this call's histogram, the histogram of negative ℓ, and flags for the few bins that
-// straddle a threshold (exceedance, clip band). Counts above a threshold come from the histograms;
-// only values in a straddling bin are compared exactly, so the hot loop has no unpredictable branch.
-const H = new Float64Array(HIST_BINS);
-const NEG = new Float64Array(HIST_BINS);
+/** Straddle flags: bins holding an exceedance or clip threshold; only those values are compared. */
 const FLAG = new Uint8Array(HIST_BINS);
 
+/** Runs: quadruples (start, end, code, seq) of tokens with one slice code inside one sequence. */
+export interface Runs {
+  runs: Int32Array;
+  n: number;
+}
+
 /**
- * Accumulate finite values v[start..end) into (hist, sums). `bits` aliases v's buffer (Int32Array
- * over the same bytes). Token-level fields only; per-sequence parts go through addSeqParts.
+ * Process the runs with `code`: finite values are appended to out[outLen..] (caller made room),
+ * counted in sh (2·HIST_BINS signed counts: [2b] ℓ ≥ 0, [2b+1] ℓ < 0) and summed into `sums` (token
+ * fields; exceedance/clip only for straddling bins — foldHist adds the bins above). Per sequence,
+ * Σℓ and the finite count go to seqL/seqC[seqBase + seq]. Returns the new outLen.
  */
-export function accumulate(
-  hist: Float64Array, sums: Float64Array, v: Float32Array, bits: Int32Array,
-  start: number, end: number, clipLo: number, clipHi: number,
-): void {
-  if (end <= start) return;
+export function kernelRuns(
+  x: Float32Array, bits: Int32Array, R: Runs, code: number, sh: Uint32Array, sums: Float64Array,
+  out: Float32Array, outLen: number, clipLo: number, clipHi: number,
+  seqL: Float64Array, seqC: Float64Array, seqBase: number,
+): number {
   const b15 = binAt(T15), b2 = binAt(T2), b3 = binAt(T3);
   const bLo = clipLo === -Infinity ? -1 : binAt(-clipLo), bHi = binAt(clipHi);
-  H.fill(0);
-  NEG.fill(0);
   FLAG[b15] = FLAG[b2] = FLAG[b3] = FLAG[bHi] = 1;
   if (bLo >= 0) FLAG[bLo] = 1;
   // Module bindings are context loads with hole checks in V8; hot-loop constants are locals.
-  const H_ = H, NEG_ = NEG, FLAG_ = FLAG, P2 = POW2, P2OFF = POW2_OFF, BMIN = HIST_BITS_MIN, LAST = HIST_LAST;
-  const c2 = C2, c3 = C3, c4 = C4, c5 = C5, c6 = C6, c7 = C7, c8 = C8, c9 = C9, c10 = C10;
-  const t15 = T15, t2 = T2, t3 = T3, log2e = LOG2E, rnd = ROUND, ln2hi = LN2_HI, ln2lo = LN2_LO;
+  const SH = sh, FLAG_ = FLAG, ET = ETAB, BMIN = HIST_BITS_MIN, LAST = HIST_LAST, SHIFT = HIST_SHIFT;
+  const c2 = C2, c3 = C3, c4 = C4, c5 = C5, rnd = ROUND, grid = GRID, inv = 1 / GRID, half = TAB_HALF, lim = TAB_LIMIT;
+  const t15 = T15, t2 = T2, t3 = T3, runs = R.runs, nr = R.n;
   let e15 = 0, e2 = 0, e3 = 0, cLo = 0, cHi = 0; // straddling-bin counts
-  let sum = 0, sumAbs = 0, sumSq = 0, s1 = 0, s2 = 0, k3 = 0;
-  let amax = 0, mx = -Infinity, mn = Infinity;
-  for (let i = start; i < end; i++) {
-    const u = bits[i];
-    const d = ((u & 0x7fffffff) - BMIN) >> 17;
-    const bin = d < 0 ? 0 : d >= LAST ? LAST : d + 1;
-    H_[bin]++;
-    NEG_[bin] += u >>> 31;
-    const x = v[i];
-    const a = Math.abs(x);
-    if (FLAG_[bin] !== 0) {
-      if (bin === b15 && a > t15) e15++;
-      if (bin === b2 && a > t2) e2++;
-      if (bin === b3 && a > t3) e3++;
-      if (bin === bHi && x > clipHi) cHi++;
-      if (bin === bLo && x < clipLo) cLo++;
+  let sum = 0, sumAbs = 0, sumSq = 0, s1 = 0, s2 = 0, k3 = 0, nonfin = 0;
+  let mx = -Infinity, mn = Infinity;
+  let n = outLen;
+  for (let ri = 0; ri < nr; ri++) {
+    const o4 = ri << 2;
+    if (runs[o4 + 2] !== code) continue;
+    const start = runs[o4], end = runs[o4 + 1], n0 = n;
+    let rsum = 0;
+    for (let i = start; i < end; i++) {
+      const xv = x[i];
+      if (xv - xv !== 0) {
+        nonfin++; // NaN or ±Inf: counted, excluded from everything else
+        continue;
+      }
+      out[n++] = xv;
+      const u = bits[i];
+      const d = ((u & 0x7fffffff) - BMIN) >> SHIFT;
+      const bin = d < 0 ? 0 : d >= LAST ? LAST : d + 1;
+      SH[(bin << 1) | (u >>> 31)]++;
+      const a = Math.abs(xv);
+      if (FLAG_[bin] !== 0) {
+        if (bin === b15 && a > t15) e15++;
+        if (bin === b2 && a > t2) e2++;
+        if (bin === b3 && a > t3) e3++;
+        if (bin === bHi && xv > clipHi) cHi++;
+        if (bin === bLo && xv < clipLo) cLo++;
+      }
+      rsum += xv;
+      sumAbs += a;
+      sumSq += xv * xv;
+      mx = Math.max(mx, xv);
+      mn = Math.min(mn, xv);
+      let w: number;
+      if (a < lim) {
+        const m = (xv * grid + rnd) - rnd;
+        const o = ((m | 0) + half) << 2;
+        const dl = xv - m * inv;
+        const d2 = dl * dl;
+        const q = d2 * (c2 + dl * c3 + d2 * (c4 + dl * c5));
+        const E = ET[o];
+        w = E + E * (dl + q);
+        k3 += ET[o + 2] + ET[o + 1] * dl + E * q;
+      } else {
+        w = Math.exp(xv);
+        k3 += Math.expm1(xv) - xv;
+      }
+      s1 += w;
+      s2 += w * w;
     }
-    sum += x;
-    sumAbs += a;
-    sumSq += x * x;
-    amax = Math.max(amax, a);
-    mx = Math.max(mx, x);
-    mn = Math.min(mn, x);
-    // inline exp; the clamp keeps the table index valid (|ℓ| > FAST_LIMIT takes the slow path below)
-    const xc = Math.max(-700, Math.min(700, x));
-    const k = (xc * log2e + rnd) - rnd;
-    const r = xc - k * ln2hi - k * ln2lo;
-    const r2 = r * r;
-    const q = r2 * (c2 + r * c3 + r2 * (c4 + r * c5) + r2 * r2 * (c6 + r * c7 + r2 * (c8 + r * c9) + r2 * r2 * c10));
-    const er = 1 + r + q;
-    const p2 = P2[(k | 0) + P2OFF];
-    const w = p2 * er;
-    s1 += w;
-    s2 += w * w;
-    k3 += (p2 - 1) * er + q + (r - xc); // = w − 1 − ℓ; exactly q when k = 0
+    const seq = seqBase + runs[o4 + 3];
+    seqL[seq] += rsum;
+    seqC[seq] += n - n0;
+    sum += rsum;
   }
   FLAG[b15] = FLAG[b2] = FLAG[b3] = FLAG[bHi] = 0;
   if (bLo >= 0) FLAG[bLo] = 0;
-  for (let b = HIST_LAST; b >= 0; b--) {
-    const h = H[b];
-    if (h === 0) continue;
-    hist[b] += h;
-    if (b > b15) e15 += h;
-    if (b > b2) e2 += h;
-    if (b > b3) e3 += h;
-    if (b > bHi) cHi += h - NEG[b];
-    if (bLo >= 0 && b > bLo) cLo += NEG[b];
-  }
-  const n = end - start;
-  sums[S_N] += n;
+  sums[S_NONFINITE] += nonfin;
+  const cnt = n - outLen;
+  if (cnt === 0) return n;
+  sums[S_N] += cnt;
   sums[S_SUM] += sum;
   sums[S_SUM_ABS] += sumAbs;
   sums[S_SUM_SQ] += sumSq;
+  sums[S_SUM_K3] += k3;
   sums[S_EXCEED_1_5] += e15;
   sums[S_EXCEED_2] += e2;
   sums[S_EXCEED_3] += e3;
   sums[S_CLIP] += cLo + cHi;
+  const amax = Math.max(mx, -mn);
   if (amax > sums[S_ABS_MAX]) sums[S_ABS_MAX] = amax;
-  if (mx <= FAST_LIMIT && mn >= -FAST_LIMIT) {
-    sums[S_SUM_K3] += k3;
-    lseAdd(sums, S_LSE_MAX, mx, s1 * Math.exp(-mx), s2 * Math.exp(-2 * mx));
-  } else {
-    slowExpSums(sums, v, start, end, mx);
-  }
+  if (amax <= FAST_LIMIT) lseAdd(sums, S_LSE_MAX, mx, s1 * Math.exp(-mx), s2 * Math.exp(-2 * mx));
+  else slowExpSums(sums, out, outLen, n, mx);
+  return n;
 }
 
-/** Log-space fallback for huge |ℓ|: shifts by the max so nothing overflows. */
+/** Log-space ESS parts for huge |ℓ|: shifts by the max so nothing overflows. */
 function slowExpSums(sums: Float64Array, v: Float32Array, start: number, end: number, mx: number): void {
-  let s1 = 0, s2 = 0, k3 = 0;
+  let s1 = 0, s2 = 0;
   for (let i = start; i < end; i++) {
-    const x = v[i];
-    const e = Math.exp(x - mx);
+    const e = Math.exp(v[i] - mx);
     s1 += e;
     s2 += e * e;
-    k3 += x < 709 ? Math.expm1(x) - x : Infinity;
   }
-  sums[S_SUM_K3] += k3;
   lseAdd(sums, S_LSE_MAX, mx, s1, s2);
+}
+
+/**
+ * hist += |ℓ| counts from the signed counts (which are zeroed), and the exceedance / clip counts of
+ * the bins above each threshold (straddling bins were compared exactly in kernelRuns).
+ */
+export function foldHist(sh: Uint32Array, hist: Float64Array, sums: Float64Array, clipLo: number, clipHi: number): void {
+  const b15 = binAt(T15), b2 = binAt(T2), b3 = binAt(T3);
+  const bLo = clipLo === -Infinity ? HIST_BINS : binAt(-clipLo), bHi = binAt(clipHi);
+  let e15 = 0, e2 = 0, e3 = 0, cl = 0;
+  for (let b = 0; b < HIST_BINS; b++) {
+    const p = sh[2 * b], q = sh[2 * b + 1];
+    if (p + q === 0) continue;
+    sh[2 * b] = sh[2 * b + 1] = 0;
+    const c = p + q;
+    hist[b] += c;
+    if (b > b15) e15 += c;
+    if (b > b2) e2 += c;
+    if (b > b3) e3 += c;
+    if (b > bHi) cl += p;
+    if (b > bLo) cl += q;
+  }
+  sums[S_EXCEED_1_5] += e15;
+  sums[S_EXCEED_2] += e2;
+  sums[S_EXCEED_3] += e3;
+  sums[S_CLIP] += cl;
 }
 
 /**

@@ -1,9 +1,10 @@
-// One rank's contribution to one step: slices from the masks, values compacted per pair × slice,
-// fused kernel per slice, per-sequence sums. Chunks (whole sequences each) add up exactly.
+// One rank's contribution to one step: slice runs from the masks (once per chunk), then per pair one
+// fused kernel pass over each slice's runs straight from the wire array (copy, histogram, all sums),
+// per-sequence sums. Chunks (whole sequences each) add up exactly.
 import type { PairName, StepData } from '../types.ts';
 import { PAIRS } from '../types.ts';
 import { HIST_BINS } from './hist.ts';
-import { accumulate, addSeqParts } from './kernel.ts';
+import { addSeqParts, foldHist, kernelRuns, type Runs } from './kernel.ts';
 import type { BufPool } from './pool.ts';
 import type { ValueBuf } from './select.ts';
 import { clipBand, emptySums, mergeSums } from './sums.ts';
@@ -18,7 +19,26 @@ export class SliceState {
   sums = emptySums();
   /** Compacted finite values (kept for exact quantiles); null when only sketches are kept. */
   buf: ValueBuf | null = null;
+  private sh_: Uint32Array | null = null;
+  /** Signed counts filled by the kernel, folded into hist by RankStep.finish (zero outside a step). */
+  get sh(): Uint32Array {
+    return (this.sh_ ??= new Uint32Array(2 * HIST_BINS));
+  }
+  get hasSigned(): boolean {
+    return this.sh_ !== null;
+  }
+  /** Back to empty for reuse (sh is zeroed by foldHist). */
+  reset(): this {
+    this.hist.fill(0);
+    emptySums(this.sums);
+    this.buf = null;
+    return this;
+  }
 }
+
+/** SliceStates are 260 KB each: RunStats recycles them instead of allocating per step. */
+export type StateSource = () => SliceState;
+const fresh: StateSource = () => new SliceState();
 
 export class RankStep {
   chunksSeen = 0;
@@ -34,11 +54,14 @@ export class RankStep {
   knobs: StepData['knobs'] = {};
   logs: StepData['logs'] = {};
   receivedAt = 0;
-  constructor(readonly rank: number) {}
+  /** Clip band of this rank's step (first chunk's knobs), used for every chunk and the fold. */
+  clip: { lo: number; hi: number } | null = null;
+  private folded = false;
+  constructor(readonly rank: number, private alloc: StateSource = fresh) {}
 
   slice(key: string): SliceState {
     let s = this.slices.get(key);
-    if (!s) this.slices.set(key, (s = new SliceState()));
+    if (!s) this.slices.set(key, (s = this.alloc()));
     return s;
   }
 
@@ -46,14 +69,19 @@ export class RankStep {
     return this.chunksSeen >= this.chunkCount;
   }
 
-  /** Fold pre_tool + post_tool token fields into `all` once every chunk is in. */
+  /** Fold signed counts into histograms, then pre_tool + post_tool token fields into `all`. Once. */
   finish(): void {
+    if (this.folded) return;
+    this.folded = true;
+    const clip = this.clip ?? clipBand(this.knobs);
+    for (const s of this.slices.values()) if (s.hasSigned) foldHist(s.sh, s.hist, s.sums, clip.lo, clip.hi);
     for (const pair of this.pairs) {
       const all = this.slice(`${pair}/all`);
       for (const sl of ['pre_tool', 'post_tool']) {
         const s = this.slices.get(`${pair}/${sl}`);
         if (!s) continue;
-        for (let b = 0; b < HIST_BINS; b++) all.hist[b] += s.hist[b];
+        const h = s.hist, ah = all.hist;
+        for (let b = 0; b < HIST_BINS; b++) ah[b] += h[b];
         mergeSums(all.sums, s.sums, false);
       }
     }
@@ -61,37 +89,61 @@ export class RankStep {
 }
 
 // Per-chunk scratch, reused across steps.
+const R: Runs = { runs: new Int32Array(4096), n: 0 };
 let labels = new Uint8Array(0);
 let zeros = new Float32Array(0);
 let seqL = new Float64Array(0);
 let seqC = new Float64Array(0);
+let sink = new Float32Array(0); // kernel output when values are not kept
 
-function grow<T extends Uint8Array | Float32Array | Float64Array>(a: T, n: number, make: (n: number) => T): T {
+function grow<T extends Uint8Array | Float32Array | Float64Array | Int32Array>(a: T, n: number, make: (n: number) => T): T {
   return a.length >= n ? a : make(Math.max(n, a.length * 2));
 }
 
-/** Label tokens; returns counts per base code. Tokens outside offsets ranges stay NONE. */
-function labelTokens(d: StepData, T: number, nSeqs: number): number[] {
-  labels = grow(labels, T, (n) => new Uint8Array(n));
-  const lab = labels, cm = d.completionMask, tm = d.toolMask, off = d.offsets;
-  lab.fill(NONE, 0, T);
-  const counts = [0, 0, 0, 0];
-  for (let s = 0; s < nSeqs; s++) {
-    let seen = false;
-    for (let t = off[s]; t < off[s + 1]; t++) {
-      if (cm[t] === 0) continue;
+/** Runs (start, end, code, seq) of equal slice code per sequence; counts per base code. */
+function buildRuns(d: StepData, nSeqs: number, counts: number[]): void {
+  const cm = d.completionMask, tm = d.toolMask, off = d.offsets;
+  let runs = R.runs, n = 0;
+  const emit = (s: number, e: number, c: number, q: number) => {
+    if (4 * n + 4 > runs.length) {
+      const bigger = new Int32Array(runs.length * 2);
+      bigger.set(runs);
+      R.runs = runs = bigger;
+    }
+    runs[4 * n] = s; runs[4 * n + 1] = e; runs[4 * n + 2] = c; runs[4 * n + 3] = q;
+    counts[c] += e - s;
+    n++;
+  };
+  for (let q = 0; q < nSeqs; q++) {
+    const e = off[q + 1];
+    let t = off[q];
+    let code = PRE;
+    while (t < e) {
+      if (cm[t] === 0) {
+        t++; // padding
+        continue;
+      }
+      const s = t;
       if (tm[t] === 0) {
-        seen = true;
-        lab[t] = TOOL;
-        counts[TOOL]++;
+        while (t < e && cm[t] !== 0 && tm[t] === 0) t++;
+        emit(s, t, TOOL, q);
+        code = POST;
       } else {
-        const c = seen ? POST : PRE;
-        lab[t] = c;
-        counts[c]++;
+        while (t < e && cm[t] !== 0 && tm[t] !== 0) t++;
+        emit(s, t, code, q);
       }
     }
   }
-  return counts;
+  R.n = n;
+}
+
+/** Per-token labels from the runs (only for user slices). */
+function labelsFromRuns(T: number): Uint8Array {
+  labels = grow(labels, T, (n) => new Uint8Array(n));
+  labels.fill(NONE, 0, T);
+  const r = R.runs;
+  for (let i = 0; i < R.n; i++) labels.fill(r[4 * i + 2], r[4 * i], r[4 * i + 1]);
+  return labels;
 }
 
 function checkShape(d: StepData): { T: number; nSeqs: number } {
@@ -112,7 +164,8 @@ function checkShape(d: StepData): { T: number; nSeqs: number } {
 /** Add one chunk of one rank's step. `keep` = keep compacted values for exact quantiles. */
 export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: boolean): void {
   const { T, nSeqs } = checkShape(d);
-  const counts = labelTokens(d, T, nSeqs);
+  const counts = [0, 0, 0, 0];
+  buildRuns(d, nSeqs, counts);
   rs.tokens += T;
   rs.nSeqs += nSeqs;
   rs.maskCounts.pre_tool += counts[PRE];
@@ -120,9 +173,10 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
   rs.maskCounts.tool_output += counts[TOOL];
   if (rs.chunksSeen === 0 || d.rank === 0) (rs.knobs = d.knobs ?? {}), (rs.logs = d.logs ?? {});
   rs.receivedAt = rs.receivedAt || d.receivedAt;
-  const { lo, hi } = clipBand(d.knobs);
+  const clip = (rs.clip ??= clipBand(d.knobs));
   seqL = grow(seqL, 4 * nSeqs, (n) => new Float64Array(n));
   seqC = grow(seqC, 4 * nSeqs, (n) => new Float64Array(n));
+  if (!keep) sink = grow(sink, Math.max(counts[0], counts[1], counts[2]), (n) => new Float32Array(n));
   const userNames = d.sliceIds && d.sliceNames ? d.sliceNames : null;
   for (const pair of PAIRS) {
     let x = d.pairs[pair];
@@ -135,96 +189,68 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
     }
     rs.pairs.add(pair);
     if (implicit) rs.implicit.add(pair);
-    const st = [rs.slice(`${pair}/pre_tool`), rs.slice(`${pair}/post_tool`), rs.slice(`${pair}/tool_output`)];
-    const all = rs.slice(`${pair}/all`);
-    const bufs: ValueBuf[] = st.map((s, c) => (s.buf = pool.ensure(s.buf ?? pool.get(counts[c]), counts[c])));
-    const starts = bufs.map((b) => b.len);
-    const nonfin = compact(x, nSeqs, d.offsets, bufs);
+    const bits = new Int32Array(x.buffer, x.byteOffset, x.length);
+    seqL.fill(0, 0, 4 * nSeqs);
+    seqC.fill(0, 0, 4 * nSeqs);
     for (let c = 0; c < 3; c++) {
-      st[c].sums[1] += nonfin[c];
-      accumulate(st[c].hist, st[c].sums, bufs[c].vals, bufs[c].bits, starts[c], bufs[c].len, lo, hi);
-      addSeqParts(st[c].sums, seqL, seqC, c * nSeqs, (c + 1) * nSeqs);
+      const st = rs.slice(`${pair}/${BASE_SLICES[c]}`);
+      if (keep) {
+        const buf = (st.buf = pool.ensure(st.buf ?? pool.get(counts[c]), counts[c]));
+        buf.len = kernelRuns(x, bits, R, c, st.sh, st.sums, buf.vals, buf.len, clip.lo, clip.hi, seqL, seqC, c * nSeqs);
+      } else {
+        kernelRuns(x, bits, R, c, st.sh, st.sums, sink, 0, clip.lo, clip.hi, seqL, seqC, c * nSeqs);
+      }
+      addSeqParts(st.sums, seqL, seqC, c * nSeqs, (c + 1) * nSeqs);
     }
-    addSeqParts(all.sums, seqL, seqC, 3 * nSeqs, 4 * nSeqs);
-    if (userNames) ingestUser(rs, pair, x, d, userNames, pool, lo, hi, T, nSeqs);
-    if (!keep) for (const s of st) if (s.buf) (pool.release(s.buf), (s.buf = null));
+    for (let s = 0; s < nSeqs; s++) {
+      seqL[3 * nSeqs + s] = seqL[s] + seqL[nSeqs + s];
+      seqC[3 * nSeqs + s] = seqC[s] + seqC[nSeqs + s];
+    }
+    addSeqParts(rs.slice(`${pair}/all`).sums, seqL, seqC, 3 * nSeqs, 4 * nSeqs);
+    if (userNames) ingestUser(rs, pair, x, d, userNames, pool, clip, T, nSeqs, keep);
   }
   rs.chunksSeen++;
-}
-
-/** Copy finite values per base slice; per-sequence sums into seqL/seqC (code-major, 3 = all). */
-function compact(x: Float32Array, nSeqs: number, off: Int32Array, bufs: ValueBuf[]): number[] {
-  const lab = labels, L = seqL, C = seqC;
-  const v0 = bufs[0].vals, v1 = bufs[1].vals, v2 = bufs[2].vals;
-  let n0 = bufs[0].len, n1 = bufs[1].len, n2 = bufs[2].len;
-  let f0 = 0, f1 = 0, f2 = 0;
-  for (let s = 0; s < nSeqs; s++) {
-    let l0 = 0, l1 = 0, l2 = 0, c0 = 0, c1 = 0, c2 = 0;
-    for (let t = off[s], e = off[s + 1]; t < e; t++) {
-      const c = lab[t];
-      if (c === NONE) continue;
-      const v = x[t];
-      if (v - v !== 0) {
-        // NaN or ±Inf: counted, excluded from everything else
-        if (c === PRE) f0++;
-        else if (c === POST) f1++;
-        else f2++;
-        continue;
-      }
-      if (c === PRE) (v0[n0++] = v), (l0 += v), c0++;
-      else if (c === POST) (v1[n1++] = v), (l1 += v), c1++;
-      else (v2[n2++] = v), (l2 += v), c2++;
-    }
-    L[s] = l0; C[s] = c0;
-    L[nSeqs + s] = l1; C[nSeqs + s] = c1;
-    L[2 * nSeqs + s] = l2; C[2 * nSeqs + s] = c2;
-    L[3 * nSeqs + s] = l0 + l1; C[3 * nSeqs + s] = c0 + c1;
-  }
-  bufs[0].len = n0; bufs[1].len = n1; bufs[2].len = n2;
-  return [f0, f1, f2];
 }
 
 /** User slices `user:<name>` from slice_ids: model tokens (pre_tool ∪ post_tool) with that id. */
 function ingestUser(
   rs: RankStep, pair: PairName, x: Float32Array, d: StepData, names: string[], pool: BufPool,
-  lo: number, hi: number, T: number, nSeqs: number,
+  clip: { lo: number; hi: number }, T: number, nSeqs: number, keep: boolean,
 ): void {
-  const ids = d.sliceIds!, lab = labels, off = d.offsets;
+  const ids = d.sliceIds!, lab = labelsFromRuns(T), off = d.offsets;
   const K = names.length;
-  const cnt = new Float64Array(K);
+  // Gather each id's model tokens (non-finite included: the kernel counts them) sequence by sequence,
+  // one run per (id, sequence), then run the same kernel over the gathered values.
+  const cnt = new Int32Array(K);
   for (let t = 0; t < T; t++) if (lab[t] <= POST && ids[t] < K) cnt[ids[t]]++;
-  const L = new Float64Array(K * nSeqs), C = new Float64Array(K * nSeqs);
-  const states: (SliceState | null)[] = [];
-  const starts: number[] = [];
-  for (let k = 0; k < K; k++) {
-    if (cnt[k] === 0) (states.push(null), starts.push(0));
-    else {
-      const s = rs.slice(`${pair}/user:${names[k]}`);
-      s.buf = pool.ensure(s.buf ?? pool.get(cnt[k]), cnt[k]);
-      states.push(s);
-      starts.push(s.buf.len);
-    }
-  }
+  const start = new Int32Array(K + 1);
+  for (let k = 0; k < K; k++) start[k + 1] = start[k] + cnt[k];
+  const vals = new Float32Array(start[K]);
+  const fill = start.slice(0, K);
+  const runsOf: number[][] = Array.from({ length: K }, () => []);
   for (let s = 0; s < nSeqs; s++) {
+    const before = fill.slice();
     for (let t = off[s]; t < off[s + 1]; t++) {
       const id = ids[t];
-      if (lab[t] > POST || id >= K) continue;
-      const st = states[id]!;
-      const v = x[t];
-      if (v - v !== 0) {
-        st.sums[1]++;
-        continue;
-      }
-      st.buf!.vals[st.buf!.len++] = v;
-      L[id * nSeqs + s] += v;
-      C[id * nSeqs + s]++;
+      if (lab[t] <= POST && id < K) vals[fill[id]++] = x[t];
     }
+    for (let k = 0; k < K; k++) if (fill[k] > before[k]) runsOf[k].push(before[k], fill[k], 0, s);
   }
-  const { lo: _l, hi: _h } = { lo, hi };
+  const L = new Float64Array(nSeqs), C = new Float64Array(nSeqs);
+  const vbits = new Int32Array(vals.buffer);
   for (let k = 0; k < K; k++) {
-    const st = states[k];
-    if (!st) continue;
-    accumulate(st.hist, st.sums, st.buf!.vals, st.buf!.bits, starts[k], st.buf!.len, _l, _h);
-    addSeqParts(st.sums, L, C, k * nSeqs, (k + 1) * nSeqs);
+    if (cnt[k] === 0) continue;
+    const st = rs.slice(`${pair}/user:${names[k]}`);
+    const runs: Runs = { runs: Int32Array.from(runsOf[k]), n: runsOf[k].length / 4 };
+    L.fill(0);
+    C.fill(0);
+    if (keep) {
+      const buf = (st.buf = pool.ensure(st.buf ?? pool.get(cnt[k]), cnt[k]));
+      buf.len = kernelRuns(vals, vbits, runs, 0, st.sh, st.sums, buf.vals, buf.len, clip.lo, clip.hi, L, C, 0);
+    } else {
+      sink = grow(sink, cnt[k], (n) => new Float32Array(n));
+      kernelRuns(vals, vbits, runs, 0, st.sh, st.sums, sink, 0, clip.lo, clip.hi, L, C, 0);
+    }
+    addSeqParts(st.sums, L, C, 0, nSeqs);
   }
 }

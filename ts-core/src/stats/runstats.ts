@@ -7,7 +7,7 @@ import { PAIRS } from '../types.ts';
 import { HIST_BINS, histQuantiles } from './hist.ts';
 import { BufPool } from './pool.ts';
 import { RankStep, SliceState, ingestChunk } from './rankstep.ts';
-import { selectQuantiles, type ValueBuf } from './select.ts';
+import { selectMany, type SelectSpec, type ValueBuf } from './select.ts';
 import { attribution, shapeChange } from './shape.ts';
 import { S_N, S_NONFINITE, S_SUM_ABS, emptySums, metricsFromSums, mergeSums } from './sums.ts';
 import { WindowState } from './window.ts';
@@ -70,6 +70,9 @@ export class RunStats {
   private pending = new Map<number, PendingStep>();
   private windows = new Map<string, WindowState>();
   private pool = new BufPool();
+  /** Recycled SliceStates (each 260 KB): a step allocates none once the run is warm. */
+  private free: SliceState[] = [];
+  private readonly alloc = (): SliceState => this.free.pop()?.reset() ?? new SliceState();
   /** Last finalised step (-1 before any). */
   lastFinal = -1;
   /** Chunks that arrived for an already finalised step (counted, never merged). */
@@ -93,7 +96,7 @@ export class RunStats {
     let ps = this.pending.get(step);
     if (!ps) this.pending.set(step, (ps = new PendingStep(step, Number.isFinite(data.receivedAt) ? data.receivedAt : Date.now())));
     let rs = ps.ranks.get(rank);
-    if (!rs) ps.ranks.set(rank, (rs = new RankStep(rank)));
+    if (!rs) ps.ranks.set(rank, (rs = new RankStep(rank, this.alloc)));
     rs.chunkCount = Math.max(1, chunkCount | 0);
     if (rs.complete) {
       this.duplicates++;
@@ -120,7 +123,7 @@ export class RunStats {
     const ps = new PendingStep(d.step, Number.isFinite(d.receivedAt) ? d.receivedAt : Date.now());
     ps.sketch = true;
     ps.keep = false; // histogram quantiles: the values never reach the engine
-    const rs = new RankStep(0);
+    const rs = new RankStep(0, this.alloc);
     rs.chunksSeen = 1;
     Object.assign(rs, { tokens: d.tokens, nSeqs: d.nSeqs, knobs: d.knobs, logs: d.logs, receivedAt: ps.firstAt });
     Object.assign(rs.maskCounts, d.sliceCounts);
@@ -179,20 +182,29 @@ export class RunStats {
     const present = ps.sketch ? [...Array(this.opts.worldSize).keys()] : ranks.filter((r) => r.complete).map((r) => r.rank);
     const missing: number[] = [];
     for (let r = 0; r < this.opts.worldSize; r++) if (!present.includes(r)) missing.push(r);
-    // Merge ranks per pair × slice (exact: sums and histograms).
+    // Merge ranks per pair × slice (exact: sums and histograms). One rank: its states are the merge.
     const merged = new Map<string, SliceState>();
+    const owned: SliceState[] = [];
     const pairs = new Set<PairName>();
     const implicit = new Set<PairName>();
+    const single = ranks.filter((r) => r.slices.size > 0).length <= 1;
     for (const rs of ranks) {
       rs.pairs.forEach((p) => pairs.add(p));
       rs.implicit.forEach((p) => implicit.add(p));
       for (const [key, s] of rs.slices) {
+        if (single) {
+          merged.set(key, s);
+          continue;
+        }
         let m = merged.get(key);
-        if (!m) merged.set(key, (m = new SliceState()));
-        for (let b = 0; b < HIST_BINS; b++) m.hist[b] += s.hist[b];
+        if (!m) (merged.set(key, (m = this.alloc())), owned.push(m));
+        const mh = m.hist, sh = s.hist;
+        for (let b = 0; b < HIST_BINS; b++) mh[b] += sh[b];
         mergeSums(m.sums, s.sums, true);
       }
     }
+    const empty = this.alloc();
+    owned.push(empty);
     const records: MetricRecord[] = [];
     const windows: WindowRecord[] = [];
     const q = new Float64Array(Q_PS.length);
@@ -202,13 +214,14 @@ export class RunStats {
       const nPost = merged.get(`${pair}/post_tool`)?.sums[S_N] ?? 0;
       const alpha = nPre + nPost > 0 ? nPost / (nPre + nPost) : NaN;
       const user = [...merged.keys()].filter((k) => k.startsWith(`${pair}/user:`)).map((k) => k.slice(pair.length + 1)).sort();
-      for (const slice of [...BUILTIN, ...user] as SliceName[]) {
+      const slices = [...BUILTIN, ...user] as SliceName[];
+      const quants = this.pairQuantiles(ps.keep, ranks, pair, slices, merged, empty);
+      for (const slice of slices) {
         const key = `${pair}/${slice}`;
-        const m = merged.get(key) ?? new SliceState();
+        const m = merged.get(key) ?? empty;
         if (slice === 'tool_output' && m.sums[S_N] + m.sums[S_NONFINITE] === 0) continue;
         const sm = metricsFromSums(m.sums);
-        if (ps.keep && sm.n > 0) selectQuantiles(m.hist, sm.n, Q_PS, this.valueBufs(ranks, pair, slice), q);
-        else histQuantiles(m.hist, Q_PS, sm.abs_max, q);
+        const q = quants.get(slice)!;
         const rec: MetricRecord = {
           step: ps.step, pair, slice, ...sm,
           abs_q50: q[0], abs_q90: q[1], abs_q95: q[2], abs_q99: q[3], abs_q999: q[4], alpha,
@@ -216,10 +229,17 @@ export class RunStats {
         if (implicit.has(pair)) rec.implicit = true;
         records.push(rec);
       }
-      this.updateWindows(ps.step, pair, merged, user, windows);
+      this.updateWindows(ps.step, pair, merged, user, windows, empty);
     }
     const perRank = ps.sketch ? [] : ranks.map((rs) => this.rankSummary(rs));
-    for (const rs of ranks) for (const s of rs.slices.values()) if (s.buf) (this.pool.release(s.buf), (s.buf = null));
+    for (const rs of ranks) {
+      for (const s of rs.slices.values()) {
+        if (s.buf) (this.pool.release(s.buf), (s.buf = null));
+        this.free.push(s);
+      }
+    }
+    for (const s of owned) this.free.push(s);
+    if (this.free.length > 256) this.free.length = 256;
     const first = ranks.find((r) => r.rank === 0) ?? ranks[0];
     return {
       runId: this.opts.runId, step: ps.step, worldSize: this.opts.worldSize, ranksPresent: present, ranksMissing: missing,
@@ -228,10 +248,36 @@ export class RunStats {
     };
   }
 
-  private valueBufs(ranks: RankStep[], pair: string, slice: string): ValueBuf[] {
-    const names = slice === 'all' ? ['pre_tool', 'post_tool'] : [slice];
-    const out: ValueBuf[] = [];
-    for (const rs of ranks) for (const n of names) { const b = rs.slices.get(`${pair}/${n}`)?.buf; if (b) out.push(b); }
+  /**
+   * abs_q* of every slice of a pair: exact by one selection pass over the kept values (pre_tool values
+   * serve pre_tool and all, post_tool values post_tool and all), else from the merged histogram.
+   */
+  private pairQuantiles(
+    keep: boolean, ranks: RankStep[], pair: string, slices: string[], merged: Map<string, SliceState>, empty: SliceState,
+  ): Map<string, Float64Array> {
+    const out = new Map<string, Float64Array>();
+    const specs: SelectSpec[] = [];
+    const bit = new Map<string, number>();
+    for (const slice of slices) {
+      const m = merged.get(`${pair}/${slice}`) ?? empty;
+      const q = new Float64Array(Q_PS.length);
+      out.set(slice, q);
+      const n = m.sums[S_N];
+      if (keep && n > 0 && specs.length < 8) (bit.set(slice, 1 << specs.length), specs.push({ hist: m.hist, n, ps: Q_PS, out: q }));
+      else histQuantiles(m.hist, Q_PS, n > 0 ? m.sums[10] : NaN, q);
+    }
+    if (!specs.length) return out;
+    const bufs: ValueBuf[] = [];
+    const masks: number[] = [];
+    for (const rs of ranks) {
+      for (const [key, s] of rs.slices) {
+        if (!s.buf || !key.startsWith(`${pair}/`)) continue;
+        const slice = key.slice(pair.length + 1);
+        const mask = (bit.get(slice) ?? 0) | (slice === 'pre_tool' || slice === 'post_tool' ? (bit.get('all') ?? 0) : 0);
+        if (mask) (bufs.push(s.buf), masks.push(mask));
+      }
+    }
+    selectMany(specs, bufs, masks);
     return out;
   }
 
@@ -256,8 +302,7 @@ export class RunStats {
     return w;
   }
 
-  private updateWindows(step: number, pair: PairName, merged: Map<string, SliceState>, user: string[], out: WindowRecord[]): void {
-    const empty = new SliceState();
+  private updateWindows(step: number, pair: PairName, merged: Map<string, SliceState>, user: string[], out: WindowRecord[], empty: SliceState): void {
     const slices = [...BUILTIN, ...user, ...[...this.windows.keys()].filter((k) => k.startsWith(`${pair}/user:`)).map((k) => k.slice(pair.length + 1))];
     const done = new Set<string>();
     const recs: WindowRecord[] = [];
