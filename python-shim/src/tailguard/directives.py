@@ -362,7 +362,8 @@ class DirectiveApplier:
                     "tailguard: engine says stop at step %d (%s)%s", step, params.get("cause") or d.get("reason"),
                     f"; resume with resume_from_checkpoint={hint!r}" if hint else "",
                 )
-                changes.append({"knob": "should_training_stop", "old": False, "new": True})
+                # ack changes are numbers on the wire (proto/README `ack`): the stop flag goes as 0 → 1
+                changes.append({"knob": "should_training_stop", "old": 0, "new": 1})
             elif action == "curriculum":
                 ceiling = params.get("alpha_ceiling", params.get("alpha_max"))
                 if isinstance(ceiling, bool) or not isinstance(ceiling, (int, float)) or not 0 <= ceiling <= 1:
