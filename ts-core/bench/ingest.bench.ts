@@ -2,7 +2,10 @@
 // (a) end to end through the real ZeroMQ socket (encode outside the timer; decode, validation,
 // assembly, slices, all statistics, windows and the reply inside), (b) in process (RunStats only),
 // against (c) a same-process baseline that pushes every |ℓ| into `tdigest` one value at a time
-// (timed on a subsample and scaled per value). Run: `npm run bench` (or tsx ts-core/bench/ingest.bench.ts [--quick]).
+// (timed on a subsample and scaled per value). Each is reported as wall time and as this process's
+// CPU time (all its threads: zmq I/O, GC), because on a shared machine wall time mostly measures the
+// neighbours. Run: `npm run bench` (or tsx ts-core/bench/ingest.bench.ts [--quick] [--steps N]).
+import { loadavg } from 'node:os';
 import { Dealer } from 'zeromq';
 import tdigestPkg from 'tdigest';
 import { encodeHeader, encodeMessage, decodeMessage } from '../src/protocol/codec.ts';
@@ -14,9 +17,20 @@ import { chunkRanges, ingestStep } from './ingest-data.ts';
 
 const { TDigest } = tdigestPkg as any;
 const quick = process.argv.includes('--quick');
+const stepsArg = Number(process.argv[process.argv.indexOf('--steps') + 1]);
 const V = [1, 0];
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
-const now = () => Number(process.hrtime.bigint());
+const wall = () => Number(process.hrtime.bigint());
+const cpu = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) * 1000;
+};
+interface Sample { wall: number; cpu: number } // ns per token
+const timed = (f: () => void, per: number): Sample => {
+  const w0 = wall(), c0 = cpu();
+  f();
+  return { wall: (wall() - w0) / per, cpu: (cpu() - c0) / per };
+};
 
 function frames(d: StepData, step: number, maxChunk = 1_000_000): Buffer[][] {
   const ranges = chunkRanges(d.offsets, maxChunk);
@@ -30,7 +44,7 @@ function frames(d: StepData, step: number, maxChunk = 1_000_000): Buffer[][] {
   });
 }
 
-async function socketRun(d: StepData, steps: number): Promise<number[]> {
+async function socketRun(d: StepData, steps: number): Promise<{ samples: Sample[]; stats: RunStats }> {
   const stats = new RunStats({ worldSize: 1 });
   const server = new EngineServer({
     endpoint: 'tcp://127.0.0.1:0', log: silentLogger(),
@@ -41,60 +55,74 @@ async function socketRun(d: StepData, steps: number): Promise<number[]> {
   sock.connect(ep);
   await sock.send([encodeHeader({ type: 'hello', version: V, run_id: 'bench', rank: 0, world_size: 1, trainer: 'synthetic', mode: 'raw', checksum: false })]);
   await sock.receive();
-  const out: number[] = [];
+  const T = d.completionMask.length;
+  const samples: Sample[] = [];
   for (let s = 1; s <= steps; s++) {
     const fr = frames(d, s); // encoding is the client's cost, outside the timer
-    const t0 = now();
+    const w0 = wall(), c0 = cpu();
     for (const f of fr) await sock.send(f);
     const reply = decodeMessage(await sock.receive()).header as Record<string, any>;
-    const dt = now() - t0;
+    samples.push({ wall: (wall() - w0) / T, cpu: (cpu() - c0) / T });
     if (reply.type !== 'directive') throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
     if (reply.metrics_step !== s) throw new Error(`reply metrics for step ${reply.metrics_step}, expected ${s}`);
-    out.push(dt / d.completionMask.length);
   }
   sock.close();
   await server.close();
-  return out;
+  return { samples, stats };
 }
 
-function inProcess(d: StepData, steps: number): number[] {
-  const rs = new RunStats({ worldSize: 1 });
-  const out: number[] = [];
-  for (let s = 1; s <= steps; s++) {
-    const t0 = now();
-    rs.addRankStep({ ...d, step: s });
-    const r = rs.finalizeReady(0);
-    out.push((now() - t0) / d.completionMask.length);
+function inProcess(d: StepData, steps: number, rs = new RunStats({ worldSize: 1 })): { samples: Sample[]; stats: RunStats } {
+  const T = d.completionMask.length;
+  const samples: Sample[] = [];
+  const first = rs.lastFinal + 1;
+  for (let s = first; s < first + steps; s++) {
+    let r: unknown[] = [];
+    samples.push(timed(() => {
+      rs.addRankStep({ ...d, step: s });
+      r = rs.finalizeReady(0);
+    }, T));
     if (r.length !== 1) throw new Error('no result');
+  }
+  return { samples, stats: rs };
+}
+
+function tdigestBaseline(x: Float32Array, sample: number, reps: number): Sample[] {
+  const n = Math.min(sample, x.length);
+  const out: Sample[] = [];
+  for (let k = 0; k < reps; k++) {
+    const td = new TDigest();
+    out.push(timed(() => {
+      for (let i = 0; i < n; i++) td.push(Math.abs(x[i]));
+    }, n));
   }
   return out;
 }
 
-function tdigestBaseline(x: Float32Array, sample: number): number {
-  const td = new TDigest();
-  const n = Math.min(sample, x.length);
-  const t0 = now();
-  for (let i = 0; i < n; i++) td.push(Math.abs(x[i]));
-  return (now() - t0) / n;
-}
+const fmt = (a: Sample[], k: 'wall' | 'cpu') => `${median(a.map((s) => s[k])).toFixed(1)} (min ${Math.min(...a.map((s) => s[k])).toFixed(1)})`;
 
 async function main() {
   const sizes = quick ? [1_000_000] : [1_000_000, 10_000_000];
-  console.log(`# ingest benchmark (node ${process.version}, ${quick ? 'quick' : 'full'})`);
+  const la = () => loadavg().map((v) => v.toFixed(1)).join(' ');
+  console.log(`# ingest benchmark (node ${process.version}, ${quick ? 'quick' : 'full'}); load average ${la()}`);
+  console.log('# ns/token: median (min) over the timed steps; warm-up steps are not timed');
   for (const T of sizes) {
     const d = ingestStep(T, 7);
-    const steps = T >= 1e7 ? (quick ? 2 : 5) : quick ? 4 : 9;
-    inProcess(d, 2); // warm-up (JIT)
-    const inproc = inProcess(d, steps).slice(1);
-    const sock = (await socketRun(d, steps + 1)).slice(1);
-    const base = tdigestBaseline(d.pairs.policy_vs_ref!, T >= 1e7 ? 200_000 : 200_000);
+    const steps = Number.isFinite(stepsArg) && stepsArg > 0 ? stepsArg : T >= 1e7 ? (quick ? 3 : 7) : quick ? 8 : 15;
+    const warm = inProcess(d, 3); // JIT, pools, window rings
+    const inproc = inProcess(d, steps, warm.stats);
+    const sock = await socketRun(d, steps + 2);
+    const sockS = sock.samples.slice(2);
+    const base = tdigestBaseline(d.pairs.policy_vs_ref!, 200_000, 5);
     const post = (() => { let p = 0, m = 0; const lab = d.toolMask, cm = d.completionMask; for (let s = 0; s + 1 < d.offsets.length; s++) { let seen = false; for (let t = d.offsets[s]; t < d.offsets[s + 1]; t++) { if (!cm[t]) continue; if (!lab[t]) seen = true; else (m++, seen && p++); } } return p / m; })();
-    console.log(`T=${T.toExponential(0)} tokens/step, alpha=${post.toFixed(2)}, 1 pair, ${steps} steps (first dropped)`);
-    console.log(`  end to end (socket): median ${median(sock).toFixed(1)} ns/token  [${sock.map((v) => v.toFixed(1)).join(', ')}]`);
-    console.log(`  in process (RunStats): median ${median(inproc).toFixed(1)} ns/token  [${inproc.map((v) => v.toFixed(1)).join(', ')}]`);
-    console.log(`  baseline tdigest.push per value (2e5-value subsample, scaled): ${base.toFixed(1)} ns/token`);
-    console.log(`  ratio baseline / end to end: ${(base / median(sock)).toFixed(1)}x; baseline / in process: ${(base / median(inproc)).toFixed(1)}x`);
+    const qp = inproc.stats.quantilePaths;
+    console.log(`T=${T.toExponential(0)} tokens/step, alpha=${post.toFixed(2)}, 1 pair, ${steps} timed steps; exact quantiles from the band ${qp.band}, rescan ${qp.scan}, histogram ${qp.hist}`);
+    console.log(`  end to end (socket):   wall ${fmt(sockS, 'wall')}  cpu ${fmt(sockS, 'cpu')} ns/token`);
+    console.log(`  in process (RunStats): wall ${fmt(inproc.samples, 'wall')}  cpu ${fmt(inproc.samples, 'cpu')} ns/token`);
+    console.log(`  baseline tdigest.push per value (2e5-value subsample, 5 runs): wall ${fmt(base, 'wall')}  cpu ${fmt(base, 'cpu')} ns/value`);
+    const r = (k: 'wall' | 'cpu', a: Sample[]) => (median(base.map((s) => s[k])) / median(a.map((s) => s[k]))).toFixed(1);
+    console.log(`  ratio baseline / end to end: wall ${r('wall', sockS)}x, cpu ${r('cpu', sockS)}x; baseline / in process: wall ${r('wall', inproc.samples)}x, cpu ${r('cpu', inproc.samples)}x`);
   }
+  console.log(`# load average at the end ${la()}`);
 }
 
 await main();

@@ -99,6 +99,31 @@ describe.each([
   }
 });
 
+describe('exact quantiles from the band collected during the pass', () => {
+  it('later steps use the band around the previous quantiles, a shifted step falls back; all bit-identical to a sort', () => {
+    const rs = new RunStats({ worldSize: 2 });
+    const scales = [0.05, 0.05, 0.6, 0.6];
+    const paths: string[] = [];
+    scales.forEach((scale, i) => {
+      const d = synthStep({ tokens: 150_000, seed: 40 + i, step: i + 1, alpha: 0.3, gen: (r) => studentT3(r, scale) });
+      const before = { ...rs.quantilePaths };
+      for (const p of splitRanks(d, 2)) rs.addRankStep(p);
+      const r = rs.finalizeReady(0)[0];
+      paths.push(rs.quantilePaths.band > before.band ? (rs.quantilePaths.scan > before.scan ? 'mixed' : 'band') : 'scan');
+      for (const slice of ['all', 'pre_tool', 'post_tool', 'tool_output']) {
+        const ref = reference(d, 'policy_vs_ref', SLICE_CODES[slice]);
+        const m = rec(r, slice);
+        expect([m.abs_q50, m.abs_q90, m.abs_q95, m.abs_q99, m.abs_q999], `step ${i + 1} ${slice}`).toEqual([0.5, 0.9, 0.95, 0.99, 0.999].map(ref.quant));
+      }
+    });
+    // step 1: no prediction; step 2: band; step 3: 12x wider, the band misses; step 4: band again
+    expect(paths[0]).toBe('scan');
+    expect(paths[1]).toBe('band');
+    expect(paths[2]).not.toBe('band');
+    expect(paths[3]).toBe('band');
+  });
+});
+
 describe('histogram-only path (values not kept) merges ranks', () => {
   it('matches the reference on moments and is within 0.1% on quantiles up to p99.9', () => {
     const d = synthStep({ tokens: 400_000, seed: 5, alpha: 0.4, gen: (r) => contaminated(r, 0.02) });

@@ -1,7 +1,7 @@
 // SliceAccumulator: the mergeable summary of one pair × slice — bit-histogram of |ℓ| plus the exact
 // sums of docs/sketch.md (same field order). Raw mode fills it from values; sketch mode builds it
 // from a payload; both merge with the same rules, so the metrics agree.
-import { HIST_BINS, HIST_LAYOUT, histQuantiles } from './hist.ts';
+import { HIST_BINS, HIST_LAYOUT, histAdd, histQuantiles } from './hist.ts';
 import { addSeqParts, foldHist, kernelRuns } from './kernel.ts';
 import { StatsError } from './errors.ts';
 import { N_SUMS, SUMS_FIELDS, type SumMetrics, clipBand, emptySums, mergeSums, metricsFromSums } from './sums.ts';
@@ -22,18 +22,18 @@ export class SliceAccumulator {
     const runs = new Int32Array(4 * nSeq);
     for (let s = 0; s < nSeq; s++) runs.set([offs[s], offs[s + 1], 0, s], 4 * s);
     const L = new Float64Array(nSeq), C = new Float64Array(nSeq);
-    const sh = new Uint32Array(2 * HIST_BINS);
+    const sh = new Uint32Array(HIST_BINS);
     const { lo, hi } = clipBand(knobs);
     const bits = new Int32Array(values.buffer, values.byteOffset, values.length);
     kernelRuns(values, bits, { runs, n: nSeq }, 0, sh, this.sums, new Float32Array(values.length), 0, lo, hi, L, C, 0);
-    foldHist(sh, this.hist, this.sums, lo, hi);
+    foldHist(sh, this.hist, this.sums, hi);
     addSeqParts(this.sums, L, C, 0, nSeq);
     return this;
   }
 
   /** this ← this ⊕ other (exact for counts and sums; LSE parts rescaled to the larger max). */
   merge(other: SliceAccumulator): this {
-    for (let b = 0; b < HIST_BINS; b++) this.hist[b] += other.hist[b];
+    histAdd(this.hist, other.hist);
     mergeSums(this.sums, other.sums, true);
     return this;
   }

@@ -52,35 +52,61 @@ export function binOf(x: number): number {
  * error at p99.9. `ps` must be ascending. Writes NaN when n = 0.
  */
 export function histQuantiles(hist: Float64Array, ps: ArrayLike<number>, maxAbs: number, out: Float64Array): Float64Array {
-  let n = 0;
-  for (let b = 0; b < HIST_BINS; b++) n += hist[b];
+  const n = histTotal(hist);
   if (!(n > 0)) {
     out.fill(NaN, 0, ps.length);
     return out;
   }
   // Ranks only increase with k, so one forward scan over the bins serves every quantile.
-  let b = 0;
-  let cum = 0; // count before bin b
-  const at = (r: number): number => {
-    if (r >= n - 1) return maxAbs;
-    if (r < cum) (b = 0), (cum = 0); // equal ranks twice (close ps, small n)
-    while (b < HIST_LAST && cum + hist[b] <= r) cum += hist[b++];
-    const lo = HIST_EDGES[b];
-    const hi = Math.min(HIST_EDGES[b + 1], maxAbs);
-    const q = lo + ((r - cum + 0.5) / hist[b]) * (hi - lo);
-    return q > hi ? hi : q < lo ? lo : q;
-  };
+  const cur = { b: 0, cum: 0 };
   for (let k = 0; k < ps.length; k++) {
     const h = ps[k] * (n - 1);
     const r0 = Math.floor(h);
-    const a = at(r0);
-    out[k] = h > r0 ? a + (h - r0) * (at(r0 + 1) - a) : a;
+    const a = orderStat(hist, n, maxAbs, r0, cur);
+    out[k] = h > r0 ? a + (h - r0) * (orderStat(hist, n, maxAbs, r0 + 1, cur) - a) : a;
   }
   return out;
 }
 
+/** Estimated order statistic r (see histQuantiles); cur = scan position (bin, count before it). */
+function orderStat(hist: Float64Array, n: number, maxAbs: number, r: number, cur: { b: number; cum: number }): number {
+  if (r >= n - 1) return maxAbs;
+  if (r < cur.cum) (cur.b = 0), (cur.cum = 0); // equal ranks twice (close ps, small n)
+  let b = cur.b, cum = cur.cum;
+  const last = HIST_LAST;
+  while (b < last && cum + hist[b] <= r) cum += hist[b++];
+  cur.b = b;
+  cur.cum = cum;
+  const lo = HIST_EDGES[b];
+  const hi = Math.min(HIST_EDGES[b + 1], maxAbs);
+  const q = lo + ((r - cum + 0.5) / hist[b]) * (hi - lo);
+  return q > hi ? hi : q < lo ? lo : q;
+}
+
 export function histQuantile(hist: Float64Array, p: number, maxAbs: number): number {
   return histQuantiles(hist, [p], maxAbs, new Float64Array(1))[0];
+}
+
+// Bin loops live in these small leaf functions: a caller whose own branches change over a run (window
+// fill, baseline done) gets deoptimised by V8 and its inline 16k-bin loops would then run unoptimised.
+/** dst += src[off .. off + HIST_BINS). */
+export function histAdd(dst: Float64Array, src: Float64Array, off = 0): void {
+  const N = HIST_BINS;
+  for (let b = 0; b < N; b++) dst[b] += src[off + b];
+}
+
+/** dst += add − sub[off .. off + HIST_BINS) (window ring eviction). */
+export function histAddSub(dst: Float64Array, add: Float64Array, sub: Float64Array, off: number): void {
+  const N = HIST_BINS;
+  for (let b = 0; b < N; b++) dst[b] += add[b] - sub[off + b];
+}
+
+/** Σ counts. */
+export function histTotal(h: Float64Array): number {
+  const N = HIST_BINS;
+  let n = 0;
+  for (let b = 0; b < N; b++) n += h[b];
+  return n;
 }
 
 /** Sparse [bins[], counts[]] form for JSON snapshots. */

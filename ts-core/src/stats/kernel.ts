@@ -44,6 +44,8 @@ const FAST_LIMIT = 300;
 
 /** Straddle flags: bins holding an exceedance or clip threshold; only those values are compared. */
 const FLAG = new Uint8Array(HIST_BINS);
+const EMPTY_F32 = new Float32Array(0);
+const EMPTY_U8 = new Uint8Array(0);
 
 /** Runs: quadruples (start, end, code, seq) of tokens with one slice code inside one sequence. */
 export interface Runs {
@@ -52,27 +54,57 @@ export interface Runs {
 }
 
 /**
+ * Quantile band of a step (from the previous step's exact quantiles): bins[i] gets slice bits
+ * bits[i] (BAND_* by code, BAND_ALL). The kernel copies |ℓ| of values in band bins into `cand`, so the
+ * exact per-step quantiles usually need no second pass over the values (runstats.pairQuantiles).
+ */
+export interface Band {
+  bins: Int32Array;
+  bits: Uint8Array;
+  n: number;
+}
+export const BAND_ALL = 8;
+/** Candidates out: |ℓ| and tag (1 = own slice's band, 2 = all's band, 3 = both). */
+export interface Cand {
+  vals: Float32Array;
+  tags: Uint8Array;
+  n: number;
+}
+
+/**
  * Process the runs with `code`: finite values are appended to out[outLen..] (caller made room),
- * counted in sh (2·HIST_BINS signed counts: [2b] ℓ ≥ 0, [2b+1] ℓ < 0) and summed into `sums` (token
- * fields; exceedance/clip only for straddling bins — foldHist adds the bins above). Per sequence,
- * Σℓ and the finite count go to seqL/seqC[seqBase + seq]. Returns the new outLen.
+ * counted in sh (HIST_BINS counts of |ℓ|) and summed into `sums` (token fields; exceedance/clip only
+ * for straddling bins and the negative values above the clip bins — foldHist adds the bins above).
+ * Per sequence, Σℓ and the finite count go to seqL/seqC[seqBase + seq]. Returns the new outLen.
+ * The ESS parts are unshifted (shift 0) while |ℓ| ≤ 300: any shift is valid (merges rescale), so no
+ * max ℓ is tracked on the hot path.
  */
 export function kernelRuns(
   x: Float32Array, bits: Int32Array, R: Runs, code: number, sh: Uint32Array, sums: Float64Array,
   out: Float32Array, outLen: number, clipLo: number, clipHi: number,
-  seqL: Float64Array, seqC: Float64Array, seqBase: number,
+  seqL: Float64Array, seqC: Float64Array, seqBase: number, band: Band | null = null, cand: Cand | null = null,
 ): number {
   const b15 = binAt(T15), b2 = binAt(T2), b3 = binAt(T3);
-  const bLo = clipLo === -Infinity ? -1 : binAt(-clipLo), bHi = binAt(clipHi);
+  const bLo = clipLo === -Infinity ? HIST_BINS : binAt(-clipLo), bHi = binAt(clipHi);
   FLAG[b15] = FLAG[b2] = FLAG[b3] = FLAG[bHi] = 1;
-  if (bLo >= 0) FLAG[bLo] = 1;
+  if (bLo < HIST_BINS) FLAG[bLo] = 1;
+  // FLAG bit 2: bin in this slice's band, bit 4: in all's band (pre/post values feed `all` too)
+  if (band && cand) {
+    const own = 1 << code, all = code < 2 ? BAND_ALL : 0;
+    for (let i = 0; i < band.n; i++) {
+      const bb = band.bits[i];
+      FLAG[band.bins[i]] |= (bb & own ? 2 : 0) | (bb & all ? 4 : 0);
+    }
+  }
+  const CV = cand ? cand.vals : EMPTY_F32, CT = cand ? cand.tags : EMPTY_U8;
+  let cn = cand ? cand.n : 0;
   // Module bindings are context loads with hole checks in V8; hot-loop constants are locals.
   const SH = sh, FLAG_ = FLAG, ET = ETAB, BMIN = HIST_BITS_MIN, LAST = HIST_LAST, SHIFT = HIST_SHIFT;
   const c2 = C2, c3 = C3, c4 = C4, c5 = C5, rnd = ROUND, grid = GRID, inv = 1 / GRID, half = TAB_HALF, lim = TAB_LIMIT;
   const t15 = T15, t2 = T2, t3 = T3, runs = R.runs, nr = R.n;
   let e15 = 0, e2 = 0, e3 = 0, cLo = 0, cHi = 0; // straddling-bin counts
-  let sum = 0, sumAbs = 0, sumSq = 0, s1 = 0, s2 = 0, k3 = 0, nonfin = 0;
-  let mx = -Infinity, mn = Infinity;
+  let negLo = 0, negHi = 0; // ℓ < 0 in bins above bLo / bHi (int ops: no signed histogram needed)
+  let sum = 0, sumAbs = 0, sumSq = 0, s1 = 0, s2 = 0, k3 = 0, nonfin = 0, amax = 0;
   let n = outLen;
   for (let ri = 0; ri < nr; ri++) {
     const o4 = ri << 2;
@@ -89,20 +121,29 @@ export function kernelRuns(
       const u = bits[i];
       const d = ((u & 0x7fffffff) - BMIN) >> SHIFT;
       const bin = d < 0 ? 0 : d >= LAST ? LAST : d + 1;
-      SH[(bin << 1) | (u >>> 31)]++;
+      SH[bin]++;
+      const neg = u >>> 31;
+      negLo += neg & ((bLo - bin) >>> 31);
+      negHi += neg & ((bHi - bin) >>> 31);
       const a = Math.abs(xv);
-      if (FLAG_[bin] !== 0) {
-        if (bin === b15 && a > t15) e15++;
-        if (bin === b2 && a > t2) e2++;
-        if (bin === b3 && a > t3) e3++;
-        if (bin === bHi && xv > clipHi) cHi++;
-        if (bin === bLo && xv < clipLo) cLo++;
+      const f = FLAG_[bin];
+      if (f !== 0) {
+        if (f & 1) {
+          if (bin === b15 && a > t15) e15++;
+          if (bin === b2 && a > t2) e2++;
+          if (bin === b3 && a > t3) e3++;
+          if (bin === bHi && xv > clipHi) cHi++;
+          if (bin === bLo && xv < clipLo) cLo++;
+        }
+        if (f > 1) {
+          CV[cn] = a;
+          CT[cn++] = f >> 1;
+        }
       }
       rsum += xv;
       sumAbs += a;
       sumSq += xv * xv;
-      mx = Math.max(mx, xv);
-      mn = Math.min(mn, xv);
+      amax = Math.max(amax, a);
       let w: number;
       if (a < lim) {
         const m = (xv * grid + rnd) - rnd;
@@ -126,7 +167,11 @@ export function kernelRuns(
     sum += rsum;
   }
   FLAG[b15] = FLAG[b2] = FLAG[b3] = FLAG[bHi] = 0;
-  if (bLo >= 0) FLAG[bLo] = 0;
+  if (bLo < HIST_BINS) FLAG[bLo] = 0;
+  if (band && cand) {
+    for (let i = 0; i < band.n; i++) FLAG[band.bins[i]] = 0;
+    cand.n = cn;
+  }
   sums[S_NONFINITE] += nonfin;
   const cnt = n - outLen;
   if (cnt === 0) return n;
@@ -138,16 +183,18 @@ export function kernelRuns(
   sums[S_EXCEED_1_5] += e15;
   sums[S_EXCEED_2] += e2;
   sums[S_EXCEED_3] += e3;
-  sums[S_CLIP] += cLo + cHi;
-  const amax = Math.max(mx, -mn);
+  sums[S_CLIP] += cLo + cHi + negLo - negHi; // foldHist adds every value above bHi
   if (amax > sums[S_ABS_MAX]) sums[S_ABS_MAX] = amax;
-  if (amax <= FAST_LIMIT) lseAdd(sums, S_LSE_MAX, mx, s1 * Math.exp(-mx), s2 * Math.exp(-2 * mx));
-  else slowExpSums(sums, out, outLen, n, mx);
+  // |ℓ| ≤ 300: Σe^ℓ and Σe^2ℓ are finite and > 0 unshifted (shift 0)
+  if (amax <= FAST_LIMIT) lseAdd(sums, S_LSE_MAX, 0, s1, s2);
+  else slowExpSums(sums, out, outLen, n);
   return n;
 }
 
 /** Log-space ESS parts for huge |ℓ|: shifts by the max so nothing overflows. */
-function slowExpSums(sums: Float64Array, v: Float32Array, start: number, end: number, mx: number): void {
+function slowExpSums(sums: Float64Array, v: Float32Array, start: number, end: number): void {
+  let mx = -Infinity;
+  for (let i = start; i < end; i++) mx = Math.max(mx, v[i]);
   let s1 = 0, s2 = 0;
   for (let i = start; i < end; i++) {
     const e = Math.exp(v[i] - mx);
@@ -158,24 +205,23 @@ function slowExpSums(sums: Float64Array, v: Float32Array, start: number, end: nu
 }
 
 /**
- * hist += |ℓ| counts from the signed counts (which are zeroed), and the exceedance / clip counts of
- * the bins above each threshold (straddling bins were compared exactly in kernelRuns).
+ * hist += the kernel's counts (which are zeroed), and the exceedance / clip counts of the bins above
+ * each threshold (straddling bins were compared exactly in kernelRuns; it also subtracted the negative
+ * values above bHi, so adding every value above bHi leaves the positive ones).
  */
-export function foldHist(sh: Uint32Array, hist: Float64Array, sums: Float64Array, clipLo: number, clipHi: number): void {
-  const b15 = binAt(T15), b2 = binAt(T2), b3 = binAt(T3);
-  const bLo = clipLo === -Infinity ? HIST_BINS : binAt(-clipLo), bHi = binAt(clipHi);
+export function foldHist(sh: Uint32Array, hist: Float64Array, sums: Float64Array, clipHi: number): void {
+  const b15 = binAt(T15), b2 = binAt(T2), b3 = binAt(T3), bHi = binAt(clipHi);
+  const N = HIST_BINS;
   let e15 = 0, e2 = 0, e3 = 0, cl = 0;
-  for (let b = 0; b < HIST_BINS; b++) {
-    const p = sh[2 * b], q = sh[2 * b + 1];
-    if (p + q === 0) continue;
-    sh[2 * b] = sh[2 * b + 1] = 0;
-    const c = p + q;
+  for (let b = 0; b < N; b++) {
+    const c = sh[b];
+    if (c === 0) continue;
+    sh[b] = 0;
     hist[b] += c;
     if (b > b15) e15 += c;
     if (b > b2) e2 += c;
     if (b > b3) e3 += c;
-    if (b > bHi) cl += p;
-    if (b > bLo) cl += q;
+    if (b > bHi) cl += c;
   }
   sums[S_EXCEED_1_5] += e15;
   sums[S_EXCEED_2] += e2;
@@ -214,3 +260,30 @@ export function addSeqParts(sums: Float64Array, L: Float64Array, lens: Float64Ar
   lseAdd(sums, S_SEQ_MAX, m1, a1, a2);
   lseAdd(sums, S_SEQN_MAX, m2, b1, b2);
 }
+
+/**
+ * Warm-up at load: V8 optimises the hot loop from its type feedback, and a loop first seen on data
+ * without NaN, straddling or |ℓ| ≥ 4 tokens gets code that deoptimises later and sometimes settles in
+ * a state twice as slow. Every branch is taken here first, on throw-away state.
+ */
+function warmUp(): void {
+  const odd = [NaN, Infinity, -Infinity, 0, 1e-30, -1e-30, 5, -5, 50, 400, -400, 0.4054651, -0.4054651,
+    0.6931472, 1.0986123, 0.18232156, -0.22314355, 0.2468601, 300.5, 1e-3, -2e-2];
+  const n = 8192;
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = i < odd.length * 4 ? odd[i % odd.length] : ((i * 7919) % 2001 - 1000) * 1e-3;
+  const bits = new Int32Array(x.buffer);
+  const runs = new Int32Array(4 * 64);
+  for (let r = 0; r < 64; r++) runs.set([r * 128, r * 128 + 128, r % 3, r], 4 * r);
+  const sh = new Uint32Array(HIST_BINS), sums = new Float64Array(32), out = new Float32Array(n);
+  const L = new Float64Array(64), C = new Float64Array(64);
+  const band: Band = { bins: new Int32Array(64), bits: new Uint8Array(64), n: 64 };
+  for (let i = 0; i < 64; i++) (band.bins[i] = binOf(((i * 7919) % 1000) * 1e-3)), (band.bits[i] = 1 + (i % 15));
+  const cand: Cand = { vals: new Float32Array(n), tags: new Uint8Array(n), n: 0 };
+  for (let k = 0; k < 12; k++) {
+    sums.fill(0);
+    cand.n = 0;
+    kernelRuns(x, bits, { runs, n: 64 }, k % 3, sh, sums, out, 0, k & 1 ? -Infinity : Math.log(0.8), Math.log(1.28), L, C, 0, band, cand);
+  }
+}
+warmUp();

@@ -3,8 +3,8 @@
 // per-sequence sums. Chunks (whole sequences each) add up exactly.
 import type { PairName, StepData } from '../types.ts';
 import { PAIRS } from '../types.ts';
-import { HIST_BINS } from './hist.ts';
-import { addSeqParts, foldHist, kernelRuns, type Runs } from './kernel.ts';
+import { HIST_BINS, histAdd } from './hist.ts';
+import { addSeqParts, foldHist, kernelRuns, type Band, type Cand, type Runs } from './kernel.ts';
 import type { BufPool } from './pool.ts';
 import type { ValueBuf } from './select.ts';
 import { clipBand, emptySums, mergeSums } from './sums.ts';
@@ -19,10 +19,12 @@ export class SliceState {
   sums = emptySums();
   /** Compacted finite values (kept for exact quantiles); null when only sketches are kept. */
   buf: ValueBuf | null = null;
+  /** |ℓ| of the values in the step's quantile band, with tags (kernel.ts Cand); usually all selection needs. */
+  cand: Cand = { vals: new Float32Array(256), tags: new Uint8Array(256), n: 0 };
   private sh_: Uint32Array | null = null;
-  /** Signed counts filled by the kernel, folded into hist by RankStep.finish (zero outside a step). */
+  /** Counts filled by the kernel, folded into hist by RankStep.finish (zero outside a step). */
   get sh(): Uint32Array {
-    return (this.sh_ ??= new Uint32Array(2 * HIST_BINS));
+    return (this.sh_ ??= new Uint32Array(HIST_BINS));
   }
   get hasSigned(): boolean {
     return this.sh_ !== null;
@@ -32,6 +34,7 @@ export class SliceState {
     this.hist.fill(0);
     emptySums(this.sums);
     this.buf = null;
+    this.cand.n = 0;
     return this;
   }
 }
@@ -74,14 +77,13 @@ export class RankStep {
     if (this.folded) return;
     this.folded = true;
     const clip = this.clip ?? clipBand(this.knobs);
-    for (const s of this.slices.values()) if (s.hasSigned) foldHist(s.sh, s.hist, s.sums, clip.lo, clip.hi);
+    for (const s of this.slices.values()) if (s.hasSigned) foldHist(s.sh, s.hist, s.sums, clip.hi);
     for (const pair of this.pairs) {
       const all = this.slice(`${pair}/all`);
       for (const sl of ['pre_tool', 'post_tool']) {
         const s = this.slices.get(`${pair}/${sl}`);
         if (!s) continue;
-        const h = s.hist, ah = all.hist;
-        for (let b = 0; b < HIST_BINS; b++) ah[b] += h[b];
+        histAdd(all.hist, s.hist);
         mergeSums(all.sums, s.sums, false);
       }
     }
@@ -95,6 +97,22 @@ let zeros = new Float32Array(0);
 let seqL = new Float64Array(0);
 let seqC = new Float64Array(0);
 let sink = new Float32Array(0); // kernel output when values are not kept
+const scratchCand: Cand = { vals: new Float32Array(0), tags: new Uint8Array(0), n: 0 };
+
+/** Append the kernel's candidates of one call to the slice's store. */
+function keepCand(st: SliceState, c: Cand): void {
+  const d = st.cand, need = d.n + c.n;
+  if (d.vals.length < need) {
+    const cap = Math.max(need, 2 * d.vals.length);
+    const v = new Float32Array(cap), t = new Uint8Array(cap);
+    v.set(d.vals.subarray(0, d.n));
+    t.set(d.tags.subarray(0, d.n));
+    (d.vals = v), (d.tags = t);
+  }
+  d.vals.set(c.vals.subarray(0, c.n), d.n);
+  d.tags.set(c.tags.subarray(0, c.n), d.n);
+  d.n = need;
+}
 
 function grow<T extends Uint8Array | Float32Array | Float64Array | Int32Array>(a: T, n: number, make: (n: number) => T): T {
   return a.length >= n ? a : make(Math.max(n, a.length * 2));
@@ -103,17 +121,10 @@ function grow<T extends Uint8Array | Float32Array | Float64Array | Int32Array>(a
 /** Runs (start, end, code, seq) of equal slice code per sequence; counts per base code. */
 function buildRuns(d: StepData, nSeqs: number, counts: number[]): void {
   const cm = d.completionMask, tm = d.toolMask, off = d.offsets;
-  let runs = R.runs, n = 0;
-  const emit = (s: number, e: number, c: number, q: number) => {
-    if (4 * n + 4 > runs.length) {
-      const bigger = new Int32Array(runs.length * 2);
-      bigger.set(runs);
-      R.runs = runs = bigger;
-    }
-    runs[4 * n] = s; runs[4 * n + 1] = e; runs[4 * n + 2] = c; runs[4 * n + 3] = q;
-    counts[c] += e - s;
-    n++;
-  };
+  // at most one run per token: size once, then the loop needs no capacity checks
+  if (R.runs.length < 4 * off[nSeqs]) R.runs = new Int32Array(Math.max(4 * off[nSeqs], 2 * R.runs.length));
+  const runs = R.runs;
+  let n = 0, c0 = 0, c1 = 0, c2 = 0;
   for (let q = 0; q < nSeqs; q++) {
     const e = off[q + 1];
     let t = off[q];
@@ -124,17 +135,28 @@ function buildRuns(d: StepData, nSeqs: number, counts: number[]): void {
         continue;
       }
       const s = t;
+      let c = code;
       if (tm[t] === 0) {
         while (t < e && cm[t] !== 0 && tm[t] === 0) t++;
-        emit(s, t, TOOL, q);
+        c = TOOL;
         code = POST;
+        c2 += t - s;
       } else {
         while (t < e && cm[t] !== 0 && tm[t] !== 0) t++;
-        emit(s, t, code, q);
+        if (c === PRE) c0 += t - s;
+        else c1 += t - s;
       }
+      const o = 4 * n++;
+      runs[o] = s;
+      runs[o + 1] = t;
+      runs[o + 2] = c;
+      runs[o + 3] = q;
     }
   }
   R.n = n;
+  counts[PRE] += c0;
+  counts[POST] += c1;
+  counts[TOOL] += c2;
 }
 
 /** Per-token labels from the runs (only for user slices). */
@@ -161,8 +183,11 @@ function checkShape(d: StepData): { T: number; nSeqs: number } {
   return { T, nSeqs };
 }
 
-/** Add one chunk of one rank's step. `keep` = keep compacted values for exact quantiles. */
-export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: boolean): void {
+/**
+ * Add one chunk of one rank's step. `keep` = keep compacted values for exact quantiles; `bands` (per
+ * pair, the same for every rank of the step) = collect the values in those bins during the pass.
+ */
+export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: boolean, bands?: Map<PairName, Band>): void {
   const { T, nSeqs } = checkShape(d);
   const counts = [0, 0, 0, 0];
   buildRuns(d, nSeqs, counts);
@@ -192,11 +217,18 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
     const bits = new Int32Array(x.buffer, x.byteOffset, x.length);
     seqL.fill(0, 0, 4 * nSeqs);
     seqC.fill(0, 0, 4 * nSeqs);
+    const band = keep ? (bands?.get(pair) ?? null) : null;
     for (let c = 0; c < 3; c++) {
       const st = rs.slice(`${pair}/${BASE_SLICES[c]}`);
       if (keep) {
         const buf = (st.buf = pool.ensure(st.buf ?? pool.get(counts[c]), counts[c]));
-        buf.len = kernelRuns(x, bits, R, c, st.sh, st.sums, buf.vals, buf.len, clip.lo, clip.hi, seqL, seqC, c * nSeqs);
+        if (band && scratchCand.vals.length < counts[c]) {
+          scratchCand.vals = new Float32Array(Math.max(counts[c], 2 * scratchCand.vals.length));
+          scratchCand.tags = new Uint8Array(scratchCand.vals.length);
+        }
+        scratchCand.n = 0;
+        buf.len = kernelRuns(x, bits, R, c, st.sh, st.sums, buf.vals, buf.len, clip.lo, clip.hi, seqL, seqC, c * nSeqs, band, band ? scratchCand : null);
+        if (band && scratchCand.n) keepCand(st, scratchCand);
       } else {
         kernelRuns(x, bits, R, c, st.sh, st.sums, sink, 0, clip.lo, clip.hi, seqL, seqC, c * nSeqs);
       }

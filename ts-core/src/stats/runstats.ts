@@ -4,10 +4,12 @@
 // definitively missing from this one). Data for a finalised step is counted as late, not merged.
 import type { MetricRecord, PairName, RankSummary, SliceName, StepData, StepResult, WindowRecord } from '../types.ts';
 import { PAIRS } from '../types.ts';
-import { HIST_BINS, histQuantiles } from './hist.ts';
+import { HIST_BINS, HIST_LAST, histAdd, histQuantiles } from './hist.ts';
 import { BufPool } from './pool.ts';
 import { RankStep, SliceState, ingestChunk } from './rankstep.ts';
-import { selectMany, type SelectSpec, type ValueBuf } from './select.ts';
+import { plan, selectFromCand, selectMany, type SelectSpec, type ValueBuf } from './select.ts';
+import type { Band } from './kernel.ts';
+import { BAND_ALL } from './kernel.ts';
 import { attribution, shapeChange } from './shape.ts';
 import { S_N, S_NONFINITE, S_SUM_ABS, emptySums, metricsFromSums, mergeSums } from './sums.ts';
 import { WindowState } from './window.ts';
@@ -36,6 +38,15 @@ export interface RunStatsOptions {
 
 const DEFAULTS = { window: 20, stepTimeoutMs: 30_000, fixedBaselineWindows: 3, ewmaAlpha: 0.3, exactMaxValues: 1 << 26, runId: '', seed: 1 };
 const Q_PS = [0.5, 0.9, 0.95, 0.99, 0.999];
+/**
+ * Band around last step's quantiles that the kernel collects, in ranks: ±(6σ of the sample rank +
+ * 2 % of the tail mass min(p, 1−p)·n), then ±2 bins. Sampling noise alone moves p99.9 of a 1e5-token
+ * slice by tens of bins; in ranks the band stays a few % of the values.
+ */
+const bandRanks = (n: number, p: number) => 6 * Math.sqrt(n * p * (1 - p)) + 0.02 * n * Math.min(p, 1 - p);
+const BAND_PAD = 2;
+const BASE_BIT: Record<string, number> = { pre_tool: 1, post_tool: 2, tool_output: 4, all: BAND_ALL };
+const BAND_TAB = new Uint8Array(HIST_BINS);
 const BUILTIN = ['all', 'pre_tool', 'post_tool', 'tool_output'] as const;
 
 class PendingStep {
@@ -44,6 +55,8 @@ class PendingStep {
   sketch = false;
   keep = true;
   kept = 0;
+  /** Per pair: bins around the previous step's quantiles, fixed for the step (every rank collects the same). */
+  bands = new Map<PairName, Band>();
   constructor(readonly step: number, readonly firstAt: number) {}
 }
 
@@ -70,6 +83,8 @@ export class RunStats {
   private pending = new Map<number, PendingStep>();
   private windows = new Map<string, WindowState>();
   private pool = new BufPool();
+  /** Per `${pair}/${slice}`: bin ranges [lo, hi] around last step's Q_PS ranks, predicting the next step's target bins. */
+  private predict = new Map<string, Int32Array>();
   /** Recycled SliceStates (each 260 KB): a step allocates none once the run is warm. */
   private free: SliceState[] = [];
   private readonly alloc = (): SliceState => this.free.pop()?.reset() ?? new SliceState();
@@ -78,6 +93,8 @@ export class RunStats {
   /** Chunks that arrived for an already finalised step (counted, never merged). */
   late = { count: 0, steps: [] as number[] };
   duplicates = 0;
+  /** How per-step quantiles were computed, per pair × slice (diagnostics, benchmark). */
+  quantilePaths = { band: 0, scan: 0, hist: 0 };
 
   constructor(opts: RunStatsOptions) {
     this.opts = normalize(opts);
@@ -94,7 +111,11 @@ export class RunStats {
     }
     if (this.isLate(step)) return;
     let ps = this.pending.get(step);
-    if (!ps) this.pending.set(step, (ps = new PendingStep(step, Number.isFinite(data.receivedAt) ? data.receivedAt : Date.now())));
+    if (!ps) {
+      ps = new PendingStep(step, Number.isFinite(data.receivedAt) ? data.receivedAt : Date.now());
+      this.pending.set(step, ps);
+      this.makeBands(ps);
+    }
     let rs = ps.ranks.get(rank);
     if (!rs) ps.ranks.set(rank, (rs = new RankStep(rank, this.alloc)));
     rs.chunkCount = Math.max(1, chunkCount | 0);
@@ -106,7 +127,7 @@ export class RunStats {
     const nPairs = PAIRS.filter((p) => data.pairs[p] || data.implicit?.includes(p)).length;
     if (ps.keep && ps.kept + T * nPairs > this.opts.exactMaxValues) this.dropKept(ps);
     ps.kept += T * nPairs;
-    ingestChunk(rs, data, this.pool, ps.keep);
+    ingestChunk(rs, data, this.pool, ps.keep, ps.bands);
     if (rs.complete) rs.finish();
   }
 
@@ -137,6 +158,26 @@ export class RunStats {
     ps.ranks.set(0, rs);
     for (let r = 1; r < this.opts.worldSize; r++) ps.ranks.set(r, Object.assign(new RankStep(r), { chunksSeen: 1 }));
     this.pending.set(d.step, ps);
+  }
+
+  private makeBands(ps: PendingStep): void {
+    for (const pair of PAIRS) {
+      const bins: number[] = [];
+      for (const [slice, bit] of Object.entries(BASE_BIT)) {
+        const q = this.predict.get(`${pair}/${slice}`);
+        if (!q) continue;
+        for (let k = 0; k < q.length; k += 2) {
+          for (let b = q[k]; b <= q[k + 1]; b++) {
+            if (BAND_TAB[b] === 0) bins.push(b);
+            BAND_TAB[b] |= bit;
+          }
+        }
+      }
+      if (!bins.length) continue;
+      const band: Band = { bins: Int32Array.from(bins), bits: new Uint8Array(bins.length), n: bins.length };
+      bins.forEach((b, i) => ((band.bits[i] = BAND_TAB[b]), (BAND_TAB[b] = 0)));
+      ps.bands.set(pair, band);
+    }
   }
 
   private isLate(step: number): boolean {
@@ -198,8 +239,7 @@ export class RunStats {
         }
         let m = merged.get(key);
         if (!m) (merged.set(key, (m = this.alloc())), owned.push(m));
-        const mh = m.hist, sh = s.hist;
-        for (let b = 0; b < HIST_BINS; b++) mh[b] += sh[b];
+        histAdd(m.hist, s.hist);
         mergeSums(m.sums, s.sums, true);
       }
     }
@@ -215,7 +255,7 @@ export class RunStats {
       const alpha = nPre + nPost > 0 ? nPost / (nPre + nPost) : NaN;
       const user = [...merged.keys()].filter((k) => k.startsWith(`${pair}/user:`)).map((k) => k.slice(pair.length + 1)).sort();
       const slices = [...BUILTIN, ...user] as SliceName[];
-      const quants = this.pairQuantiles(ps.keep, ranks, pair, slices, merged, empty);
+      const quants = this.pairQuantiles(ps, ranks, pair, slices, merged, empty);
       for (const slice of slices) {
         const key = `${pair}/${slice}`;
         const m = merged.get(key) ?? empty;
@@ -253,19 +293,27 @@ export class RunStats {
    * serve pre_tool and all, post_tool values post_tool and all), else from the merged histogram.
    */
   private pairQuantiles(
-    keep: boolean, ranks: RankStep[], pair: string, slices: string[], merged: Map<string, SliceState>, empty: SliceState,
+    ps: PendingStep, ranks: RankStep[], pair: PairName, slices: string[], merged: Map<string, SliceState>, empty: SliceState,
   ): Map<string, Float64Array> {
     const out = new Map<string, Float64Array>();
     const specs: SelectSpec[] = [];
     const bit = new Map<string, number>();
+    const band = ps.keep ? ps.bands.get(pair) : undefined;
+    if (band) for (let i = 0; i < band.n; i++) BAND_TAB[band.bins[i]] = band.bits[i];
     for (const slice of slices) {
       const m = merged.get(`${pair}/${slice}`) ?? empty;
       const q = new Float64Array(Q_PS.length);
       out.set(slice, q);
       const n = m.sums[S_N];
-      if (keep && n > 0 && specs.length < 8) (bit.set(slice, 1 << specs.length), specs.push({ hist: m.hist, n, ps: Q_PS, out: q }));
-      else histQuantiles(m.hist, Q_PS, n > 0 ? m.sums[10] : NaN, q);
+      const spec: SelectSpec = { hist: m.hist, n, ps: Q_PS, out: q };
+      if (!(n > 0)) histQuantiles(m.hist, Q_PS, NaN, q);
+      else if (!ps.keep) (histQuantiles(m.hist, Q_PS, m.sums[10], q), this.quantilePaths.hist++);
+      else if (band && this.fromBand(spec, pair, slice, ranks)) this.quantilePaths.band++; // exact, no second pass
+      else if (specs.length < 8) (bit.set(slice, 1 << specs.length), specs.push(spec), this.quantilePaths.scan++);
+      else (histQuantiles(m.hist, Q_PS, m.sums[10], q), this.quantilePaths.hist++);
+      if (ps.keep && n > 0 && slice in BASE_BIT) this.predict.set(`${pair}/${slice}`, predictBins(m.hist, n));
     }
+    if (band) for (let i = 0; i < band.n; i++) BAND_TAB[band.bins[i]] = 0;
     if (!specs.length) return out;
     const bufs: ValueBuf[] = [];
     const masks: number[] = [];
@@ -279,6 +327,18 @@ export class RunStats {
     }
     selectMany(specs, bufs, masks);
     return out;
+  }
+
+  /** Exact quantiles from the band candidates when the band (in BAND_TAB) covers every target bin. */
+  private fromBand(spec: SelectSpec, pair: PairName, slice: string, ranks: RankStep[]): boolean {
+    const bit = BASE_BIT[slice];
+    if (!bit) return false;
+    const p = plan(spec);
+    for (const b of p.bins) if ((BAND_TAB[b] & bit) === 0) return false;
+    const names = slice === 'all' ? ['pre_tool', 'post_tool'] : [slice];
+    const sources: SliceState['cand'][] = [];
+    for (const rs of ranks) for (const nm of names) { const s = rs.slices.get(`${pair}/${nm}`); if (s && s.cand.n) sources.push(s.cand); }
+    return selectFromCand(spec, p, sources, sources.map(() => (slice === 'all' ? 2 : 1)));
   }
 
   private rankSummary(rs: RankStep): RankSummary {
@@ -371,6 +431,23 @@ export class RunStats {
     for (const [k, w] of Object.entries(s.windows ?? {})) rs.windows.set(k, WindowState.fromJSON(w, rs.opts, seedOf(k, rs.opts.seed)));
     return rs;
   }
+}
+
+/** Bin ranges [lo, hi] holding ranks p·(n−1) ± bandRanks(n, p) of a histogram, for each p of Q_PS (ascending). */
+function predictBins(hist: Float64Array, n: number): Int32Array {
+  const out = new Int32Array(2 * Q_PS.length);
+  let b = 0, cum = 0;
+  const binOfRank = (r: number) => {
+    if (r < cum) (b = 0), (cum = 0);
+    while (b < HIST_LAST && cum + hist[b] <= r) cum += hist[b++];
+    return b;
+  };
+  Q_PS.forEach((p, k) => {
+    const r = p * (n - 1), d = bandRanks(n, p);
+    out[2 * k] = Math.max(0, binOfRank(Math.max(0, Math.floor(r - d))) - BAND_PAD);
+    out[2 * k + 1] = Math.min(HIST_LAST, binOfRank(Math.min(n - 1, Math.ceil(r + d))) + BAND_PAD);
+  });
+  return out;
 }
 
 /** Headline metrics for the reply: flat `"<pair>/<slice>/<metric>"` map (finite values only). */

@@ -2,7 +2,7 @@
 // eviction), the fixed baseline (the first K tumbling windows, i.e. the first K·W steps), the
 // drift-aware baseline (EWMA of window CDFs, updated at each tumbling-window boundary) and the
 // run-level t-digest (fed the tumbling window's histogram at each boundary).
-import { HIST_BINS, histFromSparse, histQuantiles, histToSparse } from './hist.ts';
+import { HIST_BINS, histAdd, histAddSub, histFromSparse, histQuantiles, histToSparse } from './hist.ts';
 import { CDF_GRID } from './shape.ts';
 import { RunDigest } from './digest.ts';
 
@@ -51,11 +51,11 @@ export class WindowState {
     const o = slot * HIST_BINS;
     const ring = this.ring, run = this.run;
     if (this.filled === W) {
-      for (let b = 0; b < HIST_BINS; b++) run[b] += hist[b] - ring[o + b];
+      histAddSub(run, hist, ring, o);
       this.runN -= this.ringN[slot];
       this.runSumAbs -= this.ringSumAbs[slot];
     } else {
-      for (let b = 0; b < HIST_BINS; b++) run[b] += hist[b];
+      histAdd(run, hist);
       this.filled++;
     }
     ring.set(hist, o);
@@ -68,7 +68,7 @@ export class WindowState {
     this.head = (slot + 1) % W;
     this.steps++;
     if (this.fixedHist) {
-      for (let b = 0; b < HIST_BINS; b++) this.fixedHist[b] += hist[b];
+      histAdd(this.fixedHist, hist);
       this.fixedN += n;
       this.fixedSumAbs += sumAbs;
       this.fixedMax = Math.max(this.fixedMax, maxAbs);
@@ -124,7 +124,7 @@ export class WindowState {
     const w = new WindowState(opts, seed);
     if (j.ring.length !== opts.window) throw new Error(`snapshot window ${j.ring.length} != ${opts.window}`);
     j.ring.forEach((sp: [number[], number[]], s: number) => histFromSparse(sp, w.ring.subarray(s * HIST_BINS, (s + 1) * HIST_BINS)));
-    for (let s = 0; s < opts.window; s++) for (let b = 0; b < HIST_BINS; b++) w.run[b] += w.ring[s * HIST_BINS + b];
+    for (let s = 0; s < opts.window; s++) histAdd(w.run, w.ring, s * HIST_BINS);
     Object.assign(w, { head: j.head, filled: j.filled, steps: j.steps, fixedN: j.fixedN, fixedSumAbs: j.fixedSumAbs, fixedMax: j.fixedMax });
     w.ringN.set(j.ringN); w.ringSumAbs.set(j.ringSumAbs); w.ringMax.set(j.ringMax); w.ringStep.set(j.ringStep);
     // running sums as they were (float adds/subtracts), so a restored run continues bit-identically
