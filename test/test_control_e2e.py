@@ -3,6 +3,10 @@
 The rollout_func returns honest rollout logprobs (the policy's own, plus small stationary noise) so the
 `old_vs_rollout` pair carries signal. In the injected failure, the post-tool tokens' rollout logprobs
 drift progressively off-policy from step ONSET on while the pre-tool tokens stay as they were.
+
+Both runs use the same test policy (`TEST_POLICY`): the shipped ladder with checkpoint certification
+sized for a 30-step run. Torch runs on one thread: on a shared 2-core box, intra-op threads make this
+tiny model ~5x slower, not faster.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "python-shim" / "tests"))
 sys.path.insert(0, str(HERE))
@@ -26,47 +31,79 @@ import tailguard  # noqa: E402
 from tiny import build_tiny_lm, prompt_dataset, read_jsonl, start_engine  # noqa: E402
 
 PRE, TOOL, POST = 8, 4, 8
-ONSET = 22
+SAVE_STEPS = 5
+ONSET = 14  # after the mismatch baseline (10 steps) and the tail trend window (10 steps) have data
+DRIFT_RATE = 0.25  # sigma of the post-tool shift grows by this per step from ONSET
+DRIFT_STEPS = 34
+# Each step's log waits for the engine's reply to that step (ms when idle), so a directive is due at
+# the next step end; the cap only matters on a starved machine.
+LOG_WAIT_S = 10.0
+
+# The shipped default (ts-core/policy/default.yaml) with two changes for a run this short:
+# - one tighten before rollback (the default allows two), so the whole ladder fits in ~10 steps;
+# - checkpoint certification over the 5 steps up to a checkpoint and the 4 after it (the default
+#   20/10 is sized for checkpoints hundreds of steps apart; here they are SAVE_STEPS apart).
+# Detector thresholds, windows, hysteresis and directive spacing are the shipped ones.
+TEST_POLICY = {"tighten": {"max_tightens": 1}, "checkpoints": {"window": 5, "certify_after": 4}}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 class DriftingToolRollout:
     """Completions `PRE` model tokens, a `TOOL`-token tool span, `POST` model tokens.
 
-    Rollout logprobs = the policy's logprob + N(0, 0.05); post-tool tokens get an extra shift
-    N(0, sigma(step)) with sigma growing linearly from ONSET when `drift` is on.
+    Rollout logprobs = the policy's logprob + N(0, 0.05); with `drift`, post-tool tokens get an extra
+    shift |N(0, sigma(step))| with sigma growing linearly from ONSET: an inference engine serving stale
+    post-tool logprobs. A full weight reload clears it: the shim's rollback requests one the way TRL's
+    vLLM path reads it (`trainer._last_loaded_step = -1`), so after a rollback the rollouts are honest again.
     """
 
     def __init__(self, tokenizer, drift: bool, seed: int = 0):
         self.tok, self.drift = tokenizer, drift
         self.gen = torch.Generator().manual_seed(seed)
+        self.reloads: list[int] = []  # steps at which a weight reload was requested
 
     def sigma(self, step: int) -> float:
-        return 0.0 if not self.drift or step < ONSET else 0.15 * (step - ONSET + 1)
+        if not self.drift or step < ONSET or self.reloads:
+            return 0.0
+        return DRIFT_RATE * (step - ONSET + 1)
 
     def __call__(self, prompts, trainer):
         model = trainer.accelerator.unwrap_model(trainer.model)
         step = int(trainer.state.global_step)
-        out = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "env_mask": []}
-        for p in prompts:
-            text = p if isinstance(p, str) else p[-1]["content"]
-            pids = self.tok(text)["input_ids"]
-            cids = torch.randint(65, 122, (PRE + TOOL + POST,), generator=self.gen).tolist() + [self.tok.eos_token_id]
-            mask = [1] * PRE + [0] * TOOL + [1] * (POST + 1)
-            with torch.no_grad():
-                ids = torch.tensor([pids + cids])
-                logits = model(ids).logits[0, len(pids) - 1 : -1].float() / trainer.temperature
-                lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(cids)[:, None])[:, 0]
-            noise = 0.05 * torch.randn(len(cids), generator=self.gen)
-            post = torch.tensor([0.0] * (PRE + TOOL) + [1.0] * (POST + 1))
-            noise += post * self.sigma(step) * torch.randn(len(cids), generator=self.gen).abs()
-            out["prompt_ids"].append(pids)
-            out["completion_ids"].append(cids)
-            out["logprobs"].append((lp - noise).tolist())  # old - rollout = +noise: the rollout is "colder"
-            out["env_mask"].append(mask)
-        return out
+        if getattr(trainer, "_last_loaded_step", None) == -1:
+            self.reloads.append(step)
+            trainer._last_loaded_step = step
+        n, L = len(prompts), PRE + TOOL + POST + 1
+        pids = [self.tok(p if isinstance(p, str) else p[-1]["content"])["input_ids"] for p in prompts]
+        cids = torch.randint(65, 122, (n, L), generator=self.gen)
+        cids[:, -1] = self.tok.eos_token_id
+        width = max(map(len, pids))
+        ids = torch.tensor([[self.tok.pad_token_id] * (width - len(p)) + p for p in pids])  # left padding
+        ids = torch.cat([ids, cids], 1)
+        attn = (torch.arange(ids.shape[1]) >= (width - torch.tensor([len(p) for p in pids]))[:, None]).long()
+        with torch.no_grad():
+            logits = model(ids, attention_mask=attn).logits[:, width - 1 : -1].float() / trainer.temperature
+            lp = torch.log_softmax(logits, -1).gather(-1, cids[..., None])[..., 0]
+        noise = 0.05 * torch.randn(n, L, generator=self.gen)
+        post = torch.tensor([0.0] * (PRE + TOOL) + [1.0] * (POST + 1))
+        noise += post * self.sigma(step) * torch.randn(n, L, generator=self.gen).abs()
+        mask = [1] * PRE + [0] * TOOL + [1] * (POST + 1)
+        return {
+            "prompt_ids": pids,
+            "completion_ids": cids.tolist(),
+            "logprobs": (lp - noise).tolist(),  # old - rollout = +noise: the rollout is "colder"
+            "env_mask": [mask] * n,
+        }
 
 
-def _trainer(tmp_path, *, drift, max_steps, beta=0.0, save_steps=10, seed=0):
+def _trainer(tmp_path, *, drift, max_steps, beta=0.0, save_steps=SAVE_STEPS, seed=0):
     from trl import GRPOConfig, GRPOTrainer
 
     model_dir = tmp_path / "model"
@@ -75,19 +112,20 @@ def _trainer(tmp_path, *, drift, max_steps, beta=0.0, save_steps=10, seed=0):
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=4, max_steps=max_steps,
         beta=beta, max_completion_length=PRE + TOOL + POST + 1, logging_steps=1, report_to="none",
         learning_rate=5e-3, bf16=False, save_strategy="steps", save_steps=save_steps, save_total_limit=2,
-        seed=seed, use_cpu=True, disable_tqdm=True,
+        seed=seed, use_cpu=True, disable_tqdm=True, gradient_checkpointing=False,
     )  # fmt: skip
-    return GRPOTrainer(
+    tr = GRPOTrainer(
         model=str(model_dir), processing_class=tok, args=args, train_dataset=prompt_dataset(64),
         reward_funcs=lambda completions, **kw: [float(sum(map(ord, str(c))) % 7) for c in completions],
         rollout_func=DriftingToolRollout(tok, drift=drift, seed=seed),
     )  # fmt: skip
+    tr._last_loaded_step = 0  # an inference engine whose weights can be reloaded (see DriftingToolRollout)
+    return tr
 
 
 def _policy(tmp_path) -> str:
-    # The shipped ladder, made shorter so the test stays short: one tighten, then rollback.
     p = tmp_path / "policy.json"
-    p.write_text(json.dumps({"tighten": {"max_tightens": 1}, "min_steps_between_directives": 4}))
+    p.write_text(json.dumps(TEST_POLICY))
     return str(p)
 
 
@@ -96,16 +134,21 @@ def _shim_log(trainer, rank=0) -> list[dict]:
     return read_jsonl(path) if path.exists() else []
 
 
-def _engine_log(engine_run_dir, run_id) -> list[dict]:
-    path = Path(engine_run_dir) / run_id / "directives.jsonl"
+def _engine_log(engine_run_dir, run_id, name="directives.jsonl") -> list[dict]:
+    path = Path(engine_run_dir) / run_id / name
     return read_jsonl(path) if path.exists() else []
+
+
+def _q99(metrics, pair, slice_, steps) -> list[float]:
+    by_step = {m["step"]: m["abs_q99"] for m in metrics if m["pair"] == pair and m["slice"] == slice_}
+    return [by_step[s] for s in steps if s in by_step]
 
 
 def test_healthy_run_issues_nothing_beyond_warn(tmp_path):
     tr = _trainer(tmp_path, drift=False, max_steps=30)
-    engine = start_engine(tmp_path / "runs")
+    engine = start_engine(tmp_path / "runs", ["--policy", _policy(tmp_path)])
     try:
-        cb = tailguard.attach(tr, endpoint=engine.endpoint, run_id="healthy", log_wait_s=2.0)
+        cb = tailguard.attach(tr, endpoint=engine.endpoint, run_id="healthy", log_wait_s=LOG_WAIT_S)
         tr.train()
     finally:
         engine.stop()
@@ -113,16 +156,20 @@ def test_healthy_run_issues_nothing_beyond_warn(tmp_path):
     assert cb.last_client.stats["sent"] >= 30
     shim = [r for r in _shim_log(tr) if r["event"] == "directive"]
     assert all(r["action"] == "warn" for r in shim), shim
-    directives = [r for r in _engine_log(tmp_path / "runs", "healthy") if r.get("kind") == "directive"]
+    story = _engine_log(tmp_path / "runs", "healthy")
+    directives = [r for r in story if r.get("kind") == "directive"]
     assert all(r["action"] in ("warn", "noop") for r in directives), directives
+    # The same policy that rolls the drifting run back certifies this run's checkpoints.
+    certified = [r["step"] for r in story if r.get("kind") == "checkpoint" and r["status"] == "certified"]
+    assert certified and set(certified) <= set(range(SAVE_STEPS, 31, SAVE_STEPS)), story
     # The engine saw every step's post_tool slice, with the signal it needs.
     assert any(k.startswith("tailguard/old_vs_rollout/post_tool/") for e in tr.state.log_history for k in e)
 
 
 def test_injected_post_tool_drift_tightens_then_rolls_back(tmp_path):
-    tr = _trainer(tmp_path, drift=True, max_steps=60)
+    tr = _trainer(tmp_path, drift=True, max_steps=DRIFT_STEPS)
     engine = start_engine(tmp_path / "runs", ["--policy", _policy(tmp_path)])
-    weights_at = {}
+    weights = {}
 
     from safetensors.torch import load_file
     from transformers import TrainerCallback
@@ -133,40 +180,76 @@ def test_injected_post_tool_drift_tightens_then_rolls_back(tmp_path):
                 if r.get("action") == "rollback" and r["applied"] and r["step"] == state.global_step:
                     saved = load_file(os.path.join(r["changes"][0]["path"], "model.safetensors"))
                     w = tr.model.state_dict()
-                    weights_at[state.global_step] = all(torch.equal(w[k], v) for k, v in saved.items())
+                    weights["equal"] = all(torch.equal(w[k], v) for k, v in saved.items())
+                    weights["saved"] = {k: v.clone() for k, v in saved.items()}
 
     try:
-        cb = tailguard.attach(tr, endpoint=engine.endpoint, run_id="drift", log_wait_s=2.0)
+        cb = tailguard.attach(tr, endpoint=engine.endpoint, run_id="drift", log_wait_s=LOG_WAIT_S)
         tr.add_callback(AfterRollback())
         tr.train()
     finally:
         engine.stop()
+    runs = tmp_path / "runs"
     shim = [r for r in _shim_log(tr) if r["event"] == "directive"]
-    actions = [r["action"] for r in shim]
-    story = _engine_log(tmp_path / "runs", "drift")
-    kinds = [(r.get("kind"), r.get("action") or r.get("detector")) for r in story]
-    engine_actions = [r["action"] for r in story if r.get("kind") == "directive"]
-    undecodable = [e for e in cb.last_client.errors if e.get("code") == "E_HEADER_DECODE"]
-    if "tighten" in engine_actions and not actions and undecodable:
-        pytest.xfail(f"engine issued {engine_actions[:4]} but its replies did not decode in the shim: {undecodable[0]}")
-    # 1. The engine saw the post_tool tail grow and tightened; the shim applied it and said so.
-    assert "tighten" in actions, (actions, kinds)
-    tighten = shim[actions.index("tighten")]
-    assert tighten["step"] > ONSET and tighten["applied"]
-    # beta was 0 with no reference model: that part is refused, the rest applied (old -> new).
-    assert "E_NO_REF_MODEL" in (tighten["refused"] or "")
-    assert {c["knob"] for c in tighten["changes"]} >= {"epsilon_low", "epsilon_high"}
-    assert any(k == ("finding", "post_tool_tail_growth") for k in kinds)
-    assert any(r.get("kind") == "ack" and r.get("directive_id") == tighten["directive_id"] for r in story)
-    # 2. Then rollback to a certified checkpoint: weights bit for bit, training goes on.
-    if "rollback" not in actions:
-        pytest.xfail(
-            "no rollback: the engine never learns of checkpoints yet (needs the step header `checkpoint` "
-            f"field in the client and Controller.onCheckpoint wired in the engine); shim saw {actions}"
-        )
-    rb = shim[actions.index("rollback")]
-    assert rb["applied"] and weights_at.get(rb["step"]) is True
-    assert tr.state.global_step > rb["step"]
+    story = _engine_log(runs, "drift")
+    kinds = [(r["kind"], r.get("action") or r.get("detector") or r.get("status"), r.get("step")) for r in story]
+    print("\n".join(map(str, kinds)))  # shown on failure
+    actions = [r["action"] for r in shim if r["action"] != "warn"]
+    assert actions == ["tighten", "rollback"], (actions, kinds)
+    engine_directives = {r["id"]: r for r in story if r["kind"] == "directive"}
+    acks = {r["directive_id"]: r for r in story if r["kind"] == "ack"}
+
+    # 1. Detection: the post_tool tail grew after ONSET while pre_tool stayed in its band.
+    growth = [r for r in story if r["kind"] == "finding" and r["detector"] == "post_tool_tail_growth"]
+    first = growth[0]
+    assert first["slice"] == "post_tool" and first["pair"] == "old_vs_rollout" and first["step"] > ONSET
+    assert first["severity"] in ("warn", "high") and "pre_tool within its band" in first["message"]
+    assert not [r for r in story if r["kind"] == "finding" and r.get("slice") == "pre_tool"]
+    metrics = _engine_log(runs, "drift", "metrics.jsonl")
+    before, during = range(1, ONSET), range(ONSET, first["step"] + 1)
+    pre_before, pre_during = _q99(metrics, "old_vs_rollout", "pre_tool", before), _q99(metrics, "old_vs_rollout", "pre_tool", during)
+    post_before, post_during = _q99(metrics, "old_vs_rollout", "post_tool", before), _q99(metrics, "old_vs_rollout", "post_tool", during)
+    assert max(pre_during) < 1.5 * max(pre_before), (pre_before, pre_during)
+    assert max(post_during) > 3 * max(post_before), (post_before, post_during)
+
+    # 2. tighten: applied on the shim at apply_at_step, beta refused (no reference model) on both sides.
+    tighten = shim[[r["action"] for r in shim].index("tighten")]
+    d = engine_directives[tighten["directive_id"]]
+    # Applied at apply_at_step, or at the first step end after it when the reply came late (a loaded box).
+    assert d["step"] >= first["step"] and tighten["step"] >= d["apply_at_step"] and tighten["applied"], (d, tighten)
+    assert {c["knob"]: (c["old"], c["new"]) for c in tighten["changes"]} == {
+        k: (d["evidence"]["knobs"][k], v) for k, v in d["params"].items() if k != "beta"
+    }
+    assert {"epsilon_low", "epsilon_high"} <= {c["knob"] for c in tighten["changes"]}
+    assert tr.epsilon_low == d["params"]["epsilon_low"] and tr.beta == 0.0
+    assert tighten["refused"].startswith("E_NO_REF_MODEL") and "E_NO_REF_MODEL" in acks[d["id"]]["refused"]
+    assert acks[d["id"]]["applied"] is True and acks[d["id"]]["changes"] == [
+        {k: c[k] for k in ("knob", "old", "new")} for c in tighten["changes"]
+    ]
+
+    # 3. rollback to the newest checkpoint the engine certified; weights bit for bit; training went on.
+    rb = shim[[r["action"] for r in shim].index("rollback")]
+    d = engine_directives[rb["directive_id"]]
+    target = d["params"]["checkpoint"]
+    # The tighten took effect (epsilons), so it got min_steps_between_directives (default 5) to act.
+    assert d["step"] - engine_directives[tighten["directive_id"]]["step"] >= 5, (d, tighten)
+    assert rb["step"] >= d["apply_at_step"] and rb["applied"], (d, rb)
+    certified = [r for r in story[: story.index(d)] if r["kind"] == "checkpoint" and r["status"] == "certified"]
+    assert certified and target == {"step": certified[-1]["step"], "path": certified[-1]["path"]}
+    assert target["step"] < ONSET  # certified on healthy steps only
+    assert any(r["kind"] == "checkpoint" and r["status"] == "rejected" and r["step"] >= ONSET for r in story)
+    assert rb["changes"][0]["new"] == target["step"] and os.path.samefile(rb["changes"][0]["path"], target["path"])
+    assert acks[d["id"]]["applied"] is True and acks[d["id"]]["refused"] is None
+    assert weights.get("equal") is True, weights.keys()
+    assert tr.rollout_func.reloads == [rb["step"]], tr.rollout_func.reloads  # the next generation: restored policy
+    assert tr.state.global_step == DRIFT_STEPS > rb["step"] + 3, (tr.state.global_step, rb)
+    w = tr.model.state_dict()
+    assert not all(torch.equal(w[k], v) for k, v in weights["saved"].items())  # it kept training
+    steps = {r["step"] for r in _engine_log(runs, "drift", "steps.jsonl")}
+    assert set(range(rb["step"], DRIFT_STEPS + 1)) <= steps
+    # After the rollback the loop settles: no further control directive.
+    assert [r["action"] for r in engine_directives.values() if r["action"] != "warn"] == ["tighten", "rollback"]
+    assert not cb.last_client.errors, cb.last_client.errors
 
 
 def test_fail_closed_stops_training_when_the_engine_is_killed(tmp_path):

@@ -277,9 +277,11 @@ export class Controller {
 
   private onRefused(d: Issued, ack: Ack): CheckpointEvent[] {
     d.status = 'refused';
-    this.s.lastControlStep = null; // the ladder moves on at the next finding, without waiting
+    // Nothing took effect: the ladder moves on at the next finding, without waiting. A partly applied
+    // tighten keeps the spacing, so the knobs it did change get time to act before a rollback.
+    const changed = new Set((ack.changes ?? []).map((c) => c.knob));
+    if (!changed.size) this.s.lastControlStep = null;
     if (d.action === 'tighten') {
-      const changed = new Set((ack.changes ?? []).map((c) => c.knob));
       const refused = Object.keys(d.params).filter((k) => !changed.has(k));
       for (const k of refused) if (!this.s.refusedKnobs.includes(k)) this.s.refusedKnobs.push(k);
       if (!changed.size) this.s.tightens = Math.max(0, this.s.tightens - 1); // nothing took effect
