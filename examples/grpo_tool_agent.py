@@ -7,8 +7,9 @@ The environment (a GRPO `rollout_func`):
 - Each prompt is an addition, "q07: 12+34=". The agent writes a few tokens (pre_tool), then in a share of
   episodes the calculator's answer enters the completion as `<tool_response>046</tool_response>` tool-output
   tokens (env_mask 0), and the agent writes its answer after it (post_tool).
-- **Tool use grows over the run**: the share of episodes that call the calculator rises linearly from
-  `--tool-start` to `--tool-end` (a curriculum of harder questions). The engine's `curriculum` directive's
+- **Tool use grows over the run**: the share of episodes that call the calculator is `tool_start` during the
+  healthy phase (the first `stale_onset` of the run), then rises linearly to `tool_end` (harder questions
+  arrive); the number of tool groups per step follows that share exactly (error diffusion), not coin flips. The engine's `curriculum` directive's
   `alpha_ceiling`, when it arrives, caps that share: the sampler reads it, as the contract says a user's should.
 - Reward: the share of the agent's own tokens that are digits (it should answer with numbers), plus 1 when
   the post-tool answer contains the calculator's result.
@@ -19,7 +20,9 @@ worker whose weights lag the trainer. The lag is 0 for the first `--stale-onset`
 one optimizer step every `--stale-every` steps. The rollout returns the sampler's own per-token logprobs,
 so `old_vs_rollout` is real: exactly log π_current − log π_stale on post-tool tokens and 0 elsewhere. Nothing
 is written into the numbers; the growing tail is what a lagging sampler does to the data the trainer sees.
-`beta > 0` adds `policy_vs_ref`.
+`beta > 0` adds `policy_vs_ref`. TRL 1.16 feeds the sampler's logprobs into the loss only on its vLLM path
+(IS correction) and in `off_policy_mask_threshold`; `is_mode` turns TRL's own IS correction on for this
+worker (`use_worker_logprobs`), an experiment documented in docs/demo.md, off by default.
 
 It prints one line per step, then writes `<run-dir>/<run-id>/example_summary.json` (trainer logs per step,
 the final on-policy evaluation, client stats). With no `--endpoint` the engine is embedded: `attach()` starts
@@ -47,6 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import warnings  # noqa: E402
 
 import torch  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+hf_logging.disable_progress_bar()  # "Writing model shards" / "Loading weights" bars on every checkpoint
 
 warnings.filterwarnings("ignore")  # TRL experimental-API and tiny-model notices drown the progress lines
 
@@ -67,21 +73,26 @@ class CalculatorEnv:
     """The rollout_func: samples the agent with the current policy, the post-tool turn with a lagging copy."""
 
     def __init__(self, model, tok, max_steps, *, tool_start=0.2, tool_end=0.9, stale_onset=0.4, stale_every=2,
-                 seed=0):
+                 seed=0, ramp_onset=None):
         self.tok, self.max_steps = tok, max_steps
         self.tool_start, self.tool_end = tool_start, tool_end
         self.stale_onset, self.stale_every = stale_onset, stale_every
+        self.ramp_onset = stale_onset if ramp_onset is None else ramp_onset
         self.rng = random.Random(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.sampler = copy.deepcopy(model).eval()  # the lagging inference worker
         self.history: deque = deque(maxlen=64)  # (step, weights) as the worker receives them
+        self._carry = 0.0  # fractional tool groups carried to the next step
         self.alpha_ceiling: float | None = None  # from the engine's curriculum directive (tailguard callback)
         self.log: list[dict] = []
         self.digits = [tok.convert_tokens_to_ids(c) for c in "0123456789"]
 
     # ---- schedules ----------------------------------------------------------------------------
     def tool_share(self, step: int) -> float:
-        share = self.tool_start + (self.tool_end - self.tool_start) * min(1.0, step / max(1, self.max_steps - 1))
+        # Flat during the healthy phase, then harder questions arrive and tool use ramps up with the lag.
+        onset = int(self.ramp_onset * self.max_steps)
+        ramp = min(1.0, max(0, step - onset) / max(1, self.max_steps - 1 - onset))
+        share = self.tool_start + (self.tool_end - self.tool_start) * ramp
         if self.alpha_ceiling is not None:
             share = min(share, self.alpha_ceiling * 1.5)  # α is a token share; ~1.5 episodes per post-tool token share
         return share
@@ -110,6 +121,8 @@ class CalculatorEnv:
         model = trainer.model
         was_training = model.training
         model.eval()
+        if self.history and step <= self.history[-1][0]:
+            self.history.clear()  # a rollback: the workers restart from the restored weights
         self.history.append((step, {k: v.detach().clone() for k, v in model.state_dict().items()}))
         lag = self.lag(step)
         stale_step, weights = next(((s, w) for s, w in self.history if s >= step - lag), self.history[-1])
@@ -127,11 +140,16 @@ class CalculatorEnv:
         ctx = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompt_ids])
         pre, pre_lp = self._sample(model, ctx, PRE_LEN)
         share = self.tool_share(step)
-        # One tool decision per group (same prompt), so group rewards compare like with like.
-        uses = []
-        for i, t in enumerate(texts):
-            if i == 0 or t != texts[i - 1]:
-                use = self.rng.random() < share
+        # One tool decision per group (same prompt), so group rewards compare like with like. The number of
+        # tool groups follows the schedule (error diffusion, random order): α tracks the schedule, not coin noise.
+        starts = [i for i, t in enumerate(texts) if i == 0 or t != texts[i - 1]]
+        self._carry += share * len(starts)
+        n_tool = min(len(starts), int(self._carry))
+        self._carry -= n_tool
+        chosen = set(self.rng.sample(starts, n_tool))
+        uses, use = [], False
+        for i in range(len(texts)):
+            use = (i in chosen) if i in starts else use
             uses.append(use)
         completion_ids, logprobs, env_mask, results = [None] * len(texts), [None] * len(texts), [None] * len(texts), []
         for want_tool in (False, True):
@@ -203,15 +221,37 @@ def evaluate(model, tok, n: int = 64, seed: int = 123) -> float:
     return sum(sum(c in DIGITS for c in t) / max(1, len(t)) for t in texts) / n
 
 
+DEMO_POLICY = Path(__file__).resolve().parent / "demo_policy.yaml"
+
+
 def policy_file(mode: str, path: Path) -> Path:
-    """The demo's policy override: only `mode` (the rest is the shipped default, docs/policy.md)."""
-    path.write_text(f"mode: {mode}\n")
+    """The demo's policy override: `mode` + examples/demo_policy.yaml (each deviation justified in docs/demo.md)."""
+    path.write_text(f"mode: {mode}\n" + DEMO_POLICY.read_text())
     return path
 
 
-def run(policy_mode="control", steps=60, run_dir="runs", run_id=None, seed=0, lr=1e-2, beta=0.04, batch=8,
+class LaggingWorker:
+    """Stands where TRL's `vllm_generation` would: the rollout_func is the (lagging) inference worker and
+    syncs its own weights, so TRL's weight push is a no-op. Its presence lets TRL's own importance-sampling
+    correction (`vllm_importance_sampling_*`) consume the worker's logprobs, as it does for a vLLM server."""
+
+    def sync_weights(self):
+        pass
+
+
+def use_worker_logprobs(trainer, mode: str, cap: float) -> None:
+    """Turn on TRL 1.16's sampler-logprob IS correction for a rollout_func worker (docs/demo.md, mechanism)."""
+    trainer.use_vllm = True  # read only in the generation/IS paths; the rollout_func does the generating
+    trainer.vllm_generation = LaggingWorker()
+    trainer._last_loaded_step = -1
+    trainer.vllm_importance_sampling_correction = True
+    trainer.vllm_importance_sampling_mode = mode
+    trainer.vllm_importance_sampling_clip_max = cap
+
+
+def run(policy_mode="control", steps=60, run_dir="runs", run_id=None, seed=0, lr=5e-3, beta=0.04, batch=16,
         num_generations=4, endpoint=None, quiet=False, tool_start=0.2, tool_end=0.9, stale_onset=0.4,
-        stale_every=2, record_to=None, checkpoint_every=10) -> dict:
+        stale_every=2, record_to=None, checkpoint_every=5, is_mode=None, is_cap=3.0, attach=True, ramp_onset=None) -> dict:
     """One training run; returns the summary (also written to `<run_dir>/<run_id>/example_summary.json`)."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -231,16 +271,18 @@ def run(policy_mode="control", steps=60, run_dir="runs", run_id=None, seed=0, lr
         lr_scheduler_type="constant", shuffle_dataset=False, disable_tqdm=True,
     )
     env = CalculatorEnv(model, tok, steps, tool_start=tool_start, tool_end=tool_end, stale_onset=stale_onset,
-                        stale_every=stale_every, seed=seed)
+                        stale_every=stale_every, seed=seed, ramp_onset=ramp_onset)
     trainer = GRPOTrainer(model=str(work / "model"), processing_class=tok, reward_funcs=make_reward(tok), args=args,
                           train_dataset=dataset, rollout_func=env)
+    if is_mode:
+        use_worker_logprobs(trainer, is_mode, is_cap)
     os.environ["TAILGUARD_RUN_DIR"] = str(run_dir)
     engine_args = f"--policy {policy_file(policy_mode, work / 'policy.yaml')}"
     if record_to:  # the engine writes every received step message to a capture (`tailguard replay` reads it)
         engine_args += f" --record {Path(record_to).resolve()}"
     os.environ["TAILGUARD_ENGINE_ARGS"] = engine_args
     options = dict(run_id=run_id, log_wait_s=0.5, checkpoint_every=checkpoint_every)
-    cb = tailguard.attach(trainer, endpoint=endpoint, **options)
+    cb = tailguard.attach(trainer, endpoint=endpoint, **options) if attach else None
     rows: list[dict] = []
     t0 = time.monotonic()
 
@@ -250,7 +292,7 @@ def run(policy_mode="control", steps=60, run_dir="runs", run_id=None, seed=0, lr
         def on_log(self, args, state, control, logs=None, **kw):
             if not logs or "reward" not in logs:
                 return
-            env.alpha_ceiling = cb.directives.alpha_ceiling if cb.directives is not None else None
+            env.alpha_ceiling = cb.directives.alpha_ceiling if cb is not None and cb.directives is not None else None
             e = env.log[-1] if env.log else {}
             row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
                    "lag": e.get("lag"), "tool_share": e.get("tool_share")}
@@ -271,8 +313,8 @@ def run(policy_mode="control", steps=60, run_dir="runs", run_id=None, seed=0, lr
     summary = {
         "run_id": run_id, "policy_mode": policy_mode, "steps_done": int(trainer.state.global_step),
         "steps_planned": steps, "rows": rows, "env": env.log, "eval_reward": evaluate(trainer.model, tok),
-        "client": dict(cb.last_client.stats) if cb.last_client is not None else {},
-        "alpha_ceiling": cb.directives.alpha_ceiling if cb.directives is not None else None,
+        "client": dict(cb.last_client.stats) if cb is not None and cb.last_client is not None else {},
+        "alpha_ceiling": cb.directives.alpha_ceiling if cb is not None and cb.directives is not None else None,
         "seconds": time.monotonic() - t0,
     }
     out = run_dir / run_id / "example_summary.json"
