@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { RunStats, SliceAccumulator, StatsError } from '../src/stats/index.ts';
 import type { StepData } from '../src/types.ts';
-import { lse, reference, splitRanks, synthStep } from './stats-helpers.ts';
+import { lse, reference, refLabels, splitRanks, synthStep } from './stats-helpers.ts';
 
 function step(values: number[], tool: number[] = [], extra: Partial<StepData> = {}): StepData {
   const T = values.length;
@@ -94,6 +94,45 @@ describe('pairs and slices', () => {
     expect(get(r, 'user:search').n).toBe(2);
     expect(get(r, 'user:calc').n).toBe(2); // token 2 is tool output
     expect(get(r, 'user:calc').abs_max).toBe(2);
+  });
+
+  it('user slices and NaN tokens get exact quantiles (rescan of kept chunks), across ranks and steps', () => {
+    const rs = new RunStats({ worldSize: 2 });
+    for (const step of [1, 2]) {
+      const d = synthStep({ tokens: 30_000, seed: 60 + step, step, alpha: 0.4 });
+      const x = d.pairs.policy_vs_ref!;
+      for (let t = 0; t < x.length; t += 997) x[t] = t % 2 ? NaN : -Infinity;
+      const ids = Uint16Array.from({ length: x.length }, (_, t) => (t * 7) % 3);
+      const names = ['search', 'calc', 'code'];
+      // splitRanks cuts whole sequences; cut slice_ids at the same boundaries
+      const n = d.offsets.length - 1;
+      splitRanks(d, 2).forEach((part, k) => {
+        const s0 = Math.floor((k * n) / 2), s1 = Math.floor(((k + 1) * n) / 2);
+        rs.addRankStep({ ...part, sliceIds: ids.slice(d.offsets[s0], d.offsets[s1]), sliceNames: names });
+      });
+      const [r] = rs.finalizeReady(0);
+      const lab = refLabels(d);
+      for (const [k, name] of names.entries()) {
+        const v: number[] = [];
+        for (let t = 0; t < x.length; t++) if (lab[t] <= 1 && ids[t] === k && Number.isFinite(x[t])) v.push(Math.abs(x[t]));
+        const abs = Float64Array.from(v).sort();
+        const q = (p: number) => {
+          const h = p * (abs.length - 1), lo = Math.floor(h);
+          return abs[lo] + (h - lo) * (abs[Math.min(lo + 1, abs.length - 1)] - abs[lo]);
+        };
+        const m = get(r, `user:${name}`);
+        expect(m.n).toBe(abs.length);
+        expect(m.nonfinite).toBeGreaterThan(0);
+        expect([m.abs_q50, m.abs_q90, m.abs_q99, m.abs_q999, m.abs_max]).toEqual([q(0.5), q(0.9), q(0.99), q(0.999), abs[abs.length - 1]]);
+      }
+      for (const [slice, codes] of [['all', [0, 1]], ['pre_tool', [0]], ['post_tool', [1]]] as const) {
+        const ref = reference(d, 'policy_vs_ref', [...codes]);
+        const m = get(r, slice);
+        expect([m.abs_q50, m.abs_q999], `step ${step} ${slice}`).toEqual([ref.quant(0.5), ref.quant(0.999)]);
+        expect(m.nonfinite).toBe(ref.nonfinite);
+      }
+    }
+    expect(rs.quantilePaths.band).toBeGreaterThan(0); // step 2's built-in slices
   });
 
   it('clip fraction uses the live epsilons', () => {

@@ -25,7 +25,7 @@ export class SliceAccumulator {
     const sh = new Uint32Array(HIST_BINS);
     const { lo, hi } = clipBand(knobs);
     const bits = new Int32Array(values.buffer, values.byteOffset, values.length);
-    kernelRuns(values, bits, { runs, n: nSeq }, 0, sh, this.sums, new Float32Array(values.length), 0, lo, hi, L, C, 0);
+    kernelRuns(values, bits, { runs, n: nSeq }, 0, sh, this.sums, lo, hi, L, C, 0);
     foldHist(sh, this.hist, this.sums, hi);
     addSeqParts(this.sums, L, C, 0, nSeq);
     return this;

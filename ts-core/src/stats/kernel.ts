@@ -1,6 +1,6 @@
 // The hot loop: ONE pass over a chunk's tokens per pair and slice code, straight from the wire array.
-// Per token: skip non-finite (counted), copy the value out (for exact quantiles), bump the signed
-// bit-histogram, and add every exact sum. No calls on the common path: w = e^ℓ comes from a table at
+// Per token: skip non-finite (counted), bump the bit-histogram, add every exact sum, and copy |ℓ| out
+// only when its bin is in the step's quantile band (the raw chunk is kept by a bulk copy instead). No calls on the common path: w = e^ℓ comes from a table at
 // a = m/256 (|ℓ| < 4) and a short polynomial in δ = ℓ − a (|δ| ≤ 1/512), which also gives e^ℓ − 1 − ℓ
 // without cancellation: D(a) + expm1(a)·δ + e^a·(e^δ − 1 − δ), all terms of one sign or nearly so.
 import { HIST_BINS, HIST_BITS_MIN, HIST_LAST, HIST_SHIFT, HIST_EDGES, binOf } from './hist.ts';
@@ -72,16 +72,15 @@ export interface Cand {
 }
 
 /**
- * Process the runs with `code`: finite values are appended to out[outLen..] (caller made room),
- * counted in sh (HIST_BINS counts of |ℓ|) and summed into `sums` (token fields; exceedance/clip only
+ * Process the runs with `code`: finite values are counted in sh (HIST_BINS counts of |ℓ|) and summed into `sums` (token fields; exceedance/clip only
  * for straddling bins and the negative values above the clip bins — foldHist adds the bins above).
- * Per sequence, Σℓ and the finite count go to seqL/seqC[seqBase + seq]. Returns the new outLen.
+ * Per sequence, Σℓ and the finite count go to seqL/seqC[seqBase + seq]. Returns the finite count.
  * The ESS parts are unshifted (shift 0) while |ℓ| ≤ 300: any shift is valid (merges rescale), so no
  * max ℓ is tracked on the hot path.
  */
 export function kernelRuns(
   x: Float32Array, bits: Int32Array, R: Runs, code: number, sh: Uint32Array, sums: Float64Array,
-  out: Float32Array, outLen: number, clipLo: number, clipHi: number,
+  clipLo: number, clipHi: number,
   seqL: Float64Array, seqC: Float64Array, seqBase: number, band: Band | null = null, cand: Cand | null = null,
 ): number {
   const b15 = binAt(T15), b2 = binAt(T2), b3 = binAt(T3);
@@ -105,7 +104,7 @@ export function kernelRuns(
   let e15 = 0, e2 = 0, e3 = 0, cLo = 0, cHi = 0; // straddling-bin counts
   let negLo = 0, negHi = 0; // ℓ < 0 in bins above bLo / bHi (int ops: no signed histogram needed)
   let sum = 0, sumAbs = 0, sumSq = 0, s1 = 0, s2 = 0, k3 = 0, nonfin = 0, amax = 0;
-  let n = outLen;
+  let n = 0;
   for (let ri = 0; ri < nr; ri++) {
     const o4 = ri << 2;
     if (runs[o4 + 2] !== code) continue;
@@ -117,7 +116,7 @@ export function kernelRuns(
         nonfin++; // NaN or ±Inf: counted, excluded from everything else
         continue;
       }
-      out[n++] = xv;
+      n++;
       const u = bits[i];
       const d = ((u & 0x7fffffff) - BMIN) >> SHIFT;
       const bin = d < 0 ? 0 : d >= LAST ? LAST : d + 1;
@@ -173,9 +172,8 @@ export function kernelRuns(
     cand.n = cn;
   }
   sums[S_NONFINITE] += nonfin;
-  const cnt = n - outLen;
-  if (cnt === 0) return n;
-  sums[S_N] += cnt;
+  if (n === 0) return 0;
+  sums[S_N] += n;
   sums[S_SUM] += sum;
   sums[S_SUM_ABS] += sumAbs;
   sums[S_SUM_SQ] += sumSq;
@@ -187,19 +185,27 @@ export function kernelRuns(
   if (amax > sums[S_ABS_MAX]) sums[S_ABS_MAX] = amax;
   // |ℓ| ≤ 300: Σe^ℓ and Σe^2ℓ are finite and > 0 unshifted (shift 0)
   if (amax <= FAST_LIMIT) lseAdd(sums, S_LSE_MAX, 0, s1, s2);
-  else slowExpSums(sums, out, outLen, n);
+  else slowExpSums(sums, x, R, code);
   return n;
 }
 
 /** Log-space ESS parts for huge |ℓ|: shifts by the max so nothing overflows. */
-function slowExpSums(sums: Float64Array, v: Float32Array, start: number, end: number): void {
+function slowExpSums(sums: Float64Array, x: Float32Array, R: Runs, code: number): void {
   let mx = -Infinity;
-  for (let i = start; i < end; i++) mx = Math.max(mx, v[i]);
+  const runs = R.runs;
+  for (let r = 0; r < R.n; r++) {
+    if (runs[4 * r + 2] !== code) continue;
+    for (let i = runs[4 * r]; i < runs[4 * r + 1]; i++) if (x[i] - x[i] === 0) mx = Math.max(mx, x[i]);
+  }
   let s1 = 0, s2 = 0;
-  for (let i = start; i < end; i++) {
-    const e = Math.exp(v[i] - mx);
-    s1 += e;
-    s2 += e * e;
+  for (let r = 0; r < R.n; r++) {
+    if (runs[4 * r + 2] !== code) continue;
+    for (let i = runs[4 * r]; i < runs[4 * r + 1]; i++) {
+      if (x[i] - x[i] !== 0) continue;
+      const e = Math.exp(x[i] - mx);
+      s1 += e;
+      s2 += e * e;
+    }
   }
   lseAdd(sums, S_LSE_MAX, mx, s1, s2);
 }
@@ -275,7 +281,7 @@ function warmUp(): void {
   const bits = new Int32Array(x.buffer);
   const runs = new Int32Array(4 * 64);
   for (let r = 0; r < 64; r++) runs.set([r * 128, r * 128 + 128, r % 3, r], 4 * r);
-  const sh = new Uint32Array(HIST_BINS), sums = new Float64Array(32), out = new Float32Array(n);
+  const sh = new Uint32Array(HIST_BINS), sums = new Float64Array(32);
   const L = new Float64Array(64), C = new Float64Array(64);
   const band: Band = { bins: new Int32Array(64), bits: new Uint8Array(64), n: 64 };
   for (let i = 0; i < 64; i++) (band.bins[i] = binOf(((i * 7919) % 1000) * 1e-3)), (band.bits[i] = 1 + (i % 15));
@@ -283,7 +289,7 @@ function warmUp(): void {
   for (let k = 0; k < 12; k++) {
     sums.fill(0);
     cand.n = 0;
-    kernelRuns(x, bits, { runs, n: 64 }, k % 3, sh, sums, out, 0, k & 1 ? -Infinity : Math.log(0.8), Math.log(1.28), L, C, 0, band, cand);
+    kernelRuns(x, bits, { runs, n: 64 }, k % 3, sh, sums, k & 1 ? -Infinity : Math.log(0.8), Math.log(1.28), L, C, 0, band, cand);
   }
 }
 warmUp();

@@ -6,7 +6,7 @@ import { PAIRS } from '../types.ts';
 import { HIST_BINS, histAdd } from './hist.ts';
 import { addSeqParts, foldHist, kernelRuns, type Band, type Cand, type Runs } from './kernel.ts';
 import type { BufPool } from './pool.ts';
-import type { ValueBuf } from './select.ts';
+import type { KeptSource, ValueBuf } from './select.ts';
 import { clipBand, emptySums, mergeSums } from './sums.ts';
 import { StatsError } from './errors.ts';
 
@@ -17,8 +17,8 @@ export const BASE_SLICES = ['pre_tool', 'post_tool', 'tool_output'] as const;
 export class SliceState {
   hist = new Float64Array(HIST_BINS);
   sums = emptySums();
-  /** Compacted finite values (kept for exact quantiles); null when only sketches are kept. */
-  buf: ValueBuf | null = null;
+  /** Kept raw chunks holding this slice's values (runs with `code`), for an exact rescan; empty when not kept. */
+  srcs: { src: KeptSource; code: number }[] = [];
   /** |ℓ| of the values in the step's quantile band, with tags (kernel.ts Cand); usually all selection needs. */
   cand: Cand = { vals: new Float32Array(256), tags: new Uint8Array(256), n: 0 };
   private sh_: Uint32Array | null = null;
@@ -33,7 +33,7 @@ export class SliceState {
   reset(): this {
     this.hist.fill(0);
     emptySums(this.sums);
-    this.buf = null;
+    this.srcs.length = 0;
     this.cand.n = 0;
     return this;
   }
@@ -57,6 +57,8 @@ export class RankStep {
   knobs: StepData['knobs'] = {};
   logs: StepData['logs'] = {};
   receivedAt = 0;
+  /** Pooled buffers kept for exact rescans (raw values per pair and chunk, runs per chunk). */
+  kept: KeptSource[] = [];
   /** Clip band of this rank's step (first chunk's knobs), used for every chunk and the fold. */
   clip: { lo: number; hi: number } | null = null;
   private folded = false;
@@ -96,7 +98,6 @@ let labels = new Uint8Array(0);
 let zeros = new Float32Array(0);
 let seqL = new Float64Array(0);
 let seqC = new Float64Array(0);
-let sink = new Float32Array(0); // kernel output when values are not kept
 const scratchCand: Cand = { vals: new Float32Array(0), tags: new Uint8Array(0), n: 0 };
 
 /** Append the kernel's candidates of one call to the slice's store. */
@@ -201,7 +202,13 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
   const clip = (rs.clip ??= clipBand(d.knobs));
   seqL = grow(seqL, 4 * nSeqs, (n) => new Float64Array(n));
   seqC = grow(seqC, 4 * nSeqs, (n) => new Float64Array(n));
-  if (!keep) sink = grow(sink, Math.max(counts[0], counts[1], counts[2]), (n) => new Float32Array(n));
+  // Kept for a rescan when the band misses: the chunk's runs once, each pair's raw values (bulk copies).
+  let keptRuns: ValueBuf | null = null;
+  if (keep) {
+    keptRuns = pool.get(4 * R.n);
+    keptRuns.bits.set(R.runs.subarray(0, 4 * R.n));
+    keptRuns.len = 4 * R.n;
+  }
   const userNames = d.sliceIds && d.sliceNames ? d.sliceNames : null;
   for (const pair of PAIRS) {
     let x = d.pairs[pair];
@@ -218,20 +225,24 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
     seqL.fill(0, 0, 4 * nSeqs);
     seqC.fill(0, 0, 4 * nSeqs);
     const band = keep ? (bands?.get(pair) ?? null) : null;
+    let src: KeptSource | null = null;
+    if (keptRuns) {
+      const vals = pool.get(T);
+      vals.vals.set(x);
+      vals.len = T;
+      src = { vals, runs: keptRuns, nRuns: R.n, pooled: true };
+      rs.kept.push(src);
+    }
     for (let c = 0; c < 3; c++) {
       const st = rs.slice(`${pair}/${BASE_SLICES[c]}`);
-      if (keep) {
-        const buf = (st.buf = pool.ensure(st.buf ?? pool.get(counts[c]), counts[c]));
-        if (band && scratchCand.vals.length < counts[c]) {
-          scratchCand.vals = new Float32Array(Math.max(counts[c], 2 * scratchCand.vals.length));
-          scratchCand.tags = new Uint8Array(scratchCand.vals.length);
-        }
-        scratchCand.n = 0;
-        buf.len = kernelRuns(x, bits, R, c, st.sh, st.sums, buf.vals, buf.len, clip.lo, clip.hi, seqL, seqC, c * nSeqs, band, band ? scratchCand : null);
-        if (band && scratchCand.n) keepCand(st, scratchCand);
-      } else {
-        kernelRuns(x, bits, R, c, st.sh, st.sums, sink, 0, clip.lo, clip.hi, seqL, seqC, c * nSeqs);
+      if (band && scratchCand.vals.length < counts[c]) {
+        scratchCand.vals = new Float32Array(Math.max(counts[c], 2 * scratchCand.vals.length));
+        scratchCand.tags = new Uint8Array(scratchCand.vals.length);
       }
+      scratchCand.n = 0;
+      kernelRuns(x, bits, R, c, st.sh, st.sums, clip.lo, clip.hi, seqL, seqC, c * nSeqs, band, band ? scratchCand : null);
+      if (band && scratchCand.n) keepCand(st, scratchCand);
+      if (src) st.srcs.push({ src, code: c });
       addSeqParts(st.sums, seqL, seqC, c * nSeqs, (c + 1) * nSeqs);
     }
     for (let s = 0; s < nSeqs; s++) {
@@ -239,14 +250,15 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
       seqC[3 * nSeqs + s] = seqC[s] + seqC[nSeqs + s];
     }
     addSeqParts(rs.slice(`${pair}/all`).sums, seqL, seqC, 3 * nSeqs, 4 * nSeqs);
-    if (userNames) ingestUser(rs, pair, x, d, userNames, pool, clip, T, nSeqs, keep);
+    if (userNames) ingestUser(rs, pair, x, d, userNames, clip, T, nSeqs, keep);
   }
+  if (keptRuns) rs.kept.push({ vals: keptRuns, runs: keptRuns, nRuns: 0, pooled: true }); // released with the rest
   rs.chunksSeen++;
 }
 
 /** User slices `user:<name>` from slice_ids: model tokens (pre_tool ∪ post_tool) with that id. */
 function ingestUser(
-  rs: RankStep, pair: PairName, x: Float32Array, d: StepData, names: string[], pool: BufPool,
+  rs: RankStep, pair: PairName, x: Float32Array, d: StepData, names: string[],
   clip: { lo: number; hi: number }, T: number, nSeqs: number, keep: boolean,
 ): void {
   const ids = d.sliceIds!, lab = labelsFromRuns(T), off = d.offsets;
@@ -276,12 +288,10 @@ function ingestUser(
     const runs: Runs = { runs: Int32Array.from(runsOf[k]), n: runsOf[k].length / 4 };
     L.fill(0);
     C.fill(0);
+    kernelRuns(vals, vbits, runs, 0, st.sh, st.sums, clip.lo, clip.hi, L, C, 0);
     if (keep) {
-      const buf = (st.buf = pool.ensure(st.buf ?? pool.get(cnt[k]), cnt[k]));
-      buf.len = kernelRuns(vals, vbits, runs, 0, st.sh, st.sums, buf.vals, buf.len, clip.lo, clip.hi, L, C, 0);
-    } else {
-      sink = grow(sink, cnt[k], (n) => new Float32Array(n));
-      kernelRuns(vals, vbits, runs, 0, st.sh, st.sums, sink, 0, clip.lo, clip.hi, L, C, 0);
+      const rb = new Float32Array(runs.runs.buffer);
+      st.srcs.push({ src: { vals: { vals, bits: vbits, len: vals.length }, runs: { vals: rb, bits: runs.runs, len: runs.runs.length }, nRuns: runs.n, pooled: false }, code: 0 });
     }
     addSeqParts(st.sums, L, C, 0, nSeqs);
   }

@@ -7,7 +7,7 @@ import { PAIRS } from '../types.ts';
 import { HIST_BINS, HIST_LAST, histAdd, histQuantiles } from './hist.ts';
 import { BufPool } from './pool.ts';
 import { RankStep, SliceState, ingestChunk } from './rankstep.ts';
-import { plan, selectFromCand, selectMany, type SelectSpec, type ValueBuf } from './select.ts';
+import { plan, selectFromCand, selectMany, type KeptSource, type SelectSpec } from './select.ts';
 import type { Band } from './kernel.ts';
 import { BAND_ALL } from './kernel.ts';
 import { attribution, shapeChange } from './shape.ts';
@@ -190,7 +190,7 @@ export class RunStats {
 
   private dropKept(ps: PendingStep): void {
     ps.keep = false;
-    for (const rs of ps.ranks.values()) for (const s of rs.slices.values()) if (s.buf) (this.pool.release(s.buf), (s.buf = null));
+    for (const rs of ps.ranks.values()) this.releaseKept(rs);
   }
 
   /** Steps that are final now, in step order. */
@@ -210,6 +210,13 @@ export class RunStats {
       this.lastFinal = Math.max(this.lastFinal, s);
     }
     return out;
+  }
+
+  /** Back to the pool: every kept buffer once (pair chunks own their values; the runs entry its runs). */
+  private releaseKept(rs: RankStep): void {
+    for (const k of rs.kept) if (k.pooled) this.pool.release(k.vals);
+    rs.kept.length = 0;
+    for (const s of rs.slices.values()) s.srcs.length = 0;
   }
 
   /** Number of steps waiting for ranks. */
@@ -273,10 +280,8 @@ export class RunStats {
     }
     const perRank = ps.sketch ? [] : ranks.map((rs) => this.rankSummary(rs));
     for (const rs of ranks) {
-      for (const s of rs.slices.values()) {
-        if (s.buf) (this.pool.release(s.buf), (s.buf = null));
-        this.free.push(s);
-      }
+      this.releaseKept(rs);
+      for (const s of rs.slices.values()) this.free.push(s);
     }
     for (const s of owned) this.free.push(s);
     if (this.free.length > 256) this.free.length = 256;
@@ -315,17 +320,22 @@ export class RunStats {
     }
     if (band) for (let i = 0; i < band.n; i++) BAND_TAB[band.bins[i]] = 0;
     if (!specs.length) return out;
-    const bufs: ValueBuf[] = [];
-    const masks: number[] = [];
+    // One entry per kept chunk: which specs each run code feeds.
+    const masks = new Map<KeptSource, number[]>();
     for (const rs of ranks) {
       for (const [key, s] of rs.slices) {
-        if (!s.buf || !key.startsWith(`${pair}/`)) continue;
+        if (!s.srcs.length || !key.startsWith(`${pair}/`)) continue;
         const slice = key.slice(pair.length + 1);
         const mask = (bit.get(slice) ?? 0) | (slice === 'pre_tool' || slice === 'post_tool' ? (bit.get('all') ?? 0) : 0);
-        if (mask) (bufs.push(s.buf), masks.push(mask));
+        if (!mask) continue;
+        for (const { src, code } of s.srcs) {
+          let m = masks.get(src);
+          if (!m) masks.set(src, (m = [0, 0, 0]));
+          m[code] |= mask;
+        }
       }
     }
-    selectMany(specs, bufs, masks);
+    selectMany(specs, [...masks.keys()], [...masks.values()]);
     return out;
   }
 

@@ -1,7 +1,8 @@
 // Exact quantiles of |ℓ| by histogram-guided selection: the merged histogram says which bins hold
-// the wanted order statistics; ONE scan over every kept value of a pair collects only those bins'
-// values for all of the pair's slices at once (a value buffer feeds the slices whose bit is in its
-// mask, e.g. pre_tool values feed pre_tool and all), and a small sort per slice finishes.
+// the wanted order statistics. Usually the kernel already collected those bins' values (the band,
+// selectFromCand); otherwise ONE scan over the kept raw chunks of a pair collects them for all of the
+// pair's slices at once (each run's slice code maps to the slices it feeds, e.g. pre_tool values feed
+// pre_tool and all). A multi-quickselect finishes.
 // Bit-identical to sorting everything (numpy "linear" quantiles on the float32 |ℓ| values).
 import { HIST_BINS, HIST_BITS_MIN, HIST_LAST, HIST_SHIFT } from './hist.ts';
 
@@ -9,6 +10,14 @@ export interface ValueBuf {
   vals: Float32Array;
   bits: Int32Array; // same bytes as vals
   len: number;
+}
+
+/** A kept raw chunk: values as received (non-finite included) and its runs (start, end, code, seq). */
+export interface KeptSource {
+  vals: ValueBuf;
+  runs: ValueBuf; // runs in .bits
+  nRuns: number;
+  pooled: boolean;
 }
 
 /** One slice's request: its merged histogram, finite count, ascending ps, and the output. */
@@ -26,16 +35,25 @@ const scratch: Float32Array[] = Array.from({ length: MAX_SPECS }, () => new Floa
 let candVals = new Float32Array(1 << 12);
 let candTags = new Uint8Array(1 << 12);
 
-/** Leaf loop (optimised on its own): |v| and flag bits of the values whose bin is flagged in mask m. */
-function scan(bits: Int32Array, vals: Float32Array, len: number, m: number, flag: Uint8Array, outV: Float32Array, outT: Uint8Array): number {
+/**
+ * Leaf loop (optimised on its own): |v| and flag bits of the finite values whose bin is flagged in the
+ * mask of their run's code (codeMask[code]).
+ */
+function scan(bits: Int32Array, vals: Float32Array, runs: Int32Array, nRuns: number, codeMask: number[], flag: Uint8Array, outV: Float32Array, outT: Uint8Array): number {
   const bmin = HIST_BITS_MIN, last = HIST_LAST, shift = HIST_SHIFT;
   let c = 0;
-  for (let i = 0; i < len; i++) {
-    const d = ((bits[i] & 0x7fffffff) - bmin) >> shift;
-    const f = flag[d < 0 ? 0 : d >= last ? last : d + 1] & m;
-    if (f !== 0) {
-      outV[c] = Math.abs(vals[i]);
-      outT[c++] = f;
+  for (let r = 0; r < nRuns; r++) {
+    const m = codeMask[runs[4 * r + 2]] | 0;
+    if (m === 0) continue;
+    for (let i = runs[4 * r], e = runs[4 * r + 1]; i < e; i++) {
+      const u = bits[i] & 0x7fffffff;
+      if (u >= 0x7f800000) continue; // NaN / ±Inf are not in the histogram
+      const d = (u - bmin) >> shift;
+      const f = flag[d < 0 ? 0 : d >= last ? last : d + 1] & m;
+      if (f !== 0) {
+        outV[c] = Math.abs(vals[i]);
+        outT[c++] = f;
+      }
     }
   }
   return c;
@@ -64,8 +82,8 @@ export function plan(s: SelectSpec): Plan {
   return p;
 }
 
-/** Fill every spec's `out`; bufs[i] holds values of the slices whose bits are set in masks[i]. */
-export function selectMany(specs: SelectSpec[], bufs: ValueBuf[], masks: number[]): void {
+/** Fill every spec's `out`; srcs[i]'s runs of code c feed the specs whose bits are set in codeMasks[i][c]. */
+export function selectMany(specs: SelectSpec[], srcs: KeptSource[], codeMasks: number[][]): void {
   if (specs.length > MAX_SPECS) throw new Error(`selectMany: at most ${MAX_SPECS} slices`);
   const plans: (Plan | null)[] = specs.map((s) => (s.n > 0 ? plan(s) : null));
   const cols: Float32Array[] = [];
@@ -76,10 +94,10 @@ export function selectMany(specs: SelectSpec[], bufs: ValueBuf[], masks: number[
   });
   for (let i = 0; i < specs.length; i++) cols.push(scratch[i]);
   const fill = new Array<number>(specs.length).fill(0);
-  for (let j = 0; j < bufs.length; j++) {
-    const b = bufs[j];
-    if (candVals.length < b.len) (candVals = new Float32Array(b.len)), (candTags = new Uint8Array(b.len));
-    const c = scan(b.bits, b.vals, b.len, masks[j], FLAG, candVals, candTags);
+  for (let j = 0; j < srcs.length; j++) {
+    const b = srcs[j];
+    if (candVals.length < b.vals.len) (candVals = new Float32Array(b.vals.len)), (candTags = new Uint8Array(b.vals.len));
+    const c = scan(b.vals.bits, b.vals.vals, b.runs.bits, b.nRuns, codeMasks[j], FLAG, candVals, candTags);
     for (let i = 0; i < c; i++) {
       const f = candTags[i], a = candVals[i];
       for (let k = 0; k < specs.length; k++) if (f & (1 << k)) cols[k][fill[k]++] = a;
@@ -179,8 +197,12 @@ function multiSelect(a: Float32Array, lo: number, hi: number, pos: number[], i0:
   }
 }
 
-/** Quantiles at ascending ps over the union of bufs (finite values); hist is their merged histogram. */
+/** Quantiles at ascending ps over the finite values of bufs; hist is their merged histogram. */
 export function selectQuantiles(hist: Float64Array, n: number, ps: ArrayLike<number>, bufs: ValueBuf[], out: Float64Array): Float64Array {
-  selectMany([{ hist, n, ps, out }], bufs, bufs.map(() => 1));
+  const srcs = bufs.map((vals): KeptSource => {
+    const runs = new Int32Array([0, vals.len, 0, 0]);
+    return { vals, runs: { vals: new Float32Array(runs.buffer), bits: runs, len: 4 }, nRuns: 1, pooled: false };
+  });
+  selectMany([{ hist, n, ps, out }], srcs, srcs.map(() => [1]));
   return out;
 }
