@@ -39,7 +39,7 @@ export class SliceState {
   }
 }
 
-/** SliceStates are 260 KB each: RunStats recycles them instead of allocating per step. */
+/** SliceStates are ~200 KB each (histogram + kernel counts): RunStats recycles them instead of allocating per step. */
 export type StateSource = () => SliceState;
 const fresh: StateSource = () => new SliceState();
 

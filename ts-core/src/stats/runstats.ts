@@ -85,7 +85,7 @@ export class RunStats {
   private pool = new BufPool();
   /** Per `${pair}/${slice}`: bin ranges [lo, hi] around last step's Q_PS ranks, predicting the next step's target bins. */
   private predict = new Map<string, Int32Array>();
-  /** Recycled SliceStates (each 260 KB): a step allocates none once the run is warm. */
+  /** Recycled SliceStates (each ~200 KB): a step allocates none once the run is warm. */
   private free: SliceState[] = [];
   private readonly alloc = (): SliceState => this.free.pop()?.reset() ?? new SliceState();
   /** Last finalised step (-1 before any). */
@@ -284,7 +284,7 @@ export class RunStats {
       for (const s of rs.slices.values()) this.free.push(s);
     }
     for (const s of owned) this.free.push(s);
-    if (this.free.length > 256) this.free.length = 256;
+    if (this.free.length > 128) this.free.length = 128; // at most ~25 MB retained
     const first = ranks.find((r) => r.rank === 0) ?? ranks[0];
     return {
       runId: this.opts.runId, step: ps.step, worldSize: this.opts.worldSize, ranksPresent: present, ranksMissing: missing,
