@@ -142,9 +142,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-exp", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     ap.add_argument("--engine", action="store_true", help="also time a real engine process (raw vs sketch)")
     a = ap.parse_args()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cuda={torch.cuda.is_available()}")
     shim_table(a.max_exp, a.reps)
     if a.engine:
