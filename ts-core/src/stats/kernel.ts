@@ -72,8 +72,9 @@ export interface Cand {
 }
 
 /**
- * Process the runs with `code`: finite values are counted in sh (HIST_BINS counts of |ℓ|) and summed into `sums` (token fields; exceedance/clip only
- * for straddling bins and the negative values above the clip bins — foldHist adds the bins above).
+ * Process the runs with `code`: finite values are counted in sh (HIST_BINS counts of |ℓ|) and summed
+ * into `sums` (token fields; exceedance/clip only for straddling bins and the negative values above the
+ * clip bins — foldHist adds the bins above). With a band, |ℓ| of values in band bins go to `cand`.
  * Per sequence, Σℓ and the finite count go to seqL/seqC[seqBase + seq]. Returns the finite count.
  * The ESS parts are unshifted (shift 0) while |ℓ| ≤ 300: any shift is valid (merges rescale), so no
  * max ℓ is tracked on the hot path.
