@@ -166,7 +166,7 @@ def test_healthy_run_issues_nothing_beyond_warn(tmp_path):
     assert any(k.startswith("tailguard/old_vs_rollout/post_tool/") for e in tr.state.log_history for k in e)
 
 
-def test_injected_post_tool_drift_tightens_then_rolls_back(tmp_path):
+def test_injected_post_tool_drift_tightens_then_rolls_back(tmp_path, caplog):
     tr = _trainer(tmp_path, drift=True, max_steps=DRIFT_STEPS)
     engine = start_engine(tmp_path / "runs", ["--policy", _policy(tmp_path)])
     weights = {}
@@ -223,6 +223,7 @@ def test_injected_post_tool_drift_tightens_then_rolls_back(tmp_path):
     assert {"epsilon_low", "epsilon_high"} <= {c["knob"] for c in tighten["changes"]}
     assert tr.epsilon_low == d["params"]["epsilon_low"] and tr.beta == 0.0
     assert tighten["refused"].startswith("E_NO_REF_MODEL") and "E_NO_REF_MODEL" in acks[d["id"]]["refused"]
+    assert any(f"refused tighten {d['id']}" in m and "E_NO_REF_MODEL" in m for m in caplog.messages)  # the trainer's log
     assert acks[d["id"]]["applied"] is True and acks[d["id"]]["changes"] == [
         {k: c[k] for k in ("knob", "old", "new")} for c in tighten["changes"]
     ]

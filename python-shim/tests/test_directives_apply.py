@@ -7,6 +7,7 @@ import os
 
 import pytest
 from test_directives_tiny import ScriptedClient, build_grpo, drive, read_jsonl
+from test_directives_tiny import one_torch_thread  # noqa: F401 - autouse fixture
 
 from tailguard.directives import ALPHA_CEILING_ENV, ALPHA_CEILING_FILE, DirectiveApplier, read_knobs
 

@@ -8,7 +8,21 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Import into a test module to run its torch on one thread: on a small shared box, intra-op
+    threads make these tiny models several times slower, not faster."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def build_grpo(out_dir, *, beta=0.0, max_steps=6, save_steps=0, save_total_limit=None, seed=0, callbacks=(), **cfg):

@@ -195,13 +195,20 @@ class TailguardCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.capture is None:
             return
+        self._local_stop = None
         try:
             self._send_step(state, control)
-        except Exception as e:
+        except Exception as e:  # never raise: every rank must reach the step-end exchange below
             if self.options.fail_mode == "fail_closed":
-                raise
-            self._warn_once("send", f"tailguard: could not send step {state.global_step}: {e!r}")
-            self.capture.discard()
+                self._local_stop = f"E_SEND_FAILED: could not send step {state.global_step}: {e!r}"
+                logger.error("tailguard (fail_closed): %s; stopping training", self._local_stop)
+                control.should_training_stop = True
+            else:
+                self._warn_once("send", f"tailguard: could not send step {state.global_step}: {e!r}")
+            try:
+                self.capture.discard()
+            except Exception:  # noqa: BLE001 - already failing; the exchange matters more
+                pass
         self._apply_directives(args, state, control)
 
     def _send_step(self, state, control) -> None:
@@ -226,13 +233,14 @@ class TailguardCallback(TrainerCallback):
         )
         if not ok and self.options.fail_mode == "fail_closed":
             logger.error("tailguard (fail_closed): step %d was dropped; stopping training", state.global_step)
+            self._local_stop = f"E_STEP_DROPPED: step {state.global_step} was dropped"
             control.should_training_stop = True
 
     def _apply_directives(self, args, state, control) -> None:
         """Hook for directives.py (control-shim): apply engine directives at this step boundary, on every rank."""
         if self.directives is not None:
             self.directives.client = self.client
-            self.directives.on_step_end(state, control)
+            self.directives.on_step_end(state, control, local_stop=getattr(self, "_local_stop", None))
 
     def on_save(self, args, state, control, **kwargs):
         if self.directives is not None:  # control-shim: tailguard_state.json, protected copy, notice

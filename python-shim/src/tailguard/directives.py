@@ -1,8 +1,10 @@
 """Engine directives applied at a step boundary, identically on every rank.
 
-Rank 0 polls the engine; every rank joins one ``broadcast_object_list`` per step (a no-op payload
+Rank 0 polls the engine; every rank joins one ``all_gather_object`` per step (a no-op payload
 when there is nothing to apply), so all ranks apply the same directive at the same
 ``state.global_step``, ack it, and log it to ``<output_dir>/tailguard-directives.rank<R>.jsonl``.
+The same exchange carries each rank's local stop (fail_closed: its step could not be sent), so every
+rank stops at the same step instead of the others waiting in DDP's next all-reduce.
 
 Knobs (TRL 1.16 GRPO; read on every micro-batch, so changed only here, at step end):
 
@@ -234,13 +236,20 @@ class DirectiveApplier:
 
     # --- the step boundary -------------------------------------------------------------------
 
-    def on_step_end(self, state, control):
-        """Join the broadcast, apply what is due at ``state.global_step``; returns ``control``."""
+    def on_step_end(self, state, control, local_stop: str | None = None):
+        """Join the step's exchange, apply what is due at ``state.global_step``; returns ``control``.
+
+        ``local_stop``: why this rank must stop (fail_closed), or None; any rank's reason stops all ranks.
+        """
         step = int(state.global_step)
         if self.checkpoint_every and step % self.checkpoint_every == 0:
             control.should_save = True  # the cadence the engine certifies from
         payload = self._rank0_payload(step) if self.rank == 0 else None
-        payload = self._broadcast(payload)
+        payload, stops = self._exchange(payload, local_stop)
+        if stops:
+            control.should_training_stop = True
+            logger.error("tailguard: fail_closed: stopping every rank at step %d: %s", step, stops)
+            self._log({"event": "rank_stop", "step": step, "reasons": {str(r): why for r, why in stops.items()}, "stop": True})
         if payload.get("lost"):
             self._on_engine_lost(step, control, payload["lost"])
         for d in payload.get("apply", ()):
@@ -313,15 +322,18 @@ class DirectiveApplier:
             return f"E_ENGINE_LOST: no engine session at {getattr(c, 'endpoint', '?')} for {now - self._down_since:.1f}s"
         return None
 
-    def _broadcast(self, payload):
+    def _exchange(self, payload, local_stop: str | None) -> tuple[dict, dict]:
+        """One collective per step: rank 0's payload to every rank, every rank's stop reason to all."""
+        stops = {self.rank: local_stop} if local_stop else {}
         if self.world_size > 1:
             import torch.distributed as dist  # noqa: PLC0415
 
             if dist.is_available() and dist.is_initialized():
-                box = [payload]
-                dist.broadcast_object_list(box, src=0)
-                payload = box[0]
-        return payload or {"apply": [], "lost": None}
+                box = [None] * dist.get_world_size()
+                dist.all_gather_object(box, {"payload": payload, "stop": local_stop})
+                payload = box[0]["payload"]
+                stops = {r: b["stop"] for r, b in enumerate(box) if b["stop"]}
+        return payload or {"apply": [], "lost": None}, stops
 
     def _on_engine_lost(self, step, control, why):
         if self.fail_mode == "fail_closed":
