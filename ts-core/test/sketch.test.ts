@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { decodeMessage, type Message } from '../src/protocol/codec.ts';
+import { decodeMessage, encodeMessage, type Message } from '../src/protocol/codec.ts';
 import type { StepHeader } from '../src/protocol/messages.ts';
 import { StepAssembler, toStepData } from '../src/engine/assembler.ts';
 import { decodeSketchStep } from '../src/engine/sketch.ts';
@@ -153,5 +153,16 @@ describe('sketch mode, engine side', () => {
     expect(code(with_({}, neg))).toBe('E_SKETCH_LAYOUT');
     const f32 = { ...sketchMsg.buffers, 'sketch/policy_vs_ref/all/sums': new Float32Array(21) };
     expect(code(with_({}, f32))).toBe('E_DTYPE');
+  });
+
+  it('accepts a sketch step whose token total is above max_tokens_per_step (its size is fixed)', () => {
+    const h = { ...sketchMsg.header, tokens: 5e9, n_seqs: 4e6 } as unknown as Record<string, unknown>;
+    delete h.buffers;
+    const m = decodeMessage(encodeMessage(h, sketchMsg.buffers as never)) as Message<StepHeader>;
+    expect(decodeSketchStep(m, 'synthetic', 0).tokens).toBe(5e9);
+    const raw = msgs.find((x) => !(x.header as StepHeader).sketch)!;
+    const rh = { ...raw.header, tokens: 5e9 } as unknown as Record<string, unknown>;
+    delete rh.buffers;
+    expect(() => decodeMessage(encodeMessage(rh, raw.buffers as never))).toThrow(/max_tokens_per_step/);
   });
 });

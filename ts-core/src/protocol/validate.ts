@@ -286,7 +286,8 @@ function checkBuffers(h: H, limits: Limits, ref: ErrorRef): void {
     total += bytes;
   }
   if (total > limits.max_message_bytes) fail('E_TOO_LARGE', `buffers total ${total} bytes exceeds max_message_bytes ${limits.max_message_bytes}`, ref);
-  if (isStep) {
+  // A sketch step's tokens/n_seqs count every rank's data but its size is fixed (docs/sketch.md).
+  if (isStep && h.sketch !== true) {
     for (const f of ['tokens', 'n_seqs'] as const)
       if ((h[f] as number) > limits.max_tokens_per_step)
         fail('E_TOO_LARGE', `${f} ${h[f]} exceeds max_tokens_per_step ${limits.max_tokens_per_step}`, ref);
