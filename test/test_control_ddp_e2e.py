@@ -77,6 +77,7 @@ WORKER = textwrap.dedent(
     with open(os.path.join(out, f"result.rank{{rank}}.json"), "w") as f:
         json.dump({{"step": tr.state.global_step, "restored": restored, "reloads": tr.rollout_func.reloads,
                    "errors": list(cb.last_client.errors), "epsilon_low": tr.epsilon_low, "beta": tr.beta}}, f)
+    torch.distributed.destroy_process_group()  # else gloo's threads can abort the exit (pytorch#190489)
     """
 )
 

@@ -46,6 +46,7 @@ WORKER = textwrap.dedent(
     tr.train()
     with open(os.path.join(out, f"result.rank{{rank}}.json"), "w") as f:
         json.dump({{"seen": {{str(k): v for k, v in seen.items()}}, "acks": client.acks, "step": tr.state.global_step}}, f)
+    torch.distributed.destroy_process_group()  # else gloo's threads can abort the exit (pytorch#190489)
     """
 )
 
