@@ -42,7 +42,7 @@ def test_handshake(engine):
 def test_two_ranks_100_steps_echo_exactly(engine):
     run = "two-ranks"
     clients = [EngineClient(engine.endpoint, run, rank=r, world_size=2, queue_max_steps=256, send_budget_s=5.0,
-                            reply_timeout_s=60) for r in range(2)]
+                            reply_timeout_s=60, checksum=True) for r in range(2)]
     rngs = [np.random.default_rng(100 + r) for r in range(2)]
     expected: dict[tuple[int, int], dict] = {}
     try:
@@ -144,7 +144,7 @@ def test_engine_errors_from_the_session_layer(engine):
 def test_engine_restart_mid_stream_client_reconnects_and_continues(engine, sig):
     rng = np.random.default_rng(11)
     c = EngineClient(engine.endpoint, f"restart-{sig.name.lower()}", queue_max_steps=64, send_budget_s=2.0,
-                     reply_timeout_s=20, hello_retry_s=1.0)
+                     reply_timeout_s=20, hello_retry_s=1.0, checksum=True)
     sent = {}
     try:
         c.connect(timeout=30)
@@ -174,7 +174,7 @@ def test_engine_restart_mid_stream_client_reconnects_and_continues(engine, sig):
 
 def test_large_chunked_step(engine):
     a = big_step(np.random.default_rng(3), tokens=1_250_000, mean_len=2000, pairs=("policy_vs_ref", "old_vs_rollout"))
-    with EngineClient(engine.endpoint, "big-run", send_budget_s=5.0, reply_timeout_s=120) as c:
+    with EngineClient(engine.endpoint, "big-run", send_budget_s=5.0, reply_timeout_s=120, checksum=True) as c:
         c.connect(timeout=30)
         messages = encoded(c, 0, a)
         assert len(messages) >= 2  # 1.25M f32 tokens exceed one 4 MiB frame
@@ -185,3 +185,13 @@ def test_large_chunked_step(engine):
         print(f"1.25M-token step in {len(messages)} chunks answered after {time.monotonic() - t0:.3f}s")
         assert c.reply_for(0)["received"] == expected_received(messages)
         assert c.stats["errors"] == 0
+
+
+def test_checksum_is_opt_in(engine):
+    """The client's default hello says checksum: false: the engine skips the FNV-1a pass, counts stay exact."""
+    a = synthetic_step(np.random.default_rng(5), n_seqs=7, mean_len=50)
+    with EngineClient(engine.endpoint, "no-checksum-run") as c:
+        c.connect(timeout=30)
+        assert c.send_step(0, a) and c.flush(30), c.stats
+        want = expected_received(encoded(c, 0, a))
+        assert c.reply_for(0)["received"] == {**want, "checksum": None}

@@ -37,7 +37,7 @@ def wait_for(cond, timeout=10.0):
 
 
 def test_handshake_steps_replies_and_bye(engine):
-    with EngineClient(engine.endpoint, "unit-run", trainer="grpo", config={"beta": np.float32(0.5)}) as c:
+    with EngineClient(engine.endpoint, "unit-run", trainer="grpo", config={"beta": np.float32(0.5)}, checksum=True) as c:
         welcome = c.connect()
         assert welcome["type"] == "welcome" and welcome["run_id"] == "unit-run"
         sent = {}
@@ -65,7 +65,7 @@ def test_handshake_steps_replies_and_bye(engine):
 
 def test_torch_tensors_are_sent(engine):
     torch = pytest.importorskip("torch")
-    with EngineClient(engine.endpoint, "torch-run") as c:
+    with EngineClient(engine.endpoint, "torch-run", checksum=True) as c:
         c.connect()
         a = {k: torch.from_numpy(v) for k, v in arrays(9).items()}
         a["completion_mask"] = a["completion_mask"].bool()

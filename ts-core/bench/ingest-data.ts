@@ -1,6 +1,8 @@
 // Synthetic ingest workload for the benchmark: ~30% post-tool model tokens, Student-t ℓ,
 // split into chunks of whole sequences that fit the 4 MiB frame limit.
+import { readFileSync } from 'node:fs';
 import type { StepData } from '../src/types.ts';
+import { encodeMessage } from '../src/protocol/codec.ts';
 import { mulberry32 } from '../src/stats/digest.ts';
 
 export function ingestStep(T: number, seed = 1): StepData {
@@ -44,4 +46,27 @@ export function chunkRanges(offsets: Int32Array, maxTokens: number): [number, nu
   }
   if (s0 < n) out.push([s0, n]);
   return out;
+}
+
+/** The step as the wire messages a client sends: chunks of whole sequences (≤ maxChunk tokens). */
+export function stepFrames(d: StepData, step: number, maxChunk = 1_000_000, rank = 0, worldSize = 1): Buffer[][] {
+  const ranges = chunkRanges(d.offsets, maxChunk);
+  return ranges.map(([s0, s1], index) => {
+    const a = d.offsets[s0], b = d.offsets[s1];
+    const offsets = Int32Array.from(d.offsets.subarray(s0, s1 + 1), (o) => o - a);
+    return encodeMessage(
+      { type: 'step', version: [1, 0], run_id: 'bench', rank, world_size: worldSize, step, chunk: { index, count: ranges.length }, tokens: b - a, n_seqs: s1 - s0, knobs: d.knobs, logs: {}, implicit: [] },
+      { policy_vs_ref: d.pairs.policy_vs_ref!.subarray(a, b), completion_mask: d.completionMask.subarray(a, b), tool_mask: d.toolMask.subarray(a, b), offsets },
+    );
+  });
+}
+
+/** CPU clock ticks (user + system, 10 ms each) of this process's main thread, from /proc; 0 where there is none. */
+export function mainThreadTicks(): number {
+  try {
+    const f = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return 0;
+  }
 }

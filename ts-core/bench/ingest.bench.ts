@@ -4,16 +4,16 @@
 // against (c) a same-process baseline that pushes every |ℓ| into `tdigest` one value at a time
 // (timed on a subsample and scaled per value). Each is reported as wall time and as this process's
 // CPU time (all its threads: zmq I/O, GC), because on a shared machine wall time mostly measures the
-// neighbours. Run: `npm run bench` (or tsx ts-core/bench/ingest.bench.ts [--quick] [--steps N]).
+// neighbours; end to end also as the main (event-loop) thread's CPU alone, with the echo checksum off and on. Run: `npm run bench` (or tsx ts-core/bench/ingest.bench.ts [--quick] [--steps N]).
 import { loadavg } from 'node:os';
 import { Dealer } from 'zeromq';
 import tdigestPkg from 'tdigest';
-import { encodeHeader, encodeMessage, decodeMessage } from '../src/protocol/codec.ts';
+import { encodeHeader, decodeMessage } from '../src/protocol/codec.ts';
 import { EngineServer } from '../src/transport/server.ts';
 import { silentLogger } from '../src/log.ts';
 import { RunStats } from '../src/stats/index.ts';
 import type { StepData } from '../src/types.ts';
-import { chunkRanges, ingestStep } from './ingest-data.ts';
+import { ingestStep, mainThreadTicks, stepFrames } from './ingest-data.ts';
 
 const { TDigest } = tdigestPkg as any;
 const quick = process.argv.includes('--quick');
@@ -32,19 +32,7 @@ const timed = (f: () => void, per: number): Sample => {
   return { wall: (wall() - w0) / per, cpu: (cpu() - c0) / per };
 };
 
-function frames(d: StepData, step: number, maxChunk = 1_000_000): Buffer[][] {
-  const ranges = chunkRanges(d.offsets, maxChunk);
-  return ranges.map(([s0, s1], index) => {
-    const a = d.offsets[s0], b = d.offsets[s1];
-    const offsets = Int32Array.from(d.offsets.subarray(s0, s1 + 1), (o) => o - a);
-    return encodeMessage(
-      { type: 'step', version: V, run_id: 'bench', rank: 0, world_size: 1, step, chunk: { index, count: ranges.length }, tokens: b - a, n_seqs: s1 - s0, knobs: d.knobs, logs: {}, implicit: [] },
-      { policy_vs_ref: d.pairs.policy_vs_ref!.subarray(a, b), completion_mask: d.completionMask.subarray(a, b), tool_mask: d.toolMask.subarray(a, b), offsets },
-    );
-  });
-}
-
-async function socketRun(d: StepData, steps: number): Promise<{ samples: Sample[]; stats: RunStats }> {
+async function socketRun(d: StepData, steps: number, checksum: boolean, warm = 2): Promise<{ samples: Sample[]; mainNs: number }> {
   const stats = new RunStats({ worldSize: 1 });
   const server = new EngineServer({
     endpoint: 'tcp://127.0.0.1:0', log: silentLogger(),
@@ -53,22 +41,25 @@ async function socketRun(d: StepData, steps: number): Promise<{ samples: Sample[
   const ep = await server.start();
   const sock = new Dealer({ linger: 0, receiveTimeout: 120_000 });
   sock.connect(ep);
-  await sock.send([encodeHeader({ type: 'hello', version: V, run_id: 'bench', rank: 0, world_size: 1, trainer: 'synthetic', mode: 'raw', checksum: false })]);
+  await sock.send([encodeHeader({ type: 'hello', version: V, run_id: 'bench', rank: 0, world_size: 1, trainer: 'synthetic', mode: 'raw', checksum })]);
   await sock.receive();
   const T = d.completionMask.length;
   const samples: Sample[] = [];
+  let ticks = 0;
   for (let s = 1; s <= steps; s++) {
-    const fr = frames(d, s); // encoding is the client's cost, outside the timer
+    const fr = stepFrames(d, s); // encoding is the client's cost, outside the timer
+    const t0 = mainThreadTicks();
     const w0 = wall(), c0 = cpu();
     for (const f of fr) await sock.send(f);
     const reply = decodeMessage(await sock.receive()).header as Record<string, any>;
     samples.push({ wall: (wall() - w0) / T, cpu: (cpu() - c0) / T });
+    if (s > warm) ticks += mainThreadTicks() - t0;
     if (reply.type !== 'directive') throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
     if (reply.metrics_step !== s) throw new Error(`reply metrics for step ${reply.metrics_step}, expected ${s}`);
   }
   sock.close();
   await server.close();
-  return { samples, stats };
+  return { samples: samples.slice(warm), mainNs: (ticks * 1e7) / (T * (steps - warm)) };
 }
 
 function inProcess(d: StepData, steps: number, rs = new RunStats({ worldSize: 1 })): { samples: Sample[]; stats: RunStats } {
@@ -110,17 +101,19 @@ async function main() {
     const steps = Number.isFinite(stepsArg) && stepsArg > 0 ? stepsArg : T >= 1e7 ? (quick ? 3 : 7) : quick ? 8 : 15;
     const warm = inProcess(d, 3); // JIT, pools, window rings
     const inproc = inProcess(d, steps, warm.stats);
-    const sock = await socketRun(d, steps + 2);
-    const sockS = sock.samples.slice(2);
+    const sock = await socketRun(d, steps + 2, false);
+    const sockS = sock.samples;
+    const sum = await socketRun(d, Math.max(3, steps >> 1) + 2, true);
     const base = tdigestBaseline(d.pairs.policy_vs_ref!, 200_000, 5);
     const post = (() => { let p = 0, m = 0; const lab = d.toolMask, cm = d.completionMask; for (let s = 0; s + 1 < d.offsets.length; s++) { let seen = false; for (let t = d.offsets[s]; t < d.offsets[s + 1]; t++) { if (!cm[t]) continue; if (!lab[t]) seen = true; else (m++, seen && p++); } } return p / m; })();
     const qp = inproc.stats.quantilePaths;
     console.log(`T=${T.toExponential(0)} tokens/step, alpha=${post.toFixed(2)}, 1 pair, ${steps} timed steps; exact quantiles from the band ${qp.band}, rescan ${qp.scan}, histogram ${qp.hist}`);
-    console.log(`  end to end (socket):   wall ${fmt(sockS, 'wall')}  cpu ${fmt(sockS, 'cpu')} ns/token`);
+    console.log(`  end to end (socket), checksum off: wall ${fmt(sockS, 'wall')}  cpu ${fmt(sockS, 'cpu')}  main thread ${sock.mainNs.toFixed(1)} ns/token`);
+    console.log(`  end to end (socket), checksum on:  wall ${fmt(sum.samples, 'wall')}  cpu ${fmt(sum.samples, 'cpu')}  main thread ${sum.mainNs.toFixed(1)} ns/token`);
     console.log(`  in process (RunStats): wall ${fmt(inproc.samples, 'wall')}  cpu ${fmt(inproc.samples, 'cpu')} ns/token`);
     console.log(`  baseline tdigest.push per value (2e5-value subsample, 5 runs): wall ${fmt(base, 'wall')}  cpu ${fmt(base, 'cpu')} ns/value`);
     const r = (k: 'wall' | 'cpu', a: Sample[]) => (median(base.map((s) => s[k])) / median(a.map((s) => s[k]))).toFixed(1);
-    console.log(`  ratio baseline / end to end: wall ${r('wall', sockS)}x, cpu ${r('cpu', sockS)}x; baseline / in process: wall ${r('wall', inproc.samples)}x, cpu ${r('cpu', inproc.samples)}x`);
+    console.log(`  ratio baseline / end to end: wall ${r('wall', sockS)}x, cpu ${r('cpu', sockS)}x (checksum on: cpu ${r('cpu', sum.samples)}x); baseline / in process: wall ${r('wall', inproc.samples)}x, cpu ${r('cpu', inproc.samples)}x`);
   }
   console.log(`# load average at the end ${la()}`);
 }

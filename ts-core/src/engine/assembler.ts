@@ -1,5 +1,6 @@
 // Assembles the chunks of one rank's step into StepData. A single-chunk step is viewed in place
-// (no copy); chunked steps are concatenated into per-rank scratch arrays reused across steps.
+// (no copy); chunked steps are concatenated into per-rank scratch arrays reused across steps, so
+// an assembled step's arrays are valid until this rank's next step completes.
 import { PAIRS, type PairName, type StepData } from '../types.ts';
 import { DTYPE_CTOR, type Message, type TypedArray } from '../protocol/codec.ts';
 import { ProtocolError } from '../protocol/errors.ts';
@@ -66,8 +67,7 @@ export class StepAssembler {
       this.cur = null; // a rejected chunk discards its partial step
       throw e;
     }
-    const b = msg.buffers;
-    addChunk(cur.received, b.completion_mask as Uint8Array, b.tool_mask as Uint8Array, b.offsets as Int32Array, msg.frames);
+    addChunk(cur.received, h.tokens, h.n_seqs, msg.frames); // slice counts: Run.step, once per step
     cur.chunks.push(msg);
     cur.next++;
     if (cur.next < cur.count) return null;

@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import type { AckHeader, HelloHeader } from '../protocol/messages.ts';
 import type { Directive, StepData, StepResult } from '../types.ts';
 import type { SketchStepData } from './sketch.ts';
+import type { MaskCounts } from './received.ts';
 import { controlHooks } from '../policy/hooks.ts';
 import type { ControllerSnapshot } from '../policy/controller.ts';
 import { openStoreHooks } from '../store/hooks.ts';
@@ -22,8 +23,12 @@ import { RunStats } from '../stats/index.ts';
 export interface Pipeline {
   /** A run's first hello (and every later one: a rank (re)joined). */
   onHello?(h: HelloHeader): void;
-  /** One rank's assembled step. The typed arrays are only valid during this call: copy what you keep. */
-  addRankStep?(data: StepData): void;
+  /**
+   * One rank's assembled step. The typed arrays are only valid during this call: copy what you keep.
+   * May return the step's mask counts (RunStats does), which the reply's `received.slices` then echoes
+   * instead of the engine counting the masks a second time.
+   */
+  addRankStep?(data: StepData): MaskCounts | null | void;
   /** Sketch mode: every rank's step at once, reduced by the shim (docs/sketch.md) → RunStats.addSketchStep. */
   addSketchStep?(data: SketchStepData): void;
   /** Steps that are final now (all ranks in, or timed out), in step order. */

@@ -8,7 +8,7 @@ import type { AckHeader, HelloHeader, Limits, Received, StepHeader, WireDirectiv
 import type { Directive, StepData, StepResult } from '../types.ts';
 import { StepAssembler, toStepData } from './assembler.ts';
 import type { Pipeline } from './pipeline.ts';
-import { emptyReceived } from './received.ts';
+import { countSlices, emptyReceived, setSlices, type MaskCounts } from './received.ts';
 import { decodeSketchStep } from './sketch.ts';
 import { fnv1a } from '../protocol/checksum.ts';
 
@@ -38,6 +38,8 @@ export class Run {
   private metricsStep: number | null = null;
   /** A directive from the controller, waiting for rank 0's next reply. */
   private pending: Directive | null = null;
+  /** Mask counts of the step ingestStep just passed to stats (null: stats did not count it). */
+  private counted: MaskCounts | null = null;
 
   constructor(
     readonly runId: string,
@@ -81,7 +83,10 @@ export class Run {
     if (ck && Number.isInteger(ck.step) && typeof ck.path === 'string') this.pipeline.onCheckpoint?.(ck.step as number, ck.path);
     if (!done) return null;
     this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
-    const directive = this.ingestStep(toStepData(done, this.trainer, nowMs));
+    const data = toStepData(done, this.trainer, nowMs);
+    const directive = this.ingestStep(data);
+    // The stats pass already counted the masks; count here only when it did not run (no stats, late step).
+    setSlices(done.received, this.counted ?? countSlices(data.completionMask, data.toolMask, data.offsets));
     return { directive: toWire(directive), received: done.received, metrics: this.metrics, metrics_step: this.metricsStep };
   }
 
@@ -105,7 +110,8 @@ export class Run {
    * Returns the directive for this rank's reply (a no-op unless the controller queued one for rank 0).
    */
   ingestStep(data: StepData): Directive {
-    this.pipeline.addRankStep?.(data); // stats/: accumulate; views are valid only in this call
+    const counts = this.pipeline.addRankStep?.(data); // stats/: accumulate; views are valid only in this call
+    this.counted = typeof counts === 'object' && counts !== null ? counts : null; // a hook may return anything
     this.finalize(data.receivedAt);
     if (data.rank === 0 && this.pending) {
       const d = this.pending;

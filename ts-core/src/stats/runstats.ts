@@ -100,16 +100,17 @@ export class RunStats {
     this.opts = normalize(opts);
   }
 
-  addRankStep(data: StepData): void {
-    this.addRankChunk(data, 0, 1);
+  /** Returns the rank step's mask counts (the engine echoes them in `received.slices`), or null if not ingested (late/duplicate). */
+  addRankStep(data: StepData): RankStep['maskCounts'] | null {
+    return this.addRankChunk(data, 0, 1);
   }
 
-  addRankChunk(data: StepData, chunkIndex: number, chunkCount: number): void {
+  addRankChunk(data: StepData, chunkIndex: number, chunkCount: number): RankStep['maskCounts'] | null {
     const { step, rank } = data;
     if (!Number.isInteger(rank) || rank < 0 || rank >= this.opts.worldSize) {
       throw new StatsError('E_RANK', `rank ${rank} outside world size ${this.opts.worldSize}`);
     }
-    if (this.isLate(step)) return;
+    if (this.isLate(step)) return null;
     let ps = this.pending.get(step);
     if (!ps) {
       ps = new PendingStep(step, Number.isFinite(data.receivedAt) ? data.receivedAt : Date.now());
@@ -121,7 +122,7 @@ export class RunStats {
     rs.chunkCount = Math.max(1, chunkCount | 0);
     if (rs.complete) {
       this.duplicates++;
-      return;
+      return null;
     }
     const T = data.completionMask.length;
     const nPairs = PAIRS.filter((p) => data.pairs[p] || data.implicit?.includes(p)).length;
@@ -129,6 +130,7 @@ export class RunStats {
     ps.kept += T * nPairs;
     ingestChunk(rs, data, this.pool, ps.keep, ps.bands);
     if (rs.complete) rs.finish();
+    return rs.maskCounts;
   }
 
   /**
