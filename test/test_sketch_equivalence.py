@@ -52,35 +52,41 @@ def shard(step: int, rank: int):
     return {"policy_vs_ref": ref, "old_vs_rollout": mix, "completion_mask": cm, "tool_mask": tm, "offsets": off}
 
 
+WORLDS = (1, 2, 4)
+
+
 def worker(rank, world, init_file, endpoint):
+    """One spawn of 4 processes serves every case: world w runs on the gloo subgroup of ranks 0..w-1."""
     import torch.distributed as dist
 
     from tailguard import sketch as S
     from tailguard.client import EngineClient
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    for mode in ("raw", "sketch"):
-        client = None
-        if mode == "raw" or rank == 0:
-            client = EngineClient(endpoint, f"eq-{mode}-{world}", rank=rank, world_size=world, mode=mode,
-                                  send_budget_s=10.0, connect_timeout_s=60.0)
-            client.connect()
-        for step in range(1, STEPS + 1):
-            arrays = shard(step, rank)
-            if mode == "raw":
-                client.send_step(step, arrays, knobs=KNOBS)
-            else:
-                sk = S.sketch_payload(arrays, ["policy_vs_ref", "old_vs_rollout"], KNOBS)
-                sk = S.reduce_sketch(sk)
-                if client is not None:
-                    assert S.send_sketch_step(client, step, sk, knobs=KNOBS)
-        if client is not None:
-            assert client.flush(60.0), client.stats
-            # Engine replies whose directive evidence the client cannot decode (a policy-side bug, reported) are
-            # not this test's concern; any other error (E_SKETCH_LAYOUT, E_DTYPE, ...) is.
-            errors = [e for e in client.errors if not (e.get("local") and e.get("code") == "E_HEADER_DECODE")]
-            assert client.stats["dropped"] == 0 and not errors, (client.stats, list(client.errors))
-            client.close()
+    groups = {w: dist.new_group(list(range(w))) for w in WORLDS}  # every rank creates every group
+    for w in WORLDS:
+        if rank >= w:
+            continue
+        for mode in ("raw", "sketch"):
+            client = None
+            if mode == "raw" or rank == 0:
+                client = EngineClient(endpoint, f"eq-{mode}-{w}", rank=rank, world_size=w, mode=mode,
+                                      send_budget_s=10.0, connect_timeout_s=60.0)
+                client.connect()
+            for step in range(1, STEPS + 1):
+                arrays = shard(step, rank)
+                if mode == "raw":
+                    client.send_step(step, arrays, knobs=KNOBS)
+                else:
+                    sk = S.sketch_payload(arrays, ["policy_vs_ref", "old_vs_rollout"], KNOBS)
+                    sk = S.reduce_sketch(sk, group=groups[w])
+                    if client is not None:
+                        assert S.send_sketch_step(client, step, sk, knobs=KNOBS)
+            if client is not None:
+                assert client.flush(60.0), client.stats
+                # Any error, the engine's or the client's own (an undecodable reply), fails the test.
+                assert client.stats["dropped"] == 0 and not client.errors, (client.stats, list(client.errors))
+                client.close()
     dist.destroy_process_group()
 
 
@@ -105,7 +111,10 @@ def close(a, b, rel):
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
+    """One engine and one spawn of 4 gloo processes for all three world sizes (the spawn dominates the cost)."""
     with Engine(tmp_path_factory.mktemp("engine")) as eng:
+        with tempfile.TemporaryDirectory() as d:
+            mp.spawn(worker, args=(max(WORLDS), os.path.join(d, "init"), eng.endpoint), nprocs=max(WORLDS), join=True)
         yield eng
 
 
@@ -129,11 +138,9 @@ def exact_bracket(step: int, world: int, pair: str, slice_: str, p: float) -> tu
     return S.bin_edges(lo_bin)[0], min(S.bin_edges(hi_bin)[1], float(v[-1]))
 
 
-@pytest.mark.parametrize("world", [1, 2, 4])
+@pytest.mark.parametrize("world", WORLDS)
 def test_raw_and_sketch_give_the_same_metrics(world, engine):
     eng = engine
-    with tempfile.TemporaryDirectory() as d:
-        mp.spawn(worker, args=(world, os.path.join(d, "init"), eng.endpoint), nprocs=world, join=True)
     deadline = time.monotonic() + 30
     paths = [eng.run_dir / f"eq-{m}-{world}" / "metrics.jsonl" for m in ("raw", "sketch")]
     while time.monotonic() < deadline:

@@ -8,6 +8,8 @@ when the dtype already matches).
 
 Padded (B, T) tensors are copied as they are: selecting completion tokens on the device would need
 a device sync (boolean indexing), so flattening happens on the host at the step boundary.
+
+Sketch mode uses `DeviceKeeper` instead: nothing goes to the host but the sketch (docs/sketch.md).
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ class HostCopier:
         self._used: dict[torch.dtype, int] = {}
         self._staged: list[tuple] = []
         self._event = None
+        self.bytes_to_host = 0  # staged bytes, all steps (sketch mode's DeviceKeeper keeps this at 0)
 
     def stage(self, tensor: torch.Tensor, dtype: torch.dtype) -> int:
         """Queue a detached copy of `tensor` as `dtype`; returns a handle for `finish()`'s list."""
         t = tensor.detach()
         if t.dtype != dtype:
             t = t.to(dtype)
+        self.bytes_to_host += t.numel() * t.element_size()
         if t.device.type != "cuda":
             self._staged.append(("host", t.contiguous()))
             return len(self._staged) - 1
@@ -80,3 +84,25 @@ class HostCopier:
         self._staged.clear()
         for k in self._used:
             self._used[k] = 0
+
+
+class DeviceKeeper:
+    """Sketch mode's stager: keeps each detached tensor where it lives (no host copy); `finish()` returns
+    the step's tensors on their device, for `flatten_device` and `compute_sketch` to run there."""
+
+    bytes_to_host = 0
+
+    def __init__(self):
+        self._staged: list[torch.Tensor] = []
+
+    def stage(self, tensor: torch.Tensor, dtype: torch.dtype) -> int:
+        t = tensor.detach()
+        self._staged.append(t if t.dtype == dtype else t.to(dtype))
+        return len(self._staged) - 1
+
+    def finish(self) -> list[torch.Tensor]:
+        out, self._staged = self._staged, []
+        return out
+
+    def discard(self) -> None:
+        self._staged = []

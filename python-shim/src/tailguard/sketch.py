@@ -382,6 +382,10 @@ def reduce_sketch(sk: Sketch, group=None, per_rank: bool = False) -> Sketch:
         if local is not None:
             sk.per_rank = local.unsqueeze(0)
         return sk
+    # Only these small fixed-size vectors move, to where the backend reduces (gloo: CPU, NCCL: the GPU).
+    dev = collective_device()
+    sk = Sketch(sk.pairs, sk.slices, sk.hist.to(dev), sk.sums.to(dev), sk.tokens, sk.n_seqs, sk.slice_counts)
+    local = None if local is None else local.to(dev)
     sums = sk.sums.clone()
     maxes = sums[..., _MAX_IDX].contiguous()
     dist.all_reduce(maxes, op=dist.ReduceOp.MAX, group=group)
@@ -578,8 +582,10 @@ def collective_device():
 
 
 def sketch_payload(arrays: Mapping[str, object], names: Sequence[str], knobs=None, device=None) -> Sketch:
-    """Sketch one rank's flattened step (numpy arrays or tensors, as the capture hands them over)."""
-    dev = device or collective_device()
+    """Sketch one rank's flattened step where its tensors live (the capture's device tensors in sketch mode;
+    numpy arrays go to `collective_device()`)."""
+    cm = arrays["completion_mask"]
+    dev = device or (cm.device if isinstance(cm, torch.Tensor) else collective_device())
     t = lambda a: torch.as_tensor(a).to(dev)  # noqa: E731
     pairs = {p: t(arrays[p]) for p in names if arrays.get(p) is not None}
     sk = compute_sketch(pairs, t(arrays["completion_mask"]), t(arrays["tool_mask"]), t(arrays["offsets"]), knobs)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..hostcopy import HostCopier
+from ..hostcopy import DeviceKeeper, HostCopier
 from ..options import PAIRS, Options
 
 logger = logging.getLogger("tailguard")
@@ -70,7 +70,8 @@ class Capture:
     def __init__(self, trainer: Any, options: Options):
         self.trainer = trainer
         self.options = options
-        self.copier = HostCopier(pin_memory=options.pin_memory)
+        # Sketch mode keeps the tensors on their device: it is sketched there (sketch.py), never copied out.
+        self.copier = DeviceKeeper() if options.mode == "sketch" else HostCopier(pin_memory=options.pin_memory)
         self._records: list[dict[str, int]] = []
         self._implicit: set[str] = set()
         self._losses: list[float | torch.Tensor] = []
@@ -163,6 +164,14 @@ class Capture:
         self._records.clear()
         self._implicit.clear()
         self._losses.clear()
+        if isinstance(self.copier, DeviceKeeper):
+            payload = flatten_device(records, implicit)
+            if self.options.retain_captured:  # test hook: the raw-mode view of the same step (a host copy)
+                self.captured.append((step, flatten([{k: v.cpu().numpy() for k, v in r.items()} for r in records],
+                                                    implicit).arrays))
+                self.captured_implicit[step] = list(payload.implicit)
+            payload.loss = loss
+            return payload
         payload = flatten(records, implicit)
         payload.slice_names = self.slice_names
         payload.loss = loss
@@ -218,3 +227,41 @@ def flatten(records: list[dict[str, np.ndarray]], implicit: list[str]) -> StepPa
             del arrays[p]
     implicit = [p for p in implicit if p not in arrays]
     return StepPayload(arrays, implicit, None, tokens, len(lens), len(records))
+
+
+def flatten_device(records: list[dict[str, torch.Tensor]], implicit: list[str]) -> StepPayload:
+    """Sketch mode's flatten: concatenate the padded (B, T) micro-batches on their device, padding included.
+
+    No boolean selection (it would sync and copy): each row is a sequence, `offsets` are row boundaries,
+    and padding keeps `completion_mask` 0, which `compute_sketch` leaves out of every slice. Per-sequence
+    arrays are not needed by the sketch and are not flattened. `arrays` holds device tensors; `tokens`
+    counts padded positions (the sketch counts the completion tokens itself).
+    """
+    pairs = [n for n in PAIRS if any(n in r for r in records)]
+    for name in list(pairs):
+        if not all(name in r for r in records):
+            if name in implicit:
+                for r in records:
+                    if name not in r:
+                        r[name] = torch.zeros(r["completion_mask"].shape, dtype=torch.float32,
+                                              device=r["completion_mask"].device)
+            else:
+                logger.warning("tailguard: %s missing from some micro-batches of the step; not sent", name)
+                pairs.remove(name)
+    cms = [r["completion_mask"].reshape(r["completion_mask"].shape[0], -1) for r in records]
+    dev = cms[0].device
+    widths = torch.tensor([w for cm in cms for w in [cm.shape[1]] * cm.shape[0]], dtype=torch.int64)
+    offsets = torch.zeros(len(widths) + 1, dtype=torch.int64)
+    torch.cumsum(widths, 0, out=offsets[1:])
+    arrays: dict[str, torch.Tensor] = {"completion_mask": torch.cat([cm.reshape(-1) for cm in cms])}
+    arrays["tool_mask"] = torch.cat([r["tool_mask"].reshape(-1) if "tool_mask" in r else
+                                     torch.ones(cm.numel(), dtype=torch.uint8, device=dev)
+                                     for r, cm in zip(records, cms)])
+    for name in pairs:
+        arrays[name] = torch.cat([r[name].reshape(-1) for r in records])
+    arrays["offsets"] = offsets.to(dev)
+    for p in implicit:  # implicit pairs carry no buffer: the engine knows they are identically 0
+        if p in arrays and not bool(arrays[p].any()):
+            del arrays[p]
+    implicit = [p for p in implicit if p not in arrays]
+    return StepPayload(arrays, implicit, None, int(offsets[-1]), len(widths), len(records))
