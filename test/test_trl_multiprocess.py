@@ -42,6 +42,9 @@ WORKER = textwrap.dedent(
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({str(s): {"tokens": len(a["tool_mask"]), "seq_ids": a["seq_ids"].tolist()}
                    for s, a in cb.capture.captured}, f)
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.destroy_process_group()  # else gloo's threads can abort the exit (pytorch#190489)
     """
 )
 
