@@ -5,7 +5,8 @@
 Each run is `examples/grpo_tool_agent.py` in its own process (progress lines stream through); the engine is
 embedded (`attach()` with no endpoint starts `tailguard serve`). Then, from each run store:
 - the step at which the sliced signal moved (post_tool abs_q99 and ESS of old_vs_rollout) against the step at
-  which the trainer's global KL or loss moved, all with one rule (`onset` below);
+  which the aggregate views moved: the trainer's loss, reward and entropy, and the engine's all-token mean |ℓ|
+  of old_vs_rollout (beta = 0, so TRL logs no KL), all with one rule (`onset` below);
 - the directives the engine issued; final reward (training, and a fresh on-policy evaluation) and stability;
 - `tailguard report` writes each run's HTML report.
 """
@@ -26,13 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, read_jsonl, tailguard_cli  # noqa: E402
 
 PAIR = "old_vs_rollout"  # where the perturbation acts (docs/demo.md)
-BASE = (3, 12)  # baseline steps [first, last): after the first updates, before the lag starts
+BASE = (3, 15)  # baseline steps [first, last): after the first updates, before the lag starts (step 19 of 64)
 
 
-def onset(series: dict[int, float], lower_is_worse: bool = False, run: int = 3) -> int | None:
+def onset(series: dict[int, float], lower_is_worse: bool = False, run: int = 3, both: bool = False) -> int | None:
     """First step (after the baseline) from which `run` consecutive steps sit outside the baseline band.
 
-    Band: baseline median ± max(4·MAD, 25% of |median|, 0.01); only the worsening direction counts.
+    Band: baseline median ± max(4·MAD, 25% of |median|, 0.01); only the worsening direction counts (`both`:
+    either direction, for series with no "worse" side, like loss under GRPO).
     The same rule for every series, so the comparison is like for like.
     """
     base = [v for s, v in series.items() if BASE[0] <= s < BASE[1]]
@@ -45,7 +47,7 @@ def onset(series: dict[int, float], lower_is_worse: bool = False, run: int = 3) 
     streak = []
     for s in steps:
         v = series[s]
-        out = (med - v > band) if lower_is_worse else (v - med > band)
+        out = abs(v - med) > band if both else (med - v > band) if lower_is_worse else (v - med > band)
         streak = streak + [s] if out else []
         if len(streak) >= run:
             return streak[0]
@@ -59,24 +61,26 @@ def load(run_dir: Path) -> dict:
     q99 = {s: m["abs_q99"] for (p, sc, s), m in sl.items() if p == PAIR and sc == "post_tool" and m.get("n")}
     ess = {s: m["ess"] for (p, sc, s), m in sl.items() if p == PAIR and sc == "post_tool" and m.get("n")}
     pre_q99 = {s: m["abs_q99"] for (p, sc, s), m in sl.items() if p == PAIR and sc == "pre_tool" and m.get("n")}
+    all_mean = {s: m["abs_mean"] for (p, sc, s), m in sl.items() if p == PAIR and sc == "all" and m.get("n")}
     rows = summary["rows"]
-    kl = {r["step"]: r["kl"] for r in rows if "kl" in r}
-    loss = {r["step"]: r["loss"] for r in rows if "loss" in r}
+    series = {k: {r["step"]: r[k] for r in rows if k in r} for k in ("loss", "reward", "entropy")}
     audit = read_jsonl(run_dir / "directives.jsonl")
     directives = [d for d in audit if d.get("kind") == "directive" and d.get("action") != "noop"]
     acks = {a["directive_id"]: a for a in audit if a.get("kind") == "ack"}
     rewards = [r["reward"] for r in rows]
     last = rows[-10:]
     return {
-        "summary": summary, "q99": q99, "ess": ess, "pre_q99": pre_q99, "kl": kl, "loss": loss,
+        "summary": summary, "q99": q99, "ess": ess, "pre_q99": pre_q99,
         "directives": directives, "acks": acks,
         "onsets": {
             "post_tool q99": onset(q99), "post_tool ESS": onset(ess, lower_is_worse=True),
-            "pre_tool q99": onset(pre_q99), "global KL": onset(kl), "loss": onset(loss),
+            "pre_tool q99": onset(pre_q99), "all-token mean |l|": onset(all_mean),
+            "loss (|change|)": onset(series["loss"], both=True), "reward (drop)": onset(series["reward"], True),
+            "entropy (|change|)": onset(series["entropy"], both=True),
         },
         "final_reward": statistics.mean(rewards[-5:]) if rewards else float("nan"),
         "reward_std_last10": statistics.pstdev([r["reward"] for r in last]) if len(last) > 1 else float("nan"),
-        "final_kl": rows[-1].get("kl", float("nan")) if rows else float("nan"),
+        "tool_last10": statistics.mean([r["tool_share"] for r in last]) if last else float("nan"),
         "q99_last10": statistics.mean([q99[s] for s in sorted(q99)[-10:]]) if q99 else float("nan"),
         "ess_last10": statistics.mean([ess[s] for s in sorted(ess)[-10:]]) if ess else float("nan"),
     }
@@ -90,7 +94,7 @@ def fmt(v, spec=".3f") -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--out", default=str(ROOT / "runs" / "demo"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -124,7 +128,7 @@ def main() -> int:
         results[mode]["report"] = str(report) if r.returncode == 0 else f"(report failed: {r.stderr.strip()[-200:]})"
     print_summary(results, time.monotonic() - t0)
     (out / "demo_summary.json").write_text(json.dumps(
-        {m: {k: v for k, v in r.items() if k not in ("summary", "acks", "q99", "ess", "pre_q99", "kl", "loss")}
+        {m: {k: v for k, v in r.items() if k not in ("summary", "acks", "q99", "ess", "pre_q99")}
          for m, r in results.items()}, indent=1, default=float))
     return 0
 
@@ -135,15 +139,16 @@ def print_summary(results: dict, seconds: float) -> None:
     print(f"tailguard demo summary ({seconds / 60:.1f} min)   pair {PAIR}, baseline steps {BASE[0]}..{BASE[1] - 1}")
     print("=" * 78)
     print(f"{'first step that moved (3 steps outside band)':<46}{'observe':>14}{'control':>14}")
-    for name in ("post_tool q99", "post_tool ESS", "pre_tool q99", "global KL", "loss"):
+    for name in obs["onsets"]:
         print(f"  {name:<44}{fmt(obs['onsets'][name]):>14}{fmt(ctl['onsets'][name]):>14}")
     print(f"{'outcome':<46}{'observe':>14}{'control':>14}")
     rows = [
         ("steps trained", obs["summary"]["steps_done"], ctl["summary"]["steps_done"]),
         ("final reward (mean of last 5 steps)", obs["final_reward"], ctl["final_reward"]),
         ("on-policy eval reward of the final model", obs["summary"]["eval_reward"], ctl["summary"]["eval_reward"]),
+        ("  its tool-call rate", obs["summary"]["eval_tool_rate"], ctl["summary"]["eval_tool_rate"]),
+        ("tool-call share, mean of last 10 steps", obs["tool_last10"], ctl["tool_last10"]),
         ("reward std over last 10 steps", obs["reward_std_last10"], ctl["reward_std_last10"]),
-        ("final global KL", obs["final_kl"], ctl["final_kl"]),
         ("post_tool q99, mean of last 10 steps", obs["q99_last10"], ctl["q99_last10"]),
         ("post_tool ESS, mean of last 10 steps", obs["ess_last10"], ctl["ess_last10"]),
         ("alpha ceiling in force", obs["summary"].get("alpha_ceiling"), ctl["summary"].get("alpha_ceiling")),

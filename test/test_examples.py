@@ -61,7 +61,34 @@ def test_grpo_tool_agent_embedded_engine(tmp_path, monkeypatch):
     assert all(r["abs_max"] < 1e-3 for (sl, _), r in rollout.items() if sl == "pre_tool")
     lagged = [r["abs_q99"] for (sl, st), r in rollout.items() if sl == "post_tool" and lags.get(st - 1, 0) > 0]
     assert lagged and max(lagged) > 1e-2
-    assert any(k.startswith("tailguard/policy_vs_ref/post_tool/") for r in s["rows"] for k in r)
+    assert any(k.startswith("tailguard/old_vs_rollout/post_tool/") for r in s["rows"] for k in r)
+    # the agent decides: some episodes call the calculator, some answer directly
+    assert 0 < sum(e["tool_episodes"] for e in s["env"]) < sum(e["episodes"] for e in s["env"])
+    assert 0 <= s["eval_tool_rate"] <= 1 and s["eval_reward"] >= 0
+
+
+def test_calculator_env_rollback_resyncs_worker():
+    """A tailguard rollback (the callback's rollback count grows) resyncs the lagging worker; its lag restarts."""
+    from calculator_env import CalculatorEnv, score
+
+    lin = __import__("torch").nn.Linear(1, 1)
+    env = CalculatorEnv(lin, _Tok(), 10, stale_onset=0.2, stale_every=1, stall_recurs=True)
+    assert [env.lag(s) for s in (0, 1, 2, 5)] == [0, 0, 1, 4]
+    env.history.append((4, {}))
+    env.note_rollbacks(1, 6)
+    assert not env.history and env.lag(6) == 1 and env.lag(9) == 4  # resynced at 6, then the stall resumes
+    env.note_rollbacks(1, 8)  # the same count again: nothing changes
+    assert env.resync_step == 6
+    fixed = CalculatorEnv(lin, _Tok(), 10, stale_onset=0.2, stale_every=1)  # the default: the restart fixes it
+    assert fixed.lag(5) == 4
+    fixed.note_rollbacks(1, 6)
+    assert fixed.lag(9) == 0
+    assert score("3xx", 3) == 1 + 0.2 / 3 and score("12a", 3) == 0.2 * 2 / 3 and score("", 3) == 0
+
+
+class _Tok:
+    def __len__(self):
+        return 10
 
 
 def test_dpo_minimal(tmp_path, monkeypatch):
