@@ -420,6 +420,86 @@ function padded(total: number): Buffer {
   return f;
 }
 
+// ---- sketch payloads (proto/README.md "Sketch payloads") --------------------------------------
+const SK_HIST = { exp_min: -24, exp_max: 8, mant_bits: 9 };
+const SK_BINS = 16386;
+const SK_FIELDS = ['n', 'nonfinite', 'sum', 'sum_abs', 'sum_sq', 'sum_k3', 'exceed_1_5', 'exceed_2', 'exceed_3', 'clip',
+  'abs_max', 'lse_max', 'lse_sum', 'lse2_sum', 'seq_n', 'seq_max', 'seq_sum', 'seq2_sum', 'seqn_max', 'seqn_sum', 'seqn2_sum'];
+const SK_SLICES = ['all', 'pre_tool', 'post_tool', 'tool_output'];
+/** Rank 0's merged sketch of 2 ranks: one pair (policy_vs_ref) whose ℓ are 0.5, -0.25, 1.5 (pre_tool), 3 (post_tool). */
+function sketchParts(over: Record<string, unknown> = {}) {
+  const header: Record<string, unknown> = {
+    type: 'step', version: V, run_id: 'run-a', rank: 0, world_size: 2, step: 7, chunk: { index: 0, count: 1 },
+    tokens: 300_000_000, n_seqs: 2, implicit: ['policy_vs_old'], knobs: { epsilon_low: 0.2 }, logs: {}, sent_at: 1767225600.25,
+    sketch: true, hist: SK_HIST, sums_fields: SK_FIELDS, slice_counts: { all: 4, pre_tool: 3, post_tool: 1, tool_output: 2 }, ...over,
+  };
+  // bins of |ℓ| (float32 bits): 1 + ((bits − bits(2^-24)) >> 14)
+  const bin = (x: number) => { const b = Buffer.alloc(4); b.writeFloatLE(Math.abs(x)); return 1 + ((b.readInt32LE(0) - 0x33800000) >> 14); };
+  const slices: Record<string, number[]> = { all: [0.5, -0.25, 1.5, 3], pre_tool: [0.5, -0.25, 1.5], post_tool: [3], tool_output: [] };
+  const buffers: Record<string, TypedArray> = {};
+  for (const sl of SK_SLICES) {
+    const xs = slices[sl];
+    const h = new Float64Array(SK_BINS);
+    for (const x of xs) h[bin(x)]++;
+    const sums = new Float64Array(SK_FIELDS.length);
+    const m = xs.length ? Math.max(...xs) : -Infinity;
+    sums[0] = xs.length;
+    sums[2] = xs.reduce((a, x) => a + x, 0);
+    sums[3] = xs.reduce((a, x) => a + Math.abs(x), 0);
+    sums[10] = xs.length ? Math.max(...xs.map(Math.abs)) : 0;
+    sums[11] = m;
+    sums[12] = xs.reduce((a, x) => a + Math.exp(x - m), 0);
+    sums[15] = sums[18] = -Infinity; // no sequence sums in this vector: the field is the empty part's max
+    buffers[`sketch/policy_vs_ref/${sl}/hist`] = h;
+    buffers[`sketch/policy_vs_ref/${sl}/sums`] = sums;
+  }
+  return { header, buffers };
+}
+function sketchMsg(over: Record<string, unknown> = {}, bufOver: Record<string, TypedArray | null> = {}) {
+  const { header, buffers } = sketchParts(over);
+  for (const [k, v] of Object.entries(bufOver)) if (v === null) delete buffers[k]; else buffers[k] = v;
+  const frames = encodeMessage(header, buffers);
+  const full = { ...header, buffers: Object.entries(buffers).map(([name, a]) => ({ name, dtype: dtypeName(a), length: a.length })) };
+  return { frames, header: full, buffers };
+}
+/** Sketch rejects keep only the sums buffers (small files); a case needing the hist adds the one it needs. */
+function sketchBad(description: string, over: Record<string, unknown>, bufOver: Record<string, TypedArray | null>, error: string) {
+  const dropHists = Object.fromEntries(SK_SLICES.map((sl) => [`sketch/policy_vs_ref/${sl}/hist`, null]));
+  return bad(description, sketchMsg(over, { ...dropHists, ...bufOver }).frames, error);
+}
+const sumsOf = (sl: string) => sketchParts().buffers[`sketch/policy_vs_ref/${sl}/sums`] as Float64Array;
+files['12.sketch'] = {
+  description: 'sketch steps (mode "sketch"): per pair × slice, a 16386-bin f64 histogram of |ℓ| and 21 f64 sums, reduced over every rank; stage D of a sketch step.',
+  cases: [
+    (() => {
+      const m = sketchMsg();
+      return ok('a sketch step of one pair (4 slices × hist + sums); tokens 3e8 > max_tokens_per_step is allowed: a sketch has a fixed size', m.frames, m.header, m.buffers);
+    })(),
+    (() => {
+      const h = { ...sketchParts({ implicit: ['policy_vs_old', 'policy_vs_ref', 'old_vs_rollout'] }).header, buffers: [] };
+      return ok('a sketch step with no pair buffers (every pair implicit)', [encodeHeader(h)], h, {});
+    })(),
+    sketchBad('hist layout of another build (mant_bits 6)', { hist: { ...SK_HIST, mant_bits: 6 } }, {}, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist layout missing', { hist: undefined }, {}, 'E_SKETCH_LAYOUT'),
+    sketchBad('sums_fields in another order', { sums_fields: [...SK_FIELDS].reverse() }, {}, 'E_SKETCH_LAYOUT'),
+    sketchBad('slice_counts missing', { slice_counts: undefined }, {}, 'E_SKETCH_LAYOUT'),
+    sketchBad('slice_counts.post_tool negative', { slice_counts: { all: 4, pre_tool: 3, post_tool: -1, tool_output: 2 } }, {}, 'E_SKETCH_LAYOUT'),
+    sketchBad('a raw token buffer in a sketch step', {}, { policy_vs_ref: new Float32Array(4) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('an unknown slice name', {}, { 'sketch/policy_vs_ref/turn_2/sums': sumsOf('all') }, 'E_SKETCH_LAYOUT'),
+    sketchBad('sums buffer as f32', {}, { 'sketch/policy_vs_ref/all/sums': new Float32Array(21) }, 'E_DTYPE'),
+    sketchBad('hist of 2050 bins (the 6-bit layout length): frame matches its descriptor, not the layout', {},
+      { 'sketch/policy_vs_ref/all/hist': new Float64Array(2050) }, 'E_FRAME_LENGTH'),
+    sketchBad('sums of 20 fields', {}, { 'sketch/policy_vs_ref/all/sums': new Float64Array(20) }, 'E_FRAME_LENGTH'),
+    sketchBad('sums with a negative n', {}, { 'sketch/policy_vs_ref/all/sums': Float64Array.from(sumsOf('all'), (v, i) => (i === 0 ? -1 : v)) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('a pair without its histograms', {}, {}, 'E_SKETCH_LAYOUT'),
+    (() => {
+      const neg = Float64Array.from(sketchParts().buffers['sketch/policy_vs_ref/all/hist'] as Float64Array);
+      neg[5] = -1;
+      return sketchBad('a histogram with a negative count', {}, { 'sketch/policy_vs_ref/all/hist': neg }, 'E_SKETCH_LAYOUT');
+    })(),
+  ],
+};
+
 // ---- self-check and write ---------------------------------------------------------------------
 function check(file: string, c: Case): void {
   const frames = c.frames.map((h) => new Uint8Array(Buffer.from(h, 'hex')));

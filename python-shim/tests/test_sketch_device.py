@@ -6,6 +6,7 @@ host layout of the same step."""
 
 from types import SimpleNamespace
 
+import msgpack
 import numpy as np
 import pytest
 import torch
@@ -91,6 +92,8 @@ def test_sketch_mode_copies_no_token_array_to_host(monkeypatch):
     assert len(sink.messages) == 1
     sketch_bytes = sum(memoryview(f).nbytes for f in sink.messages[0][1:])
     assert sketch_bytes == 2 * 4 * (S.HIST_BINS + S.N_FIELDS) * 8  # two pairs × four slices, fixed
+    header = msgpack.unpackb(bytes(sink.messages[0][0]))
+    assert header["tokens"] == sum(int(cm.sum()) for cm, *_ in batches)  # completion tokens, not padded positions
     # Nothing of token size left torch; what did is the sketch (plus a few per-sequence/count scalars).
     assert counter.sizes and max(n for n, _ in counter.sizes) < T // 2, sorted(counter.sizes)[-3:]
     assert sum(b for _, b in counter.sizes) <= sketch_bytes + 8 * (B * MICRO + 64)
@@ -112,7 +115,7 @@ def test_device_layout_sketch_equals_host_layout_sketch():
     names = ["policy_vs_ref", "old_vs_rollout"]
     a = S.sketch_payload(payload.arrays, names)
     b = S.sketch_payload(host, names)
-    assert a.slice_counts == b.slice_counts and a.tokens == b.tokens == int(host["offsets"][-1])
+    assert a.slice_counts == b.slice_counts and payload.tokens == b.tokens == int(host["offsets"][-1])
     assert a.n_seqs == b.n_seqs == B * MICRO
     assert a.slice_counts["post_tool"] > 1000 and a.slice_counts["tool_output"] > 100
     torch.testing.assert_close(a.hist, b.hist, rtol=0, atol=0)

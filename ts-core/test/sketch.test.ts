@@ -12,6 +12,7 @@ import { StepAssembler, toStepData } from '../src/engine/assembler.ts';
 import { decodeSketchStep } from '../src/engine/sketch.ts';
 import { ProtocolError } from '../src/protocol/errors.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/validate.ts';
+import { HIST_BINS } from '../src/stats/hist.ts';
 import { RunStats } from '../src/stats/index.ts';
 import type { MetricRecord } from '../src/types.ts';
 
@@ -131,7 +132,7 @@ describe('sketch mode, engine side', () => {
       `quantiles vs raw exact order statistics=${worstQ.toExponential(2)} (sparse tails of small slices)`);
   });
 
-  it('rejects a foreign layout or a malformed payload with E_SKETCH_LAYOUT', () => {
+  it('rejects a foreign layout or a malformed payload with E_SKETCH_LAYOUT / E_FRAME_LENGTH / E_DTYPE', () => {
     const with_ = (patch: Record<string, unknown>, buffers = sketchMsg.buffers) =>
       ({ ...sketchMsg, header: { ...sketchMsg.header, ...patch }, buffers }) as Message<StepHeader>;
     const code = (m: Message<StepHeader>) => {
@@ -149,8 +150,10 @@ describe('sketch mode, engine side', () => {
     const bufs = { ...sketchMsg.buffers };
     delete bufs['sketch/policy_vs_ref/post_tool/sums'];
     expect(code(with_({}, bufs))).toBe('E_SKETCH_LAYOUT');
-    const neg = { ...sketchMsg.buffers, 'sketch/policy_vs_ref/all/hist': new Float64Array(2050).fill(-1) };
+    const neg = { ...sketchMsg.buffers, 'sketch/policy_vs_ref/all/hist': new Float64Array(HIST_BINS).fill(-1) };
     expect(code(with_({}, neg))).toBe('E_SKETCH_LAYOUT');
+    const short = { ...sketchMsg.buffers, 'sketch/policy_vs_ref/all/hist': new Float64Array(2050) }; // the 6-bit layout's length
+    expect(code(with_({}, short))).toBe('E_FRAME_LENGTH');
     const f32 = { ...sketchMsg.buffers, 'sketch/policy_vs_ref/all/sums': new Float32Array(21) };
     expect(code(with_({}, f32))).toBe('E_DTYPE');
   });

@@ -33,6 +33,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from .protocol import SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_SUMS_FIELDS
+
 log = logging.getLogger("tailguard")
 
 HIST_EXP_MIN = -24
@@ -77,6 +79,8 @@ SUMS_FIELDS: tuple[tuple[str, str], ...] = (
     ("seqn2_sum", "lse2:seqn_max"),
 )
 FIELD_INDEX = {name: i for i, (name, _) in enumerate(SUMS_FIELDS)}
+# The wire contract lives in protocol.py (no torch there); this module must compute exactly that layout.
+assert tuple(FIELD_INDEX) == SKETCH_SUMS_FIELDS and HIST_LAYOUT == SKETCH_HIST and HIST_BINS == SKETCH_HIST_BINS
 N_FIELDS = len(SUMS_FIELDS)
 _MAX_IDX = [i for i, (_, kind) in enumerate(SUMS_FIELDS) if kind == "max"]
 _LSE = [(i, FIELD_INDEX[k.split(":")[1]], 2.0 if k.startswith("lse2") else 1.0)
@@ -357,10 +361,10 @@ def _compute_chunk(pairs, completion_mask, tool_mask, offsets, names, clip) -> S
         hist[p, 0] = h[0] + h[1]
         sums[p, 0] = _merge_rows(sm[:2])
         _seq_fields(sums[p, 0], L[0] + L[1], ln[0] + ln[1])
-    counts = code_counts.tolist()  # padding (code 3) is not a token of the step
+    counts = code_counts.tolist()
     slice_counts = {"all": counts[0] + counts[1], "pre_tool": counts[0], "post_tool": counts[1],
                     "tool_output": counts[2]}
-    return Sketch(names, list(BUILTIN_SLICES), hist, sums, counts[0] + counts[1] + counts[2], n_seqs, slice_counts)
+    return Sketch(names, list(BUILTIN_SLICES), hist, sums, int(code.numel()), n_seqs, slice_counts)
 
 
 def _dist():
@@ -606,6 +610,7 @@ def send_capture_step(cb, state, control, per_rank: bool = False) -> None:
     else:
         sk = sketch_payload(payload.arrays, [p for p in names if p not in payload.implicit], knobs)
         sk = _with_pairs(sk, names)
+        sk.tokens = payload.tokens  # completion tokens, as raw mode counts them (the device layout keeps padding)
         implicit = list(payload.implicit)
     sk = _present(reduce_sketch(sk, per_rank=per_rank))
     if cb.client is None:

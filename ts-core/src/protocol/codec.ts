@@ -2,6 +2,7 @@
 // frames in place (a copy only when a frame's offset is misaligned for its dtype).
 import { Packr } from 'msgpackr';
 import { ProtocolError, type ErrorRef } from './errors.ts';
+import { checkSketchStep } from './sketch.ts';
 import type { BufferDesc, Dtype, Header, Limits, StepHeader } from './messages.ts';
 import { DEFAULT_LIMITS, DTYPE_SIZE, REQUIRED_STEP_BUFFERS, STEP_BUFFERS, refOf, validateHeader } from './validate.ts';
 
@@ -147,7 +148,10 @@ export function decodeMessage(frames: readonly Uint8Array[], limits: Limits = DE
         throw new ProtocolError('E_FRAME_LENGTH', `buffer ${d.name} declares ${d.length} × ${d.dtype} = ${want} bytes, frame ${i + 1} has ${got}`);
       buffers[d.name] = view(frames[i + 1], d.dtype, d.length);
     }
-    if (header.type === 'step' && !header.sketch) checkStep(header as StepHeader, buffers);
+    if (header.type === 'step') {
+      if (header.sketch) checkSketchStep(header as Record<string, unknown>, buffers); // stage D of a sketch step
+      else checkStep(header as StepHeader, buffers);
+    }
     return { header, buffers, frames: frames.slice(1) as Uint8Array[] };
   } catch (e) {
     if (e instanceof ProtocolError) {

@@ -234,8 +234,8 @@ def flatten_device(records: list[dict[str, torch.Tensor]], implicit: list[str]) 
 
     No boolean selection (it would sync and copy): each row is a sequence, `offsets` are row boundaries,
     and padding keeps `completion_mask` 0, which `compute_sketch` leaves out of every slice. Per-sequence
-    arrays are not needed by the sketch and are not flattened. `arrays` holds device tensors; `tokens`
-    counts padded positions (the sketch counts the completion tokens itself).
+    arrays are not needed by the sketch and are not flattened. `arrays` holds device tensors; `tokens` is the
+    count of completion tokens (what raw mode would send; one device sync at the step boundary).
     """
     pairs = [n for n in PAIRS if any(n in r for r in records)]
     for name in list(pairs):
@@ -264,4 +264,5 @@ def flatten_device(records: list[dict[str, torch.Tensor]], implicit: list[str]) 
         if p in arrays and not bool(arrays[p].any()):
             del arrays[p]
     implicit = [p for p in implicit if p not in arrays]
-    return StepPayload(arrays, implicit, None, int(offsets[-1]), len(widths), len(records))
+    tokens = int(torch.count_nonzero(arrays["completion_mask"]))
+    return StepPayload(arrays, implicit, None, tokens, len(widths), len(records))
