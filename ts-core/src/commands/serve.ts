@@ -47,6 +47,12 @@ export async function serve(opts: ServeOptions): Promise<void> {
   await zap?.start(); // before bind: libzmq asks it about every CURVE handshake
   if (curve) log.info({ endpoint, allowed_keys: curve.allow.size }, 'CURVE enabled');
   const stepTimeout = Number(opts.stepTimeout ?? 30000);
+  const maxRuns = Number(opts.maxRuns ?? 64);
+  const runIdleMs = Number(opts.runIdleMs ?? 300_000);
+  if (!Number.isSafeInteger(maxRuns) || maxRuns < 1 || !Number.isSafeInteger(runIdleMs) || runIdleMs < 0) {
+    log.fatal({ max_runs: opts.maxRuns, run_idle_ms: opts.runIdleMs }, '--max-runs must be an integer >= 1 and --run-idle-ms an integer >= 0');
+    process.exit(2);
+  }
   const obs = await startObservability(opts, log); // ui/: --ui dashboard; capture/: --record
   const server = new EngineServer({
     endpoint,
@@ -55,6 +61,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
     delayMs: opts.delayMs ? Number(opts.delayMs) : 0,
     limits: Number.isFinite(stepTimeout) ? { step_timeout_ms: stepTimeout } : {},
     factory: buildPipeline,
+    maxRuns,
+    runIdleMs,
     options: opts,
     socketOptions: curve ? curveServerOptions(curve) : undefined,
     recorder: obs.recorder,

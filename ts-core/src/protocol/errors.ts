@@ -19,6 +19,7 @@ export const ERROR_CODES = [
   'E_DUPLICATE',
   'E_CHUNK',
   'E_SKETCH_LAYOUT',
+  'E_LIMIT',
   'E_INTERNAL',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -26,6 +26,9 @@ export interface ServerOptions {
   options?: Record<string, unknown>;
   /** How often to finalise timed-out steps (ms). */
   tickMs?: number;
+  /** Open runs at most (`--max-runs`, default 64) and when a run with sessions counts as idle (`--run-idle-ms`): engine/registry.ts. */
+  maxRuns?: number;
+  runIdleMs?: number;
   /** Extra Router options, e.g. CURVE server keys (transport/curve.ts). */
   socketOptions?: Record<string, unknown>;
   /** `--record`: gets every received message, as received (capture/, ui/serve-hooks.ts). */
@@ -55,7 +58,7 @@ export class EngineServer {
   constructor(private readonly opts: ServerOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.log = opts.log;
-    this.registry = new RunRegistry({ limits: this.limits, log: opts.log, factory: opts.factory ?? (() => ({})), runDir: opts.runDir ?? 'runs', options: opts.options });
+    this.registry = new RunRegistry({ limits: this.limits, log: opts.log, factory: opts.factory ?? (() => ({})), runDir: opts.runDir ?? 'runs', options: opts.options, maxRuns: opts.maxRuns, runIdleMs: opts.runIdleMs });
   }
 
   async start(): Promise<string> {
@@ -119,7 +122,7 @@ export class EngineServer {
     this.log.info({ run_id: h.run_id, rank: h.rank, world_size: h.world_size, trainer: h.trainer, mode: h.mode ?? 'raw', session, new_run: isNew, client: h.client }, 'hello');
     this.reply(id, {
       type: 'welcome', version: V, run_id: h.run_id, rank: h.rank, session,
-      engine: { name: 'tailguard', version: VERSION }, limits: this.limits, resume,
+      engine: { name: 'tailguard', version: VERSION }, limits: { ...this.limits, max_runs: this.registry.maxRuns }, resume,
     });
   }
 
