@@ -48,6 +48,8 @@ WORKER = textwrap.dedent(
     }}
     with open(os.path.join(out, f"rank{{rank}}.json"), "w") as f:
         json.dump({{"captured": captured, "keys": keys}}, f)
+    import torch.distributed as dist
+    dist.destroy_process_group()  # else gloo's threads can abort the exit (pytorch#190489)
     """
 )
 
