@@ -1,7 +1,10 @@
 """Sketch mode vs raw mode: bytes sent per step and the shim's time per step, 10^5..10^8 tokens;
 and, with a real engine process, the engine's reply latency per step (raw vs sketch).
 
-    .venv/bin/python bench/sketch_bench.py [--max-exp 8] [--engine] [--reps 3]
+    .venv/bin/python bench/sketch_bench.py [--max-exp 8] [--engine] [--reps 3] [--threads 1] [--before REV]
+
+--before REV also times `compute_sketch` as it was at git revision REV (loaded from `git show`), on the same
+data in the same process: the before/after column of docs/benchmarks.md.
 
 Figures are medians of --reps runs in this process; ratios are against raw mode measured here.
 Nothing is asserted (benchmarks live apart from tests).
@@ -66,14 +69,29 @@ class _Id:
     run_id, rank, world_size = "bench", 0, 1
 
 
-def sketch_shim(arrays):
-    sk = S.compute_sketch({"policy_vs_ref": arrays["policy_vs_ref"]}, arrays["completion_mask"], arrays["tool_mask"],
+def sketch_shim(arrays, mod=S):
+    sk = mod.compute_sketch({"policy_vs_ref": arrays["policy_vs_ref"]}, arrays["completion_mask"], arrays["tool_mask"],
                           arrays["offsets"])
-    sk = S.reduce_sketch(sk)
-    return [S.encode_sketch_step(_Id, 0, sk)]
+    sk = mod.reduce_sketch(sk)
+    return [mod.encode_sketch_step(_Id, 0, sk)]
 
 
-def shim_table(max_exp: int, reps: int):
+def load_rev(rev: str):
+    """tailguard/sketch.py at git revision `rev`, as a module (its tailguard imports resolve to this checkout)."""
+    import importlib.util
+
+    src = subprocess.check_output(["git", "show", f"{rev}:python-shim/src/tailguard/sketch.py"], cwd=ROOT, text=True)
+    path = os.path.join(tempfile.mkdtemp(), f"sketch_{rev}.py")
+    with open(path, "w") as f:
+        f.write(src.replace("from .", "from tailguard."))
+    spec = importlib.util.spec_from_file_location(f"sketch_{rev}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def shim_table(max_exp: int, reps: int, before=None):
     rows = []
     for e in range(5, max_exp + 1):
         T = 10**e
@@ -82,9 +100,14 @@ def shim_table(max_exp: int, reps: int):
         r = reps if e < 8 else 1
         t_raw, raw_msgs = med(lambda: raw_shim(arrays, host), r)
         t_sk, sk_msgs = med(lambda: sketch_shim(arrays), r)
+        old = ""
+        if before is not None:  # alternate with the current version so both see the same machine load
+            t_old, _ = med(lambda: sketch_shim(arrays, before), r)
+            t_sk = min(t_sk, med(lambda: sketch_shim(arrays), r)[0])
+            old = f" | before {t_old*1e3:9.1f} ms ({t_old/T*1e9:5.1f} ns/token, {t_old/t_sk:4.2f}x)"
         rows.append((T, frames_bytes(raw_msgs), frames_bytes(sk_msgs), t_raw, t_sk))
         print(f"T=1e{e}: raw {frames_bytes(raw_msgs)/1e6:9.2f} MB {t_raw*1e3:9.1f} ms | "
-              f"sketch {frames_bytes(sk_msgs)/1e3:7.1f} KB {t_sk*1e3:9.1f} ms ({t_sk/T*1e9:5.1f} ns/token)", flush=True)
+              f"sketch {frames_bytes(sk_msgs)/1e3:7.1f} KB {t_sk*1e3:9.1f} ms ({t_sk/T*1e9:5.1f} ns/token){old}", flush=True)
         del arrays, host, raw_msgs
     return rows
 
@@ -142,12 +165,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-exp", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared; 0: torch's default)")
     ap.add_argument("--engine", action="store_true", help="also time a real engine process (raw vs sketch)")
+    ap.add_argument("--before", default=None, help="git revision whose compute_sketch to time too (before/after)")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cuda={torch.cuda.is_available()}")
-    shim_table(a.max_exp, a.reps)
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cuda={torch.cuda.is_available()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    shim_table(a.max_exp, a.reps, load_rev(a.before) if a.before else None)
     if a.engine:
         engine_table(min(a.max_exp, 8), a.reps)
 

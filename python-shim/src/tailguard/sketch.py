@@ -291,7 +291,7 @@ def compute_sketch(
     tool_mask: torch.Tensor,
     offsets: torch.Tensor,
     knobs: Mapping[str, float | None] | None = None,
-    chunk_tokens: int = 1 << 22,
+    chunk_tokens: int | None = None,
 ) -> Sketch:
     """This rank's sketch of one step, computed with torch ops on the tensors' device.
 
@@ -301,8 +301,9 @@ def compute_sketch(
         tool_mask (`torch.Tensor`): 1 = model token, 0 = tool output (TRL convention), length T.
         offsets (`torch.Tensor`): sequence starts, length n_seqs+1, `offsets[-1] == T`.
         knobs (`dict`, *optional*): live trainer knobs; `epsilon_low`/`epsilon_high` set the clip band.
-        chunk_tokens (`int`, *optional*, defaults to `2**22`): tokens per pass (cut at sequence
-            boundaries), which bounds the temporary memory; chunks merge exactly.
+        chunk_tokens (`int`, *optional*): tokens per pass (cut at sequence boundaries); chunks merge exactly.
+            Defaults to `2**17` on CPU, where a pass whose temporaries stay in cache is about 2× faster than one
+            over 2**22 tokens (measured), and `2**22` on an accelerator, where launches are the fixed cost.
     """
     knobs = knobs or {}
     eps_lo = knobs.get("epsilon_low")
@@ -312,6 +313,8 @@ def compute_sketch(
     clip = (math.log(1.0 - eps_lo) if eps_lo < 1.0 else -math.inf, math.log1p(eps_hi))
     names = [p for p in PAIRS if p in pairs] + [p for p in pairs if p not in PAIRS]
     dev = completion_mask.device
+    if chunk_tokens is None:
+        chunk_tokens = 1 << 17 if dev.type == "cpu" else 1 << 22
     off = offsets.to("cpu", torch.int64)
     n_seqs = off.numel() - 1
     # Sequence-aligned cuts: the first sequence boundary at or after each multiple of chunk_tokens.
@@ -319,15 +322,16 @@ def compute_sketch(
     while cuts[-1] < n_seqs:
         nxt = int(torch.searchsorted(off, off[cuts[-1]] + chunk_tokens, right=False))
         cuts.append(min(max(nxt, cuts[-1] + 1), n_seqs))
-    parts = []
+    out = None
     for a, b in zip(cuts[:-1], cuts[1:]):
         t0, t1 = int(off[a]), int(off[b])
-        parts.append(_compute_chunk({k: pairs[k].reshape(-1)[t0:t1] for k in names}, completion_mask[t0:t1],
-                                    tool_mask[t0:t1], (off[a:b + 1] - t0).to(dev), names, clip))
-    if not parts:
-        parts.append(_compute_chunk({k: pairs[k].reshape(-1)[:0] for k in names}, completion_mask[:0],
-                                    tool_mask[:0], torch.zeros(1, dtype=torch.int64, device=dev), names, clip))
-    return merge_sketches(parts) if len(parts) > 1 else parts[0]
+        part = _compute_chunk({k: pairs[k].reshape(-1)[t0:t1] for k in names}, completion_mask[t0:t1],
+                              tool_mask[t0:t1], (off[a:b + 1] - t0).to(dev), names, clip)
+        out = part if out is None else merge_sketches([out, part])  # running merge: memory stays one sketch
+    if out is None:
+        out = _compute_chunk({k: pairs[k].reshape(-1)[:0] for k in names}, completion_mask[:0],
+                             tool_mask[:0], torch.zeros(1, dtype=torch.int64, device=dev), names, clip)
+    return out
 
 
 def merge_sketches(parts: Sequence[Sketch]) -> Sketch:
