@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, read_jsonl, tailguard_cli  # noqa: E402
 
 PAIR = "old_vs_rollout"  # where the perturbation acts (docs/demo.md)
-BASE = (3, 15)  # baseline steps [first, last): after the first updates, before the lag starts (step 19 of 64)
+BASE = (3, 9)  # baseline steps [first, last): after the first updates, before the worker stalls (step 9 of 96)
 
 
 def onset(series: dict[int, float], lower_is_worse: bool = False, run: int = 3, both: bool = False) -> int | None:
@@ -94,7 +94,7 @@ def fmt(v, spec=".3f") -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=96)
     ap.add_argument("--out", default=str(ROOT / "runs" / "demo"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -50,8 +50,8 @@ def policy_file(mode: str, path: Path) -> Path:
     return path
 
 
-def run(policy_mode="control", steps=64, run_dir="runs", run_id=None, seed=0, lr=1e-2, beta=0.0, batch=16,
-        num_generations=4, endpoint=None, quiet=False, stale_onset=0.3, stale_every=1, lag=True, record_to=None,
+def run(policy_mode="control", steps=96, run_dir="runs", run_id=None, seed=0, lr=1e-2, beta=0.0, batch=32,
+        num_generations=4, endpoint=None, quiet=False, stale_onset=0.1, stale_every=1, lag=True, record_to=None,
         checkpoint_every=5, attach=True, stall_recurs=False) -> dict:
     """One training run; returns the summary (also written to `<run_dir>/<run_id>/example_summary.json`)."""
     from datasets import Dataset
@@ -127,7 +127,7 @@ def run(policy_mode="control", steps=64, run_dir="runs", run_id=None, seed=0, lr
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy-mode", choices=["observe", "control"], default="control")
-    ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=96)
     ap.add_argument("--no-lag", action="store_true", help="keep the post-tool worker in sync (the paired check)")
     ap.add_argument("--stall-recurs", action="store_true", help="the worker's stall resumes after a rollback's resync")
     ap.add_argument("--run-dir", default="runs")

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     capture.unlink(missing_ok=True)
     print(f"1. recording a {args.steps}-step GRPO run (observe only) to {capture}", flush=True)
     run("observe", steps=args.steps, run_dir=str(out / "live"), run_id="recorded", record_to=str(capture),
-        quiet=True, stale_onset=0.3)
+        quiet=True, stale_onset=0.3, batch=16)
     policy = out / "strict.yaml"
     policy.write_text(STRICT)
     print(f"2. tailguard replay {capture.name} --policy {policy.name}", flush=True)

@@ -49,7 +49,8 @@ def test_grpo_tool_agent_embedded_engine(tmp_path, monkeypatch):
     from grpo_tool_agent import run
 
     monkeypatch.delenv("TAILGUARD_ENDPOINT", raising=False)
-    s = run("observe", steps=6, run_dir=str(tmp_path), run_id="agent", quiet=True, stale_onset=0.3, stale_every=1)
+    s = run("observe", steps=6, run_dir=str(tmp_path), run_id="agent", quiet=True, stale_onset=0.3, stale_every=1,
+            batch=8)
     assert s["steps_done"] == 6 and s["client"]["sent"] == 6 and s["client"]["dropped"] == 0
     assert not _engine_pids_for(os.getpid()), "the embedded engine must stop when training ends"
     m = read_jsonl(tmp_path / "agent" / "metrics.jsonl")
