@@ -1,6 +1,6 @@
 """A real GRPOTrainer run on CPU: a tiny agent with a calculator tool, watched (and optionally steered) by tailguard.
 
-    .venv/bin/python examples/grpo_tool_agent.py --policy-mode observe [--steps 64] [--no-lag]
+    .venv/bin/python examples/grpo_tool_agent.py --policy-mode observe [--steps 96] [--no-lag] [--stall-recurs]
     .venv/bin/python examples/grpo_tool_agent.py --policy-mode control
 
 The environment and the documented perturbation are in `calculator_env.py` (and docs/demo.md): the agent
