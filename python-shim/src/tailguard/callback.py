@@ -45,7 +45,8 @@ class TailguardCallback(TrainerCallback):
             How long `on_train_begin` waits for the engine's welcome before going on without it.
         fail_mode (`str`, *optional*, defaults to `"fail_open"`):
             `"fail_open"`: an unreachable engine warns and training goes on. `"fail_closed"`: training
-            stops when the engine cannot be reached or a step is dropped.
+            stops when the engine cannot be reached or a step is dropped; every rank stops at the same
+            point (a connect failure on any rank raises on all ranks in `on_train_begin`).
         log_metrics (`bool`, *optional*, defaults to `True`):
             Add the engine's metrics to the trainer's logs (rank 0 only).
         log_wait_s (`float`, *optional*, defaults to `0.0`):
@@ -182,15 +183,24 @@ class TailguardCallback(TrainerCallback):
             self.directives.on_train_begin(state)  # control-shim: re-apply persisted knobs on resume
         if self.capture is None or self.client is not None:
             return
-        if self.options.mode == "sketch" and int(self.trainer.accelerator.process_index) != 0:
-            return  # sketch mode: only rank 0 talks to the engine
-        self.client = self.last_client = self._make_client(args)
-        try:
-            self.client.connect()
-        except Exception as e:
-            if self.options.fail_mode == "fail_closed":
-                raise RuntimeError(f"tailguard (fail_closed): engine unreachable at {self.client.endpoint}: {e}") from e
-            self._warn_once("connect", f"tailguard: engine not reachable yet ({e}); training goes on and the client keeps retrying")
+        rank = int(self.trainer.accelerator.process_index)
+        failure = None
+        if self.options.mode != "sketch" or rank == 0:  # sketch mode: only rank 0 talks to the engine
+            self.client = self.last_client = self._make_client(args)
+            try:
+                self.client.connect()
+            except Exception as e:
+                if self.options.fail_mode != "fail_closed":
+                    self._warn_once("connect", f"tailguard: engine not reachable yet ({e}); training goes on and the client keeps retrying")
+                else:
+                    failure = f"rank {rank}: engine unreachable at {self.client.endpoint}: {e}"
+        if self.options.fail_mode == "fail_closed":
+            # Every rank learns every rank's outcome, so all raise together (one rank raising alone
+            # would leave the others in DDP's first all-reduce until its timeout).
+            failures = [f for f in _all_gather(failure) if f]
+            if failures:
+                self._close_client()
+                raise RuntimeError("tailguard (fail_closed): " + "; ".join(failures))
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.capture is None:
@@ -289,6 +299,19 @@ class TailguardCallback(TrainerCallback):
             time.sleep(0.005)
             step, metrics = self.client.latest_metrics()
         return step, metrics
+
+
+def _all_gather(obj: Any) -> list:
+    """`obj` from every rank of the trainer's process group (just `[obj]` outside one)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return [obj]
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    box = [None] * dist.get_world_size()
+    dist.all_gather_object(box, obj)
+    return box
 
 
 def _make_directives(trainer: Any, options: Options):

@@ -106,6 +106,7 @@ class Sketch:
     n_seqs: int
     slice_counts: dict[str, int] = field(default_factory=dict)
     per_rank: torch.Tensor | None = None  # (world, P, S, 4): n, abs_q99, abs_mean, ess
+    failed: int = 0  # ranks whose part could not be computed (summed by reduce_sketch; then nothing is sent)
 
     def field(self, pair: str, slice_: str, name: str) -> float:
         return float(self.sums[self.pairs.index(pair), self.slices.index(slice_), FIELD_INDEX[name]])
@@ -385,6 +386,7 @@ def reduce_sketch(sk: Sketch, group=None, per_rank: bool = False) -> Sketch:
     too (n, abs_q99, abs_mean, ess per pair × slice), so a tail can still be traced to one rank.
     """
     dist = _dist()
+    failed = sk.failed
     local = summarize(sk) if per_rank else None
     if dist is None or dist.get_world_size(group) == 1:
         if local is not None:
@@ -402,7 +404,7 @@ def reduce_sketch(sk: Sketch, group=None, per_rank: bool = False) -> Sketch:
     for i, mi, scale in _LSE:
         sums[..., i] = _rescale(sums[..., i], sums[..., mi], gmax[..., mi], scale)
     sums[..., _MAX_IDX] = 0.0
-    counts = [sk.tokens, sk.n_seqs] + [sk.slice_counts[s] for s in BUILTIN_SLICES]
+    counts = [sk.tokens, sk.n_seqs] + [sk.slice_counts[s] for s in BUILTIN_SLICES] + [failed]
     extra = torch.tensor(counts, dtype=torch.float64, device=sums.device)
     flat = torch.cat([sk.hist.reshape(-1), sums.reshape(-1), extra])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
@@ -412,7 +414,7 @@ def reduce_sketch(sk: Sketch, group=None, per_rank: bool = False) -> Sketch:
     sums[..., _MAX_IDX] = maxes
     extra = flat[nh + sums.numel():].tolist()
     out = Sketch(sk.pairs, sk.slices, hist, sums, int(extra[0]), int(extra[1]),
-                 {s: int(c) for s, c in zip(BUILTIN_SLICES, extra[2:])})
+                 {s: int(c) for s, c in zip(BUILTIN_SLICES, extra[2:])}, failed=int(extra[-1]))
     if local is not None:
         gathered = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
         dist.all_gather(gathered, local, group=group)
@@ -600,23 +602,46 @@ def sketch_payload(arrays: Mapping[str, object], names: Sequence[str], knobs=Non
     return _with_pairs(sk, names)
 
 
+def _empty_sketch(names: Sequence[str]) -> Sketch:
+    """No tokens, every pair empty: built directly (no kernel), so it cannot fail where a computed part did."""
+    S = len(BUILTIN_SLICES)
+    none = Sketch([], list(BUILTIN_SLICES), torch.zeros((0, S, HIST_BINS), dtype=torch.float64),
+                  torch.zeros((0, S, N_FIELDS), dtype=torch.float64), 0, 0, dict.fromkeys(BUILTIN_SLICES, 0))
+    return _with_pairs(none, names)
+
+
 def send_capture_step(cb, state, control, per_rank: bool = False) -> None:
     """The callback's step flush in sketch mode. Every rank calls it (the reduce is a collective);
-    rank 0 alone holds a client and sends. Hook: `TailguardCallback._send_step`."""
-    payload = cb.capture.take_step(state.global_step)
+    rank 0 alone holds a client and sends. Hook: `TailguardCallback._send_step`.
+
+    A rank whose part fails before the reduce still joins it with an empty part flagged `failed` (else the
+    other ranks would wait in the reduce until the DDP timeout); rank 0 then sends nothing for the step,
+    and the failing rank re-raises after the reduce."""
     names = [p for p in PAIRS if p in cb.options.pairs]
-    knobs = cb.capture.knobs()
-    if payload is None:  # nothing staged here: join the collective with an empty sketch
-        empty = {"completion_mask": torch.zeros(0, dtype=torch.uint8), "tool_mask": torch.zeros(0, dtype=torch.uint8),
-                 "offsets": torch.zeros(1, dtype=torch.int64)}
-        sk = sketch_payload(empty, names, knobs)
-        implicit = []
-    else:
-        sk = sketch_payload(payload.arrays, [p for p in names if p not in payload.implicit], knobs)
-        sk = _with_pairs(sk, names)
-        sk.tokens = payload.tokens  # completion tokens, as raw mode counts them (the device layout keeps padding)
-        implicit = list(payload.implicit)
-    sk = _present(reduce_sketch(sk, per_rank=per_rank))
+    payload, knobs, implicit, error = None, None, [], None
+    try:
+        payload = cb.capture.take_step(state.global_step)
+        knobs = cb.capture.knobs()
+        if payload is None:  # nothing staged here: join the collective with an empty sketch
+            sk = _empty_sketch(names)
+        else:
+            sk = sketch_payload(payload.arrays, [p for p in names if p not in payload.implicit], knobs)
+            sk = _with_pairs(sk, names)
+            sk.tokens = payload.tokens  # completion tokens, as raw mode counts them (the device layout keeps padding)
+            implicit = list(payload.implicit)
+    except Exception as e:  # noqa: BLE001 - every rank must reach the reduce, or the others wait in it
+        error, payload = e, None
+        sk = _empty_sketch(names)
+        sk.failed = 1
+    reduced = reduce_sketch(sk, per_rank=per_rank)
+    if error is not None:
+        raise error  # after the collective: the callback counts it (fail_closed: every rank stops at the exchange)
+    if reduced.failed:
+        if cb.client is not None:  # a partial step would misstate the tail: send nothing for it
+            log.warning("tailguard: sketch step %d not sent: %d rank(s) could not compute their part",
+                        state.global_step, reduced.failed)
+        return
+    sk = _present(reduced)
     if cb.client is None:
         return
     logs = cb.capture.step_logs()

@@ -1,0 +1,115 @@
+"""A failure on one rank never leaves the other ranks waiting in a collective (2 gloo processes, real TRL).
+
+- fail_closed, the engine unreachable from rank 1 only: `on_train_begin` gathers every rank's connect
+  outcome, so both ranks raise the same error before the first step (before the fix rank 0 went on into
+  DDP's first all-reduce and waited there for `ddp_timeout`).
+- sketch mode, rank 1's sketch fails before the reduce: it joins the reduce with an empty part flagged
+  `failed`, rank 0 sends nothing for that step, and training goes on (fail_open) or every rank stops at
+  that step (fail_closed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from test_directives_tiny import read_jsonl
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAIL_AT = 3
+
+WORKER = textwrap.dedent(
+    """
+    import json, os, socket, sys, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {here!r})
+    from fake_engine import FakeEngine
+    from test_directives_tiny import build_grpo
+    import tailguard, tailguard.sketch
+
+    case, fail_mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    rank = int(os.environ["RANK"])
+    engine = FakeEngine().start()
+    endpoint = engine.endpoint
+    opts = dict(fail_mode=fail_mode, connect_timeout_s=1.0)
+    if case == "connect" and rank == 1:
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            endpoint = f"tcp://127.0.0.1:{{s.getsockname()[1]}}"
+    if case == "sketch":
+        opts["mode"] = "sketch"
+        if rank == 1:
+            original = tailguard.sketch.sketch_payload
+            def sketch_payload(arrays, names, knobs=None, device=None):
+                if tr.state.global_step == {fail_at}:
+                    raise RuntimeError("injected sketch failure")
+                return original(arrays, names, knobs, device)
+            tailguard.sketch.sketch_payload = sketch_payload
+    tr = build_grpo(out, max_steps=6, ddp_backend="gloo", ddp_timeout=30)
+    cb = tailguard.attach(tr, endpoint=endpoint, **opts)
+    error = None
+    try:
+        tr.train()
+    except RuntimeError as e:
+        error = str(e)
+    engine.stop()
+    with open(os.path.join(out, f"result.rank{{rank}}.json"), "w") as f:
+        json.dump({{"step": tr.state.global_step, "error": error, "sent": sorted({{s for _, s, _, _ in engine.steps}})}}, f)
+    torch.distributed.destroy_process_group()  # else gloo's threads can abort the exit (pytorch#190489)
+    """
+)
+
+
+def run_two_ranks(tmp_path, case: str, fail_mode: str) -> list[dict]:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(here=HERE, fail_at=FAIL_AT))
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               TRL_EXPERIMENTAL_SILENCE="1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", str(script), case, fail_mode, str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail("2-process run hung:\n" + output[-4000:])
+    assert proc.returncode == 0, output[-4000:]
+    return [json.load(open(out / f"result.rank{r}.json")) for r in (0, 1)], out
+
+
+def test_fail_closed_connect_failure_on_one_rank_raises_on_every_rank(tmp_path):
+    results, _ = run_two_ranks(tmp_path, "connect", "fail_closed")
+    for r in results:
+        assert r["step"] == 0, r  # nobody trained a step
+        assert r["error"] is not None and r["error"].startswith("tailguard (fail_closed): rank 1: engine unreachable"), r
+        assert "rank 0" not in r["error"]
+    assert results[0]["error"] == results[1]["error"]
+
+
+@pytest.mark.parametrize("fail_mode", ["fail_open", "fail_closed"])
+def test_sketch_failure_on_one_rank_still_joins_the_reduce(tmp_path, fail_mode):
+    results, out = run_two_ranks(tmp_path, "sketch", fail_mode)
+    assert all(r["error"] is None for r in results), results
+    assert results[1]["sent"] == []  # sketch mode: only rank 0 talks to the engine
+    if fail_mode == "fail_open":
+        assert [r["step"] for r in results] == [6, 6]
+        assert results[0]["sent"] == [1, 2, 4, 5, 6]  # the step with a failed part is not sent
+    else:
+        assert [r["step"] for r in results] == [FAIL_AT, FAIL_AT]
+        assert results[0]["sent"] == [1, 2]
+        for r in (0, 1):
+            (stop,) = [x for x in read_jsonl(out / f"tailguard-directives.rank{r}.jsonl") if x["event"] == "rank_stop"]
+            assert stop["step"] == FAIL_AT and list(stop["reasons"]) == ["1"], stop
+            assert "injected sketch failure" in stop["reasons"]["1"]
