@@ -27,6 +27,7 @@ program
   .option('--parent-pid <pid>', 'exit when this process is gone (used by the embedded engine)')
   .option('--ready-file <file>', 'write the bound endpoint to this file once listening')
   .option('--delay-ms <ms>', 'testing: delay each reply by this long (simulates a slow engine)')
+  .option('--state-every <steps>', 'replace state.json (resume state) every this many steps, and after each directive, ack, checkpoint and at shutdown', '10')
   .option('--max-runs <n>', 'open runs at most; a hello for a new run beyond it closes an idle run or gets E_LIMIT', '64')
   .option('--run-idle-ms <ms>', 'a run whose ranks are still connected counts as idle (closable by --max-runs) after this long without a message', '300000')
   .action(async (opts) => (await import('./commands/serve.ts')).serve(opts));

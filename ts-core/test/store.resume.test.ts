@@ -43,12 +43,14 @@ async function client(endpoint: string, run: SyntheticRun) {
 }
 
 describe('resume after an engine restart', () => {
+  // --state-every 1: state.json after every step, so even a kill -9 is invisible (the default, 10, is
+  // covered by store.state-every.test.ts).
   it('continues windows, step sequence and controller state after kill -9', async () => {
     const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tg-resume-'));
     dirs.push(runDir);
     const run: SyntheticRun = { runId: 'resume-run', onset: 4 };
 
-    const e1 = await startEngine(runDir);
+    const e1 = await startEngine(runDir, ['--state-every', '1']);
     const c1 = await client(e1.endpoint, run);
     expect(c1.welcome.type).toBe('welcome');
     expect(c1.welcome.resume).toBeNull();
@@ -61,7 +63,7 @@ describe('resume after an engine restart', () => {
     expect(before.state?.last_step).toBe(6);
     expect(before.steps.records.map((e) => e.step)).toEqual([1, 2, 3, 4, 5, 6]);
 
-    const e2 = await startEngine(runDir);
+    const e2 = await startEngine(runDir, ['--state-every', '1']);
     const c2 = await client(e2.endpoint, run);
     expect(c2.welcome.resume).toEqual({ last_step: 6 });
     for (let s = 7; s <= 10; s++) await c2.step(s);

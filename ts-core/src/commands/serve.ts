@@ -49,8 +49,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const stepTimeout = Number(opts.stepTimeout ?? 30000);
   const maxRuns = Number(opts.maxRuns ?? 64);
   const runIdleMs = Number(opts.runIdleMs ?? 300_000);
-  if (!Number.isSafeInteger(maxRuns) || maxRuns < 1 || !Number.isSafeInteger(runIdleMs) || runIdleMs < 0) {
-    log.fatal({ max_runs: opts.maxRuns, run_idle_ms: opts.runIdleMs }, '--max-runs must be an integer >= 1 and --run-idle-ms an integer >= 0');
+  const stateEvery = Number(opts.stateEvery ?? 10);
+  if (!Number.isSafeInteger(maxRuns) || maxRuns < 1 || !Number.isSafeInteger(runIdleMs) || runIdleMs < 0 || !Number.isSafeInteger(stateEvery) || stateEvery < 1) {
+    log.fatal({ max_runs: opts.maxRuns, run_idle_ms: opts.runIdleMs, state_every: opts.stateEvery }, '--max-runs and --state-every must be integers >= 1, --run-idle-ms an integer >= 0');
     process.exit(2);
   }
   const obs = await startObservability(opts, log); // ui/: --ui dashboard; capture/: --record

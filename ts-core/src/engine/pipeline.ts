@@ -76,6 +76,8 @@ export const buildPipeline: PipelineFactory = (ctx) => {
     stepTimeoutMs: ctx.options.stepTimeout === undefined ? undefined : Number(ctx.options.stepTimeout),
   };
   const stats = store.state?.stats ? RunStats.restore(store.state.stats, statsOpts) : new RunStats(statsOpts);
+  // state.json can be older than steps.jsonl (saved every K steps): steps already stored count as late, never twice.
+  stats.lastFinal = Math.max(stats.lastFinal, store.resumeStep() ?? -1);
   Object.assign(store.snapshots, { stats: () => stats.snapshot(), controller: () => control.snapshot(), certified: () => control.controller.certifiedCheckpoints() });
   return {
     onFinalized: (r, d) => store.onFinalized(r, d),

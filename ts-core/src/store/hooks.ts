@@ -1,7 +1,8 @@
 // The run store as engine pipeline hooks (engine/pipeline.ts): open the run directory on the first
 // hello, hand the saved state to RunStats.restore / Controller.restore, append every finalised step
-// and audit line, fsync once per step and replace state.json. A store failure is logged, never thrown
-// into the engine: training must not stop because a disk filled up.
+// and audit line, fsync once per step. state.json (~0.5-5 MB of JSON) is replaced every `stateEvery`
+// steps (`--state-every`, default 10), after every decision (a directive, an ack, a checkpoint) and at
+// close. A store failure is logged, never thrown into the engine: training must not stop because a disk filled up.
 import type { Logger } from 'pino';
 import type { Directive, StepResult } from '../types.ts';
 import { RunStore, type AuditEntry, type RunState } from './index.ts';
@@ -30,6 +31,8 @@ export interface StoreHooks {
   close(): void;
 }
 
+export const DEFAULT_STATE_EVERY = 10;
+
 export function openStoreHooks(ctx: StoreContext): StoreHooks {
   let store: RunStore | null = null;
   let state: RunState | null = null;
@@ -55,9 +58,12 @@ export function openStoreHooks(ctx: StoreContext): StoreHooks {
     state = null;
   }
 
-  let lastStep: number | null = state?.last_step ?? null;
-  // Live runs save state.json after every step; a replay (not durable) only at close.
+  // steps.jsonl is fsynced every step, state.json only every K: the log knows the true last step.
+  let lastStep: number | null = maxStep(state?.last_step ?? null, logged(store));
+  // Live runs save state.json every `stateEvery` steps; a replay (not durable) only at close.
   const durable = ctx.options.durable !== false;
+  const stateEvery = stateEveryOf(ctx.options.stateEvery);
+  let sinceState = 0;
   let failures = 0;
   const guard = (what: string, fn: () => void) => {
     if (!store) return;
@@ -77,14 +83,20 @@ export function openStoreHooks(ctx: StoreContext): StoreHooks {
       guard('audit append', () => {
         store!.appendDirective(line as AuditEntry);
         // Acks and checkpoint decisions happen between steps; make them durable now.
-        if (line.kind === 'ack' || line.kind === 'checkpoint') store!.commitStep(currentState());
+        if (line.kind === 'ack' || line.kind === 'checkpoint') {
+          store!.commitStep(currentState());
+          sinceState = 0;
+        }
       });
     },
-    onFinalized(r) {
+    onFinalized(r, d) {
       guard('step append', () => {
         store!.appendStepResult(r);
         lastStep = Math.max(lastStep ?? -Infinity, r.step);
-        store!.commitStep(durable ? currentState() : undefined);
+        // A directive changes the controller's budgets and cooldowns: save them with it.
+        const due = durable && (++sinceState >= stateEvery || (d !== null && d.action !== 'noop'));
+        if (due) sinceState = 0;
+        store!.commitStep(due ? currentState() : undefined);
       });
     },
     resumeStep: () => lastStep,
@@ -105,4 +117,21 @@ export function openStoreHooks(ctx: StoreContext): StoreHooks {
     };
   }
   return hooks;
+}
+
+function logged(store: RunStore | null): number | null {
+  try {
+    return store?.lastLoggedStep() ?? null;
+  } catch {
+    return null;
+  }
+}
+
+const maxStep = (a: number | null, b: number | null): number | null => (a === null ? b : b === null ? a : Math.max(a, b));
+
+function stateEveryOf(v: unknown): number {
+  if (v === undefined || v === null) return DEFAULT_STATE_EVERY;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1) throw new TypeError(`--state-every must be an integer >= 1, got ${JSON.stringify(v)}`);
+  return n;
 }

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PROTOCOL_VERSION, VERSION } from '../version.ts';
 import type { MetricRecord, StepResult, WindowRecord } from '../types.ts';
-import { JsonlAppender, readJsonl, writeFileAtomic, type JsonlRead, type TornLine } from './jsonl.ts';
+import { JsonlAppender, lastLine, readJsonl, writeFileAtomic, type JsonlRead, type TornLine } from './jsonl.ts';
 import type { AuditEntry, RunMeta, RunState, StepEntry } from './types.ts';
 
 export * from './types.ts';
@@ -143,6 +143,18 @@ export class RunStore {
   commitStep(state?: Omit<RunState, 'version' | 'saved_at'>): void {
     for (const name of LOGS) this.logs[name].sync();
     if (state) this.saveState(state);
+  }
+
+  /** The last step in steps.jsonl (null: none). state.json may be older (it is saved every K steps). */
+  lastLoggedStep(): number | null {
+    const line = lastLine(this.path('steps'));
+    if (line === null) return null;
+    try {
+      const step = (JSON.parse(line) as StepEntry).step;
+      return Number.isSafeInteger(step) ? step : null;
+    } catch {
+      return null;
+    }
   }
 
   // ---- state.json (resume) ----

@@ -103,6 +103,36 @@ export class JsonlAppender {
   }
 }
 
+/** The last complete line of a file, read backwards in chunks (null: no complete line, or no file). */
+export function lastLine(file: string): string | null {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    let end = size; // exclusive end of the region still to search; the file ends with '\n' after cutTornTail
+    let tail = Buffer.alloc(0);
+    for (let chunk = 65536; end > 0; chunk *= 2) {
+      const start = Math.max(0, end - chunk);
+      const buf = Buffer.alloc(end - start);
+      fs.readSync(fd, buf, 0, buf.length, start);
+      tail = Buffer.concat([buf, tail]);
+      end = start;
+      const last = tail.lastIndexOf(0x0a);
+      if (last < 0) continue; // no complete line yet
+      const prev = tail.lastIndexOf(0x0a, last - 1);
+      if (prev >= 0 || end === 0) return tail.subarray(prev + 1, last).toString('utf8');
+    }
+    return null;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Truncate an incomplete last line; keep the fragment in `<file>.torn` for forensics. */
 function cutTornTail(file: string): TornLine | null {
   let buf: Buffer;
