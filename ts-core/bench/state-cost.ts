@@ -31,10 +31,7 @@ const frames = Array.from({ length: steps }, (_, s) => Array.from({ length: rank
 const t0 = process.hrtime.bigint();
 for (let s = 0; s < steps; s++) for (let r = 0; r < ranks; r++) server.handle(id, frames[s][r]);
 const total = Number(process.hrtime.bigint() - t0) / 1e6;
-// Snapshot + JSON alone (no I/O), for the split.
-const p = server.registry.get('cost')!;
 await server.close();
 const save = Number(saveNs) / 1e6;
 console.log(JSON.stringify({ ranks, steps, every: Number(values.every), state_bytes: bytes, saves, ms_per_step: +(total / steps).toFixed(2), save_ms_per_save: +(save / Math.max(saves, 1)).toFixed(2), save_share: +(save / total).toFixed(3), load1: os.loadavg()[0] }));
-void p;
 fs.rmSync(runDir, { recursive: true, force: true });
