@@ -4,22 +4,9 @@
 import { RunStats } from '../src/stats/index.ts';
 import type { PairName, StepData, StepResult } from '../src/types.ts';
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { gauss, mulberry32 } from '../src/util/prng.ts';
 
-export function gauss(rng: () => number): number {
-  let u = 0;
-  while (u === 0) u = rng();
-  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rng());
-}
+export { gauss, mulberry32 }; // fuzz.ts and load.ts import them from here
 
 /** Distribution of ℓ in one slice: a contaminated normal (bulk σ, a fraction `tail` at `tailScale`·σ). */
 export interface SliceLaw {

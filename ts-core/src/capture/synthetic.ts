@@ -2,6 +2,7 @@
 // heavy tail after `onset` while pre_tool stays narrow. Used by tests, the replay example and the
 // screenshots, so they exercise the real codec, assembler, statistics and controller.
 import { encodeHeader, encodeMessage } from '../protocol/index.ts';
+import { gaussEps, mulberry32 } from '../util/prng.ts';
 
 export interface SyntheticRun {
   runId: string;
@@ -14,16 +15,8 @@ export interface SyntheticRun {
   rankSkew?: number;
 }
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// Seed 0 maps to 1 (kept so existing replays stay byte-identical).
+const rng = (seed: number) => mulberry32(seed >>> 0 || 1);
 
 export function helloFrames(o: SyntheticRun, rank = 0): Buffer[] {
   return [encodeHeader({ type: 'hello', version: [1, 0], run_id: o.runId, rank, world_size: o.worldSize ?? 1, trainer: 'synthetic', mode: 'raw', config: { beta: 0.04, num_iterations: 2 }, client: { name: 'synthetic', version: '0' } })];
@@ -44,7 +37,7 @@ export function stepFrames(o: SyntheticRun, step: number, rank = 0): Buffer[] {
     const toolAt = s * len + Math.floor(len * (0.25 + 0.3 * r()));
     const toolEnd = toolAt + 6;
     for (let t = s * len; t < (s + 1) * len; t++) {
-      const g = Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
+      const g = gaussEps(r);
       if (t >= toolAt && t < toolEnd) tm[t] = 0;
       const post = t >= toolEnd;
       const wide = post && r() < 0.02 + 0.04 * growth;

@@ -4,6 +4,7 @@
 // forget (it is run-level only; windows use histogram rings).
 import tdigestPkg from 'tdigest';
 import { HIST_BINS, HIST_EDGES, HIST_LAST, HIST_MANT_BITS } from './hist.ts';
+import { mulberry32 } from '../util/prng.ts';
 
 const { TDigest } = tdigestPkg as { TDigest: new (delta?: number, K?: number, CX?: number) => TDigestLike };
 
@@ -21,17 +22,7 @@ export interface TDigestLike {
   _new_centroid(x: number, n: number, cumn: number): unknown;
 }
 
-/** mulberry32: small seeded PRNG. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 }; // for tests and benches that seed like the digest
 
 export class RunDigest {
   readonly td: TDigestLike;
