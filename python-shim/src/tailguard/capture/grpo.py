@@ -4,9 +4,7 @@ Where the tensors are (verified on TRL 1.16):
 - `_generate_and_score_completions` returns `completion_mask`, `tool_mask` (1 = model token, 0 = tool
   output; a rollout_func's `env_mask` becomes it), `advantages`, and when they exist
   `old_per_token_logps`, `ref_per_token_logps` (beta != 0) and `sampling_per_token_logps` (rollout logprobs).
-  We add `_tailguard_seq` (global sequence index) so ids survive TRL's shuffle and split.
-- `_compute_loss` gets the current logps from `_get_per_token_logps_and_entropies` as a local, so that
-  method is wrapped and its first result inside `_compute_loss` is the policy's.
+  The wrapping (sequence ids, the current logps inside `_compute_loss`) is shared with RLOO: online.py.
 - Without `old_per_token_logps`, TRL uses `per_token_logps.detach()`: policy_vs_old is identically 0 and
   is sent as implicit (no buffer).
 
@@ -16,18 +14,19 @@ the same per-token ℓ over the sequence, which the engine's `ess_seq_norm` mirr
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from .base import Capture, CaptureError
+from .base import CaptureError
+from .online import SEQ_KEY, OnlineCapture, last_metrics
 
-SEQ_KEY = "_tailguard_seq"
+__all__ = ["GRPOCapture", "SEQ_KEY", "last_metrics"]  # SEQ_KEY, last_metrics: re-exported for older imports
+
 LOG_KEYS = ("reward", "reward_std", "kl", "entropy", "clip_ratio/region_mean", "frac_reward_zero_std")
 
 
-class GRPOCapture(Capture):
+class GRPOCapture(OnlineCapture):
     kind = "grpo"
     required = (
         "_generate_and_score_completions",
@@ -42,59 +41,10 @@ class GRPOCapture(Capture):
         "accelerator",
     )
 
-    def __init__(self, trainer: Any, options: Any):
-        super().__init__(trainer, options)
-        self._generated = 0  # global sequences generated so far (training mode only)
-        self._current: torch.Tensor | None = None
-        self._want_current = False
-
     def check(self) -> None:
         super().check()
         if getattr(self.trainer.args, "use_liger_loss", False):
             raise CaptureError("E_UNSUPPORTED", "GRPO with the Liger loss fuses the policy logps away; tailguard cannot see per-token ratios")
-
-    def install_hooks(self) -> None:
-        self.wrap("_generate_and_score_completions", self._wrap_generate)
-        self.wrap("_get_per_token_logps_and_entropies", self._wrap_logps)
-        self.wrap("_compute_loss", self._wrap_compute_loss)
-
-    def _wrap_generate(self, original):
-        def _generate_and_score_completions(inputs):
-            output = original(inputs)
-            if self.trainer.model.training and isinstance(output, dict) and "completion_mask" in output:
-                b = output["completion_mask"].shape[0]
-                acc = self.trainer.accelerator
-                base = self._generated + acc.process_index * b
-                output[SEQ_KEY] = torch.arange(base, base + b, device=output["completion_mask"].device)
-                self._generated += b * acc.num_processes
-            return output
-
-        return _generate_and_score_completions
-
-    def _wrap_logps(self, original):
-        def _get_per_token_logps_and_entropies(*args, **kwargs):
-            out = original(*args, **kwargs)
-            if self._want_current and self._current is None:
-                self._current = out[0]
-            return out
-
-        return _get_per_token_logps_and_entropies
-
-    def _wrap_compute_loss(self, original):
-        def _compute_loss(model, inputs):
-            if not self.trainer.model.training:
-                return original(model, inputs)
-            self._want_current, self._current = True, None
-            try:
-                loss = original(model, inputs)
-            finally:
-                self._want_current = False
-            if self._current is not None:
-                self._stage(inputs, self._current, loss)
-            self._current = None
-            return loss
-
-        return _compute_loss
 
     def _stage(self, inputs: dict, current: torch.Tensor, loss: Any) -> None:
         cur = current.detach().float()
@@ -115,16 +65,11 @@ class GRPOCapture(Capture):
             token["old_vs_rollout"] = diff
         if self.options.send_token_ids:
             token["token_ids"] = inputs.get("completion_ids")
-        seq_index = inputs.get(SEQ_KEY)
         adv = inputs.get("advantages")
         if adv is not None and adv.dim() > 1:  # subclasses may give (B, T) advantages; send the first token's
             adv = adv[:, 0]
-        seq = {"advantages": adv, "seq_ids": seq_index, "group_ids": None}
-        if seq_index is not None:
-            seq["group_ids"] = torch.div(seq_index, self.trainer.num_generations, rounding_mode="floor")
-        self.stage_micro_batch(
-            inputs["completion_mask"], token, seq, implicit=("policy_vs_old",) if old is None else (), loss=loss
-        )
+        implicit = ("policy_vs_old",) if old is None else ()
+        self.stage_micro_batch(inputs["completion_mask"], token, self._seq_arrays(inputs, adv), implicit=implicit, loss=loss)
 
     def knobs(self) -> dict[str, float | None]:
         t, args = self.trainer, self.trainer.args
@@ -157,20 +102,6 @@ class GRPOCapture(Capture):
 
     def step_logs(self) -> dict[str, float]:
         return last_metrics(self.trainer, LOG_KEYS)
-
-
-def last_metrics(trainer: Any, keys: tuple[str, ...]) -> dict[str, float]:
-    """The latest value of each of TRL's own per-step metrics (TRL clears them every `logging_steps`)."""
-    out = {}
-    train = getattr(trainer, "_metrics", {}).get("train", {})
-    for k in keys:
-        vals = train.get(k)
-        if vals:
-            v = vals[-1]
-            v = float(v.item() if hasattr(v, "item") else v)
-            if math.isfinite(v):
-                out[k] = v
-    return out
 
 
 def _num(v: Any) -> float | None:

@@ -14,14 +14,13 @@ from typing import Any
 
 import torch
 
-from .base import Capture
-from .grpo import SEQ_KEY, last_metrics
+from .online import OnlineCapture, last_metrics
 
 OLD_KEY, REF_KEY = "_tailguard_old", "_tailguard_ref"
 LOG_KEYS = ("reward", "reward_std", "kl", "entropy", "clip_ratio/region_mean")
 
 
-class RLOOCapture(Capture):
+class RLOOCapture(OnlineCapture):
     kind = "rloo"
     required = (
         "_generate_and_score_completions",
@@ -37,76 +36,42 @@ class RLOOCapture(Capture):
 
     def __init__(self, trainer: Any, options: Any):
         super().__init__(trainer, options)
-        self._generated = 0
-        self._collect: list[torch.Tensor] | None = None
-        self._current: torch.Tensor | None = None
-        self._want_current = False
-
-    def install_hooks(self) -> None:
-        self.wrap("_generate_and_score_completions", self._wrap_generate)
-        self.wrap("_get_per_token_logps_and_entropies", self._wrap_logps)
-        self.wrap("_compute_loss", self._wrap_compute_loss)
+        self._collect: list[torch.Tensor] | None = None  # logps seen during a training generation
+        self._calls: list[torch.Tensor] | None = None  # ... and kept until the output is tagged
 
     def _wrap_generate(self, original):
-        def _generate_and_score_completions(inputs):
-            training = self.trainer.model.training
-            self._collect = [] if training else None
+        def collecting(inputs):
+            self._collect = [] if self.trainer.model.training else None
             try:
-                output = original(inputs)
+                return original(inputs)
             finally:
-                calls, self._collect = self._collect, None
-            if training and isinstance(output, dict) and "completion_mask" in output:
-                b = output["completion_mask"].shape[0]
-                acc = self.trainer.accelerator
-                base = self._generated + acc.process_index * b
-                output[SEQ_KEY] = torch.arange(base, base + b, device=output["completion_mask"].device)
-                self._generated += b * acc.num_processes
-                if calls:
-                    output[OLD_KEY] = calls[0]
-                if calls and len(calls) > 1 and self.trainer.beta != 0.0:
-                    output[REF_KEY] = calls[1]
-            return output
+                self._calls, self._collect = self._collect, None
 
-        return _generate_and_score_completions
+        return super()._wrap_generate(collecting)
 
-    def _wrap_logps(self, original):
-        def _get_per_token_logps_and_entropies(*args, **kwargs):
-            out = original(*args, **kwargs)
-            if self._collect is not None:
-                self._collect.append(out[0].detach())
-            elif self._want_current and self._current is None:
-                self._current = out[0]
-            return out
+    def _after_generate(self, output: dict) -> None:
+        calls, self._calls = self._calls, None
+        if calls:
+            output[OLD_KEY] = calls[0]
+        if calls and len(calls) > 1 and self.trainer.beta != 0.0:
+            output[REF_KEY] = calls[1]
 
-        return _get_per_token_logps_and_entropies
+    def _on_logps(self, logps: torch.Tensor) -> None:
+        if self._collect is not None:
+            self._collect.append(logps.detach())
+        else:
+            super()._on_logps(logps)
 
-    def _wrap_compute_loss(self, original):
-        def _compute_loss(model, inputs):
-            if not self.trainer.model.training:
-                return original(model, inputs)
-            self._want_current, self._current = True, None
-            try:
-                loss = original(model, inputs)
-            finally:
-                self._want_current = False
-            if self._current is not None:
-                cur = self._current.detach().float()
-                old, ref = inputs.get(OLD_KEY), inputs.get(REF_KEY)
-                seq_index = inputs.get(SEQ_KEY)
-                token = {
-                    "policy_vs_old": None if old is None else cur - old.float(),
-                    "policy_vs_ref": None if ref is None else cur - ref.float(),
-                }
-                if self.options.send_token_ids:
-                    token["token_ids"] = inputs.get("completion_ids")
-                seq = {"advantages": inputs.get("advantages"), "seq_ids": seq_index, "group_ids": None}
-                if seq_index is not None:
-                    seq["group_ids"] = torch.div(seq_index, self.trainer.num_generations, rounding_mode="floor")
-                self.stage_micro_batch(inputs["completion_mask"], token, seq, loss=loss)
-            self._current = None
-            return loss
-
-        return _compute_loss
+    def _stage(self, inputs: dict, current: torch.Tensor, loss: Any) -> None:
+        cur = current.detach().float()
+        old, ref = inputs.get(OLD_KEY), inputs.get(REF_KEY)
+        token = {
+            "policy_vs_old": None if old is None else cur - old.float(),
+            "policy_vs_ref": None if ref is None else cur - ref.float(),
+        }
+        if self.options.send_token_ids:
+            token["token_ids"] = inputs.get("completion_ids")
+        self.stage_micro_batch(inputs["completion_mask"], token, self._seq_arrays(inputs, inputs.get("advantages")), loss=loss)
 
     def knobs(self) -> dict[str, float | None]:
         t = self.trainer
