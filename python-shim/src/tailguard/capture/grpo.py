@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .base import CaptureError
-from .online import SEQ_KEY, OnlineCapture, last_metrics
+from .online import ONLINE_REQUIRED, SEQ_KEY, OnlineCapture, last_metrics
 
 __all__ = ["GRPOCapture", "SEQ_KEY", "last_metrics"]  # SEQ_KEY, last_metrics: re-exported for older imports
 
@@ -28,18 +28,7 @@ LOG_KEYS = ("reward", "reward_std", "kl", "entropy", "clip_ratio/region_mean", "
 
 class GRPOCapture(OnlineCapture):
     kind = "grpo"
-    required = (
-        "_generate_and_score_completions",
-        "_compute_loss",
-        "_get_per_token_logps_and_entropies",
-        "_metrics",
-        "beta",
-        "epsilon_low",
-        "epsilon_high",
-        "num_iterations",
-        "importance_sampling_level",
-        "accelerator",
-    )
+    required = ONLINE_REQUIRED + ("num_iterations", "importance_sampling_level")
 
     def check(self) -> None:
         super().check()

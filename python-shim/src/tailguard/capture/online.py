@@ -16,6 +16,17 @@ import torch
 from .base import Capture
 
 SEQ_KEY = "_tailguard_seq"
+# What the wrappers and knobs of both read; each capture adds its own.
+ONLINE_REQUIRED = (
+    "_generate_and_score_completions",
+    "_compute_loss",
+    "_get_per_token_logps_and_entropies",
+    "_metrics",
+    "beta",
+    "epsilon_low",
+    "epsilon_high",
+    "accelerator",
+)
 
 
 class OnlineCapture(Capture):

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .online import OnlineCapture, last_metrics
+from .online import ONLINE_REQUIRED, OnlineCapture, last_metrics
 
 OLD_KEY, REF_KEY = "_tailguard_old", "_tailguard_ref"
 LOG_KEYS = ("reward", "reward_std", "kl", "entropy", "clip_ratio/region_mean")
@@ -22,17 +22,7 @@ LOG_KEYS = ("reward", "reward_std", "kl", "entropy", "clip_ratio/region_mean")
 
 class RLOOCapture(OnlineCapture):
     kind = "rloo"
-    required = (
-        "_generate_and_score_completions",
-        "_compute_loss",
-        "_get_per_token_logps_and_entropies",
-        "_metrics",
-        "beta",
-        "epsilon_low",
-        "epsilon_high",
-        "num_generations",
-        "accelerator",
-    )
+    required = ONLINE_REQUIRED + ("num_generations",)
 
     def __init__(self, trainer: Any, options: Any):
         super().__init__(trainer, options)
