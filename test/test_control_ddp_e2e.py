@@ -30,9 +30,14 @@ pytest.importorskip("trl")
 from test_control_e2e import DRIFT_STEPS, ONSET, PRE, POST, SAVE_STEPS, TEST_POLICY, TOOL  # noqa: E402
 from tiny import build_tiny_lm, read_jsonl  # noqa: E402
 
+# Rank 0 applies a directive at the first step end after it arrives. A tiny trainer (~50 ms a step) can
+# run many steps ahead of an engine starved by a loaded box, so the worker paces rank 0 on the engine's
+# replies (EnginePace) and the run leaves a few steps of room after the rollback.
+STEPS = DRIFT_STEPS + 4
+
 WORKER = textwrap.dedent(
     """
-    import json, os, sys
+    import json, os, sys, time
     sys.path[:0] = [os.environ["TG_TESTS"], os.environ["TG_HERE"]]
     import torch
     import tailguard
@@ -69,10 +74,22 @@ WORKER = textwrap.dedent(
                     w = tr.accelerator.unwrap_model(tr.model).state_dict()
                     restored[state.global_step] = all(torch.equal(w[k], v) for k, v in saved.items())
 
-    # log_wait_s stays 0: rank 0's reply can predate the step's merge (rank 1 not in yet), so waiting
-    # for that step's metrics would stall until rank 0's next send.
+    class EnginePace(TrainerCallback):  # after tailguard's: the trainer may not outrun the engine
+        # Rank 0 waits (bounded) for the engine to have merged step - 2. Not log_wait_s (this step): rank 0's
+        # reply can predate the step's merge (rank 1 not in yet), and the next reply only comes with rank 0's
+        # next send. The directive decided at step N then lands by N + 3 however loaded the box is.
+        def on_step_end(self, args, state, control, **kw):
+            client = cb.client if rank == 0 else None
+            deadline = time.monotonic() + 5.0
+            while client is not None and time.monotonic() < deadline:
+                done = client.latest_metrics()[0]
+                if done is not None and done >= state.global_step - 2:
+                    break
+                time.sleep(0.005)
+
     cb = tailguard.attach(tr, endpoint=os.environ["TG_ENDPOINT"], run_id="ddp-control")
     tr.add_callback(AfterRollback())
+    tr.add_callback(EnginePace())
     tr.train()
     with open(os.path.join(out, f"result.rank{{rank}}.json"), "w") as f:
         json.dump({{"step": tr.state.global_step, "restored": restored, "reloads": tr.rollout_func.reloads,
@@ -97,7 +114,7 @@ def test_two_ranks_apply_the_engines_directives_at_the_same_step(tmp_path, start
     policy.write_text(json.dumps(TEST_POLICY))
     engine = start_engine("--policy", str(policy))
     script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(pre=PRE, tool=TOOL, post=POST, steps=DRIFT_STEPS, save_steps=SAVE_STEPS))
+    script.write_text(WORKER.format(pre=PRE, tool=TOOL, post=POST, steps=STEPS, save_steps=SAVE_STEPS))
     out = tmp_path / "out"
     env = {**os.environ, "TG_TESTS": str(TESTS), "TG_HERE": str(HERE), "TG_MODEL": str(model_dir), "TG_OUT": str(out),
            "TG_ENDPOINT": engine.endpoint, "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1",
@@ -129,7 +146,7 @@ def test_two_ranks_apply_the_engines_directives_at_the_same_step(tmp_path, start
     # beta 0 -> 0.04 is refused on both ranks (no reference model); the epsilons apply on both.
     assert trefused.startswith("E_NO_REF_MODEL")
     for res in results:
-        assert res["beta"] == 0.0 and res["epsilon_low"] < 0.2 and res["step"] == DRIFT_STEPS and not res["errors"]
+        assert res["beta"] == 0.0 and res["epsilon_low"] < 0.2 and res["step"] == STEPS and not res["errors"]
         assert res["restored"] == {str(rstep): True}  # the certified checkpoint's weights, bit for bit
         assert res["reloads"] == [rstep]  # both ranks regenerated from the restored policy
 

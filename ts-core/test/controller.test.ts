@@ -120,6 +120,33 @@ describe('Controller ladder', () => {
     expect(st.params.cause).toMatch(/rollback refused by the trainer \(E_ROLLBACK_ZERO3/);
   });
 
+  it('a rollback applied late holds the ladder until its ack; steps that predate it are skipped', () => {
+    // DDP on a busy engine: the trainer runs ahead and applies the rollback (due at 44) at step 50.
+    const c = ctl();
+    const rb = ladderRun(c).at(-1)!;
+    expect([rb.action, rb.apply_at_step]).toEqual(['rollback', 44]);
+    const before = range(44, 49, (n) => bad(n)).map((r) => c.onStepResult(r));
+    expect(before.map((d) => d.directive?.action).filter((a) => a && a !== 'warn')).toEqual([]); // no stop: not acked yet
+    expect(before.some((d) => d.findings.length > 0)).toBe(true); // the failure is still seen
+    c.onAck({ directive_id: rb.id, rank: 0, step: 50, applied: true, changes: [{ knob: 'checkpoint', old: 50, new: 10 }], refused: null });
+    // Rank 1's step 50 came in after rank 0's ack: pre-rollback data, neither judged nor kept.
+    expect(c.snapshot().state.stale).toEqual({ from: 50, through: 50 });
+    expect(c.onStepResult(bad(50))).toEqual({ findings: [], directive: null, events: [] });
+    expect(c.snapshot().state.lastStep).toBe(10); // not fed to the reset detectors either
+    expect(feed(c, range(51, 70, step))).toEqual([]);
+    expect(c.snapshot().state.stale).toBeNull();
+  });
+
+  it('a rollback never acked counts as lost after ack_timeout_steps: the ladder goes on to stop', () => {
+    const c = ctl();
+    const rb = ladderRun(c).at(-1)!;
+    const timeout = loadPolicy().ack_timeout_steps;
+    const ds = feed(c, range(44, 44 + timeout + 5, (n) => bad(n)));
+    const control = ds.filter((d) => d.action !== 'warn');
+    expect(control.map((d) => d.action)).toEqual(['stop']);
+    expect(control[0].step).toBeGreaterThan(rb.apply_at_step + timeout);
+  });
+
   it('nonfinite is critical: rollback at once to the certified checkpoint, bypassing the spacing', () => {
     const c = ctl();
     feed(c, range(1, 20, step));

@@ -126,7 +126,9 @@ export class Run {
     const results = this.pipeline.finalizeReady?.(nowMs) ?? [];
     for (const r of results) {
       const d = this.pipeline.onStepResult?.(r) ?? null; // detect/ + policy/
-      if (d && d.action !== 'noop') this.pending = d; // the newest decision wins
+      // The newest decision wins, but a warn never displaces a control directive still waiting for
+      // rank 0 (in DDP several steps can finalise between two of rank 0's messages).
+      if (d && d.action !== 'noop' && !(d.action === 'warn' && this.pending && this.pending.action !== 'warn')) this.pending = d;
       this.pipeline.onFinalized?.(r, d); // store/
       this.metrics = headline(r);
       this.metricsStep = r.step;

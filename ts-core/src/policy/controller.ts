@@ -50,6 +50,11 @@ interface ControllerState {
   alphaMax: number | null;
   /** Rollback or stop sent and not yet acknowledged: hold further control until it lands. */
   pending: string | null;
+  /**
+   * Steps that predate an acked rollback but finalise after its ack (in DDP one rank's data can
+   * arrive after another rank's ack): skipped, so they neither escalate nor seed the reset detectors.
+   */
+  stale?: { from: number; through: number } | null;
   issued: Record<string, Issued>;
 }
 
@@ -61,7 +66,6 @@ export interface ControllerSnapshot {
 }
 
 const ISSUED_KEEP = 64;
-const PENDING_GRACE_STEPS = 3;
 
 function summarize(f: Finding) {
   const { detector, severity, step, pair, slice, rank, message } = f;
@@ -84,6 +88,7 @@ export class Controller {
     curriculumRefused: false,
     alphaMax: null,
     pending: null,
+    stale: null,
     issued: {},
   };
   private runId = 'run';
@@ -95,6 +100,9 @@ export class Controller {
 
   onStepResult(r: StepResult, opts: { nowStep?: number } = {}): StepDecision {
     this.runId = r.runId || this.runId;
+    const stale = this.s.stale;
+    if (stale && r.step >= stale.from && r.step <= stale.through) return { findings: [], directive: null, events: [] };
+    this.s.stale = null; // a step from after the rollback (or a rewound trainer): back to normal
     const events: CheckpointEvent[] = [];
     if (this.s.lastStep !== null && r.step <= this.s.lastStep) events.push(...this.wentBack(r.step));
     this.s.lastStep = r.step;
@@ -122,10 +130,13 @@ export class Controller {
     d.status = 'applied';
     if (d.action === 'rollback') {
       const step = (d.params.checkpoint as { step: number }).step;
+      const seen = this.s.lastStep ?? step;
       this.detectors.reset();
       this.s.lastControlStep = null;
       this.s.lastWarnStep = null;
       this.s.lastStep = step;
+      // Applied at ack.step's end: steps up to it not yet finalised hold pre-rollback data.
+      this.s.stale = typeof ack.step === 'number' && ack.step > seen ? { from: seen + 1, through: ack.step } : null;
       return this.checkpoints.invalidateAfter(step, ack.step ?? null);
     }
     if (d.action === 'curriculum') this.s.alphaMax = d.params.alpha_ceiling as number;
@@ -186,7 +197,9 @@ export class Controller {
     const floor = levelOf(p.escalate_on);
     const escalating = raised.filter((f) => f.detector !== 'alpha_ramp' && levelOf(f.severity) >= floor);
     const critical = escalating.some((f) => f.severity === 'critical');
-    const pendingLive = this.s.pending !== null && r.step <= (this.s.issued[this.s.pending]?.apply_at_step ?? 0) + PENDING_GRACE_STEPS;
+    // Until the ack: the trainer may apply it several steps after apply_at_step (it runs ahead of a
+    // busy engine and applies what has arrived), and the steps before that still show the old failure.
+    const pendingLive = this.s.pending !== null && r.step <= (this.s.issued[this.s.pending]?.apply_at_step ?? 0) + p.ack_timeout_steps;
     if (!pendingLive) this.s.pending = null;
     const spaced = this.s.lastControlStep === null || r.step - this.s.lastControlStep >= p.min_steps_between_directives;
     if (escalating.length && !pendingLive && (spaced || critical)) {

@@ -5,6 +5,7 @@ export interface Policy {
   mode: 'observe' | 'control';
   lag: number;
   min_steps_between_directives: number;
+  ack_timeout_steps: number;
   warn_cooldown_steps: number;
   escalate_on: 'warn' | 'high' | 'critical';
   tighten: {
