@@ -139,6 +139,26 @@ describe('detectors', () => {
     expect((f[0].evidence as any).values.ratio).toBeGreaterThanOrEqual(1.5);
   });
 
+  it('mismatch_growth over a float-noise baseline: ratio against baseline_floor, same findings as without it', () => {
+    // Rollout logprobs equal to the trainer's up to float noise, then a real mismatch from step 21.
+    const steps = Array.from({ length: 60 }, (_, i) => {
+      const n = i + 1;
+      const q = n <= 20 ? 1.2e-7 * (1 + 0.1 * Math.sin(n)) : 0.01 * 1.1 ** (n - 20);
+      return step(n, { pair: 'old_vs_rollout', all: { abs_q99: q }, post: { abs_q99: q } });
+    });
+    const floored = raised(run(steps).out, 'mismatch_growth');
+    const bare = raised(run(steps, (p) => (p.detectors.mismatch_growth.baseline_floor = 0)).out, 'mismatch_growth');
+    const story = (fs: Finding[]) => fs.map((f) => [f.step, f.slice, f.severity]);
+    expect(floored.length).toBeGreaterThan(0);
+    expect(story(floored)).toEqual(story(bare));
+    const ev = (floored[0].evidence as any).values;
+    expect(ev.baseline).toBeLessThan(1e-6); // the measured baseline is kept
+    expect(ev.ratio).toBeLessThan(1000);
+    expect(ev.ratio).toBeCloseTo(ev.recent / 0.005, 3);
+    expect(floored[0].message).toMatch(/× the baseline floor 0\.005 \(baseline 1\.\d+e-7\)$/);
+    expect((bare[0].evidence as any).values.ratio).toBeGreaterThan(1e4); // what the floor avoids
+  });
+
   it('a healthy synthetic stream through the reference statistics raises nothing at warn or above', () => {
     const { out } = run(statsStream('healthy', 200, 0, 11, { seqsPerRank: 32 }));
     expect(out.filter((f) => f.severity !== 'info')).toEqual([]);

@@ -19,7 +19,13 @@ export interface MismatchGrowthOptions extends DetectorCommon {
   min_slope: number;
   /** Below this recent value the mismatch is negligible whatever the ratio. */
   min_value: number;
+  /** The ratio divides by at least this: a baseline of float noise (rollout logprobs equal to the
+   *  trainer's) would give ratios in the millions. At most min_value / ratio.high, so a negligible
+   *  baseline still reads `high` once the mismatch passes min_value. */
+  baseline_floor: number;
 }
+
+const sig = (x: number) => (Number.isFinite(x) ? Number(x.toPrecision(3)) : x);
 
 export const mismatchGrowth: Detector<MismatchGrowthOptions> = {
   name: 'mismatch_growth',
@@ -34,7 +40,8 @@ export const mismatchGrowth: Detector<MismatchGrowthOptions> = {
         const base = median(early.slice(0, o.baseline_steps));
         const series = h.series(pair, slice, o.metric);
         const recent = median(series.slice(-o.recent_steps).map((p) => p.value));
-        const ratio = recent / Math.max(base, 1e-12);
+        const floored = base < o.baseline_floor;
+        const ratio = recent / Math.max(base, o.baseline_floor, 1e-12);
         const slope = logSlope(series, o.trend_steps);
         const gate = recent >= o.min_value && slope >= o.min_slope;
         out.push({
@@ -43,10 +50,12 @@ export const mismatchGrowth: Detector<MismatchGrowthOptions> = {
           slice: slice as SliceName,
           raise: gate ? levelFor(ratio, o.ratio, 'above') : 0,
           hold: recent >= o.min_value * (1 - o.clear_margin) ? levelFor(ratio, o.ratio, 'above', o.clear_margin) : 0,
-          message: `${pair} ${slice} ${o.metric} ${round(recent)} is ${round(ratio, 2)}× its baseline ${round(base)}`,
+          message: floored
+            ? `${pair} ${slice} ${o.metric} ${round(recent)} is ${round(ratio, 2)}× the baseline floor ${o.baseline_floor} (baseline ${sig(base)})`
+            : `${pair} ${slice} ${o.metric} ${round(recent)} is ${round(ratio, 2)}× its baseline ${round(base)}`,
           evidence: {
             values: { recent, baseline: base, ratio: round(ratio, 4), slope: round(slope, 5) },
-            thresholds: { ratio: o.ratio, min_value: o.min_value, min_slope: o.min_slope },
+            thresholds: { ratio: o.ratio, min_value: o.min_value, min_slope: o.min_slope, baseline_floor: o.baseline_floor },
             windows: { baseline: `first ${o.baseline_steps} steps`, recent: [series[Math.max(0, series.length - o.recent_steps)]?.step, r.step] },
           },
         });
