@@ -3,8 +3,6 @@ and reports world_size 2 with both ranks' token counts."""
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -17,7 +15,7 @@ sys.path.insert(0, str(TESTS))
 
 pytest.importorskip("trl")
 
-from tiny import build_tiny_lm, read_jsonl, start_engine  # noqa: E402
+from tiny import build_tiny_lm, read_jsonl, run_torchrun, start_engine  # noqa: E402
 
 WORKER = textwrap.dedent(
     """
@@ -57,21 +55,9 @@ def test_two_process_gloo_run_merges_by_step(tmp_path):
     out.mkdir()
     engine = start_engine(tmp_path / "runs")
     try:
-        env = {**os.environ, "TG_TESTS": str(TESTS), "TG_MODEL": str(model_dir), "TG_OUT": str(out),
-               "TG_ENDPOINT": engine.endpoint, "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1",
-               "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(tmp_path / "worker.py")]
-        # Own process group, so a hung run can be killed whole (torchrun's workers included).
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-        try:
-            output, _ = proc.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            output, _ = proc.communicate()
-            pytest.fail("2-process run timed out:\n" + output[-4000:])
-        assert proc.returncode == 0, output[-4000:]
+        env = {"TG_TESTS": str(TESTS), "TG_MODEL": str(model_dir), "TG_OUT": str(out), "TG_ENDPOINT": engine.endpoint,
+               "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        run_torchrun(tmp_path / "worker.py", env=env, launcher_args=["--standalone"])
     finally:
         engine.stop()
 

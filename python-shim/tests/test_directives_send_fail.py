@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
 from fake_engine import FakeEngine
 from test_directives_tiny import build_grpo, read_jsonl
 from test_directives_tiny import one_torch_thread  # noqa: F401 - autouse fixture
+from tiny import run_torchrun
 
 import tailguard
 from tailguard.client import EngineClient
@@ -89,19 +86,7 @@ def test_two_ranks_stop_together_when_one_cannot_send(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(here=HERE, fail_at=FAIL_AT))
     out = tmp_path / "out"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(script), str(out)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail("2-process run hung:\n" + output[-4000:])
-    assert proc.returncode == 0, output[-4000:]
+    run_torchrun(script, out, env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
     for r in (0, 1):
         assert json.load(open(out / f"result.rank{r}.json"))["step"] == FAIL_AT
         (stop,) = [x for x in read_jsonl(out / f"tailguard-directives.rank{r}.jsonl") if x["event"] == "rank_stop"]

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
 from test_directives_tiny import read_jsonl
+from tiny import run_torchrun
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAIL_AT = 3
@@ -71,21 +68,8 @@ def run_two_ranks(tmp_path, case: str, fail_mode: str) -> list[dict]:
     script.write_text(WORKER.format(here=HERE, fail_at=FAIL_AT))
     out = tmp_path / "out"
     out.mkdir()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-               TRL_EXPERIMENTAL_SILENCE="1")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={port}", str(script), case, fail_mode, str(out)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail("2-process run hung:\n" + output[-4000:])
-    assert proc.returncode == 0, output[-4000:]
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    run_torchrun(script, case, fail_mode, out, env=env, timeout=180)
     return [json.load(open(out / f"result.rank{r}.json")) for r in (0, 1)], out
 
 

@@ -165,3 +165,57 @@ def quantile_bracket(values, q: float) -> tuple[float, float]:
 
     v = np.asarray(values, dtype=np.float64)
     return float(np.quantile(v, q, method="lower")), float(np.quantile(v, q, method="higher"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_torchrun(script, *args, env: dict | None = None, nproc: int = 2, timeout: float = 240,
+                 launcher_args: list[str] | None = None) -> str:
+    """Run `script *args` under torchrun (`nproc` CPU processes) and return its output; fail the test
+    if it exits non-zero or outlives `timeout` s. `env` is added to os.environ. By default the rendezvous
+    is 127.0.0.1 on a free port. A hung run is killed whole (`kill_tree`) and the test fails instead of hanging."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    if launcher_args is None:
+        launcher_args = ["--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *launcher_args,
+           str(script), *map(str, args)]
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        output, _ = proc.communicate()
+        pytest.fail(f"{nproc}-process run hung (> {timeout} s):\n" + output[-4000:])
+    assert proc.returncode == 0, output[-4000:]
+    return output
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process started with start_new_session=True, its group and every descendant. Killing the
+    group is not enough for torchrun: its workers run in sessions of their own and would keep the output
+    pipe open (and the test waiting) after torchrun is gone."""
+    import signal
+
+    import psutil  # a dependency of accelerate
+
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)  # before the kill re-parents them
+    except psutil.NoSuchProcess:
+        descendants = []
+    os.killpg(pid, signal.SIGKILL)
+    for d in descendants:
+        try:
+            os.killpg(d.pid, signal.SIGKILL) if os.getpgid(d.pid) == d.pid else d.kill()
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
