@@ -1,10 +1,9 @@
 // Train/inference mismatch (old_vs_rollout) growing against its own early, fixed baseline:
 // the median of the recent steps over the median of the first `baseline_steps` steps, while still rising.
-import type { PairName, SliceName } from '../../types.ts';
-import { recordOf } from '../history.ts';
 import { levelFor } from '../levels.ts';
+import { perSlice } from '../per_slice.ts';
 import { logSlope, median, round } from '../series.ts';
-import type { Detector, DetectorCommon, Signal, Thresholds } from '../types.ts';
+import type { Detector, DetectorCommon, Thresholds } from '../types.ts';
 
 export interface MismatchGrowthOptions extends DetectorCommon {
   metric: 'abs_q99' | 'abs_q95' | 'abs_mean' | 'kl_k3';
@@ -30,36 +29,28 @@ const sig = (x: number) => (Number.isFinite(x) ? Number(x.toPrecision(3)) : x);
 export const mismatchGrowth: Detector<MismatchGrowthOptions> = {
   name: 'mismatch_growth',
   evaluate(h, r, o) {
-    const out: Signal[] = [];
-    for (const pair of o.pairs)
-      for (const slice of o.slices) {
-        const rec = recordOf(r, pair, slice, o.min_tokens);
-        if (!rec) continue;
-        const early = h.early(pair, slice, o.metric);
-        if (early.length < o.baseline_steps) continue;
-        const base = median(early.slice(0, o.baseline_steps));
-        const series = h.series(pair, slice, o.metric);
-        const recent = median(series.slice(-o.recent_steps).map((p) => p.value));
-        const floored = base < o.baseline_floor;
-        const ratio = recent / Math.max(base, o.baseline_floor, 1e-12);
-        const slope = logSlope(series, o.trend_steps);
-        const gate = recent >= o.min_value && slope >= o.min_slope;
-        out.push({
-          key: `${pair}/${slice}`,
-          pair: pair as PairName,
-          slice: slice as SliceName,
-          raise: gate ? levelFor(ratio, o.ratio, 'above') : 0,
-          hold: recent >= o.min_value * (1 - o.clear_margin) ? levelFor(ratio, o.ratio, 'above', o.clear_margin) : 0,
-          message: floored
-            ? `${pair} ${slice} ${o.metric} ${round(recent)} is ${round(ratio, 2)}× the baseline floor ${o.baseline_floor} (baseline ${sig(base)})`
-            : `${pair} ${slice} ${o.metric} ${round(recent)} is ${round(ratio, 2)}× its baseline ${round(base)}`,
-          evidence: {
-            values: { recent, baseline: base, ratio: round(ratio, 4), slope: round(slope, 5) },
-            thresholds: { ratio: o.ratio, min_value: o.min_value, min_slope: o.min_slope, baseline_floor: o.baseline_floor },
-            windows: { baseline: `first ${o.baseline_steps} steps`, recent: [series[Math.max(0, series.length - o.recent_steps)]?.step, r.step] },
-          },
-        });
-      }
-    return out;
+    return perSlice(r, o, (_rec, pair, slice) => {
+      const early = h.early(pair, slice, o.metric);
+      if (early.length < o.baseline_steps) return undefined;
+      const base = median(early.slice(0, o.baseline_steps));
+      const series = h.series(pair, slice, o.metric);
+      const recent = median(series.slice(-o.recent_steps).map((p) => p.value));
+      const floored = base < o.baseline_floor;
+      const ratio = recent / Math.max(base, o.baseline_floor, 1e-12);
+      const slope = logSlope(series, o.trend_steps);
+      const gate = recent >= o.min_value && slope >= o.min_slope;
+      return {
+        raise: gate ? levelFor(ratio, o.ratio, 'above') : 0,
+        hold: recent >= o.min_value * (1 - o.clear_margin) ? levelFor(ratio, o.ratio, 'above', o.clear_margin) : 0,
+        message: floored
+          ? `${pair} ${slice} ${o.metric} ${round(recent)} is ${round(ratio, 2)}× the baseline floor ${o.baseline_floor} (baseline ${sig(base)})`
+          : `${pair} ${slice} ${o.metric} ${round(recent)} is ${round(ratio, 2)}× its baseline ${round(base)}`,
+        evidence: {
+          values: { recent, baseline: base, ratio: round(ratio, 4), slope: round(slope, 5) },
+          thresholds: { ratio: o.ratio, min_value: o.min_value, min_slope: o.min_slope, baseline_floor: o.baseline_floor },
+          windows: { baseline: `first ${o.baseline_steps} steps`, recent: [series[Math.max(0, series.length - o.recent_steps)]?.step, r.step] },
+        },
+      };
+    });
   },
 };
