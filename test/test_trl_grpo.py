@@ -5,6 +5,7 @@ Asserts that the engine's per-step token counts per slice equal what the rollout
 the same captured tensors, and that `tailguard/...` keys land in the trainer's log history."""
 
 import os
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -56,7 +57,7 @@ def test_grpo_tool_rollout_end_to_end(tmp_path):
         trainer = GRPOTrainer(model=str(model_dir), processing_class=tok, reward_funcs=length_reward, args=args,
                               train_dataset=prompt_dataset(), rollout_func=ro)
         cb = tailguard.attach(trainer, endpoint=engine.endpoint, run_id="grpo-e2e", retain_captured=True,
-                              log_wait_s=10.0)
+                              log_wait_s=10.0, record_to=str(tmp_path / "grpo.tgcap"))
         trainer.train()
         client = cb.last_client
         assert client.stats["dropped"] == 0 and client.stats["sent"] == 6
@@ -103,3 +104,13 @@ def test_grpo_tool_rollout_end_to_end(tmp_path):
     assert "tailguard/client/dropped" in keys
     last = [e for e in trainer.state.log_history if "tailguard/metrics_step" in e]
     assert last and last[-1]["tailguard/metrics_step"] == 6
+
+    # 4. record_to=: the capture replays through the engine to the same statistics as the live run.
+    repo = Path(__file__).resolve().parents[1]
+    replay = subprocess.run(["node", str(repo / "ts-core" / "bin" / "tailguard.mjs"), "replay", str(tmp_path / "grpo.tgcap"),
+                             "--run-dir", str(tmp_path / "replayed")], capture_output=True, text=True, timeout=120)
+    assert replay.returncode == 0, replay.stderr
+    replayed = read_jsonl(tmp_path / "replayed" / "grpo-e2e" / "metrics.jsonl")
+    assert [(m["step"], m["pair"], m["slice"], m["n"], m["abs_q95"], m["ess"]) for m in replayed] == [
+        (m["step"], m["pair"], m["slice"], m["n"], m["abs_q95"], m["ess"]) for m in metrics
+    ]

@@ -19,6 +19,13 @@ from .options import ENV_ALLOW_UNTESTED_TRL, ENV_ENDPOINT, Options, default_run_
 logger = logging.getLogger("tailguard")
 
 
+def record_path(path: str | None, rank: int, world_size: int) -> str | None:
+    """Each rank records its own steps; with several ranks the file name gets a `.rank<R>` suffix."""
+    if path is None or world_size == 1:
+        return path
+    return f"{path}.rank{rank}"
+
+
 class TailguardCallback(TrainerCallback):
     r"""
     Streams every optimizer step's per-token log-ratios and masks to a tailguard engine, and writes the
@@ -63,6 +70,9 @@ class TailguardCallback(TrainerCallback):
         mode (`str`, *optional*, defaults to `"raw"`):
             `"raw"` streams every token. `"sketch"` sends per-step histograms and exact sums reduced across
             ranks with `torch.distributed`; only rank 0 talks to the engine (see docs/sketch.md).
+        record_to (`str`, *optional*, defaults to `None`):
+            Append every raw step message, exactly as sent, to this capture file (one file per rank,
+            suffixed `.rank<R>` when there are several), for `tailguard replay CAPTURE --policy FILE`.
 
     Environment variables: `TAILGUARD_ENDPOINT` (engine endpoint), `TAILGUARD_RUN_ID` (run id),
     `TAILGUARD_DISABLE=1` (attach does nothing), `TAILGUARD_ALLOW_UNTESTED_TRL=1` (skip the TRL version gate).
@@ -161,6 +171,7 @@ class TailguardCallback(TrainerCallback):
             queue_max_steps=self.options.queue_max_steps,
             connect_timeout_s=self.options.connect_timeout_s,
             mode=self.options.mode,
+            record_to=record_path(self.options.record_to, int(acc.process_index), int(acc.num_processes)),
         )
 
     def _close_client(self) -> None:

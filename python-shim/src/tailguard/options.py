@@ -43,6 +43,7 @@ class Options:
     keep_certified: int = 2
     engine_lost_after_s: float = 3.0
     mode: str = "raw"  # "sketch": on-device histograms reduced over torch.distributed (docs/sketch.md)
+    record_to: str | None = None  # capture file of every raw step message, for `tailguard replay`
 
 
 DEFAULTS = Options()
@@ -103,6 +104,10 @@ def parse_options(**kwargs: Any) -> Options:
         elif name == "mode":
             if value not in ("raw", "sketch"):
                 raise OptionsError(name, "one of ['raw', 'sketch']", value)
+        elif name == "record_to":
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise OptionsError(name, "None or a file path", value)
+            value = None if value is None else os.fspath(value)
         elif name == "fail_mode":
             if value not in FAIL_MODES:
                 raise OptionsError(name, f"one of {list(FAIL_MODES)}", value)
