@@ -37,7 +37,8 @@ class TailguardCallback(TrainerCallback):
     Args:
         endpoint (`str`, *optional*, defaults to `None`):
             ZeroMQ endpoint of a running engine (`npx tailguard serve`), e.g. `"tcp://127.0.0.1:5599"`.
-            `None` reads `TAILGUARD_ENDPOINT`.
+            `None` reads `TAILGUARD_ENDPOINT`; with neither, `attach` starts a private engine on rank 0
+            (engine.py) and stops it when training ends.
         run_id (`str`, *optional*, defaults to `None`):
             Run id shared by all ranks. `None` reads `TAILGUARD_RUN_ID`, else derives it from
             `args.run_name` or the output directory's name (the same on every rank).
@@ -73,6 +74,12 @@ class TailguardCallback(TrainerCallback):
         record_to (`str`, *optional*, defaults to `None`):
             Append every raw step message, exactly as sent, to this capture file (one file per rank,
             suffixed `.rank<R>` when there are several), for `tailguard replay CAPTURE --policy FILE`.
+        checkpoint_every (`int`, *optional*, defaults to `0`):
+            Also save a checkpoint every N steps; 0 keeps the trainer's own cadence (docs/control-shim.md).
+        keep_certified (`int`, *optional*, defaults to `2`):
+            Certified checkpoints protected from `save_total_limit` rotation (at least 1).
+        engine_lost_after_s (`float`, *optional*, defaults to `3.0`):
+            How long without an engine session counts as losing the monitor (`fail_mode` decides what follows).
 
     Environment variables: `TAILGUARD_ENDPOINT` (engine endpoint), `TAILGUARD_RUN_ID` (run id),
     `TAILGUARD_DISABLE=1` (attach does nothing), `TAILGUARD_ALLOW_UNTESTED_TRL=1` (skip the TRL version gate).
@@ -344,7 +351,7 @@ def attach(trainer: Any, endpoint: str | None = None, **options: Any) -> Tailgua
         trainer (`GRPOTrainer`, `RLOOTrainer` or `DPOTrainer`):
             The trainer, after construction and before `train()`.
         endpoint (`str`, *optional*, defaults to `None`):
-            Engine endpoint; `None` reads `TAILGUARD_ENDPOINT`.
+            Engine endpoint; `None` reads `TAILGUARD_ENDPOINT`, and with neither a private engine is started.
         **options:
             Any [`TailguardCallback`] option (`run_id`, `pairs`, `send_budget_s`, `fail_mode`, ...).
 
@@ -360,6 +367,7 @@ def attach(trainer: Any, endpoint: str | None = None, **options: Any) -> Tailgua
     ... except tailguard.callback.CaptureError as e:
     ...     print(e.code)
     E_UNSUPPORTED
+
     ```
     """
     return TailguardCallback(endpoint, **options).attach(trainer)
