@@ -83,8 +83,8 @@ def test_keeper_keeps_last_k_certified_and_newer_pending(tmp_path):
         k.on_save(step, {"knobs": {}})
         if step in (2, 4, 6):
             k.mark_certified([{"step": step, "path": "x"}])
-    # certified 4 and 6 (last K=2), then the 2 newest uncertified after 6: 10 and 12.
-    assert k.protected_steps() == [4, 6, 10, 12]
+    # certified 4 and 6 (last K=2), then the 2 oldest awaiting a verdict (the engine decides those first).
+    assert k.protected_steps() == [4, 6, 8, 10]
     # Hard links: the copy survives the original's deletion, same bytes.
     os.remove(tmp_path / "checkpoint-4" / "model.safetensors")
     assert (tmp_path / PROTECTED_DIR / "checkpoint-4" / "model.safetensors").read_bytes() == b"w4"

@@ -3,9 +3,12 @@
 Every checkpoint the trainer saves is hard-linked (copied where links fail) into
 ``<output_dir>/tailguard-checkpoints/checkpoint-N``. That folder does not match the
 ``checkpoint-*`` glob TRL's ``save_total_limit`` rotation walks, so a checkpoint the engine
-certifies later is still there when a rollback names it. The keeper prunes its own copies:
-the last ``keep_certified`` certified ones, plus up to ``keep_uncertified`` newer ones that may
-still be certified.
+certifies later is still there when a rollback names it. The keeper prunes its own copies: it
+keeps the last ``keep_certified`` certified ones and every newer one still awaiting the engine's
+verdict, dropping a copy only once the engine rejected it (``params.rejected_checkpoints``) or certified
+a newer one (the engine decides checkpoints in step order, so an older undecided one is never certified
+later). ``keep_uncertified`` caps the waiting copies; past it the newest go unprotected, as a slow
+engine certifies the oldest first and TRL's own rotation still keeps its newest checkpoints.
 
 Each checkpoint also carries ``tailguard_state.json`` (the live knobs and the α ceiling), so
 tightened knobs survive ``resume_from_checkpoint``.
@@ -72,18 +75,20 @@ class CheckpointKeeper:
     Args:
         output_dir (`str`): the trainer's `args.output_dir`.
         keep_certified (`int`, *optional*, defaults to `2`): certified copies kept (K).
-        keep_uncertified (`int`, *optional*, defaults to `4`): newer, not yet certified copies kept.
+        keep_uncertified (`int`, *optional*, defaults to `8`): the most copies kept while they await the
+            engine's verdict (a disk bound for a lagging engine); the oldest waiting ones are kept.
         is_main (`bool`, *optional*, defaults to `True`): only the process that writes checkpoints
             touches the protected folder.
     """
 
-    def __init__(self, output_dir: str, keep_certified: int = 2, keep_uncertified: int = 4, is_main: bool = True):
+    def __init__(self, output_dir: str, keep_certified: int = 2, keep_uncertified: int = 8, is_main: bool = True):
         self.output_dir = output_dir
         self.root = os.path.join(output_dir, PROTECTED_DIR)
         self.keep_certified = max(1, int(keep_certified))
         self.keep_uncertified = max(1, int(keep_uncertified))
         self.is_main = is_main
         self.certified: set[int] = set()
+        self.rejected: set[int] = set()  # rejected or invalidated by the engine: never a rollback target
         self._notices: list[dict] = []
 
     # --- saving -------------------------------------------------------------------------------
@@ -99,9 +104,20 @@ class CheckpointKeeper:
         write_state(src, dict(state, step=step))
         write_state(self.output_dir, dict(state, step=step))  # latest knobs of the run
         dst = self.protected_path(step)
-        os.makedirs(self.root, exist_ok=True)
-        _link_tree(src, dst)
-        self.prune()
+        self.certified.discard(int(step))  # new contents: the engine's verdict on the old ones is moot
+        self.rejected.discard(int(step))
+        waiting = self._waiting(self.protected_steps())
+        if len(waiting) >= self.keep_uncertified and int(step) > waiting[-1]:
+            logger.warning(
+                "tailguard: %d checkpoints await the engine's verdict (keep_uncertified=%d): checkpoint-%d "
+                "is not protected from rotation (the engine lags)", len(waiting), self.keep_uncertified, step,
+            )
+            shutil.rmtree(dst, ignore_errors=True)  # an older copy at this step has other contents
+            dst = src
+        else:
+            os.makedirs(self.root, exist_ok=True)
+            _link_tree(src, dst)
+            self.prune()
         notice = {"step": int(step), "path": os.path.abspath(dst)}
         self._notices.append(notice)
         return notice
@@ -131,14 +147,35 @@ class CheckpointKeeper:
                 self.certified.add(int(step))
         self.prune()
 
+    def mark_rejected(self, items, at_step=None) -> None:
+        """Record checkpoints the engine rejected or invalidated (``{step, path}`` dicts or steps).
+
+        ``at_step``: the step the engine's reply answers. A verdict from before a checkpoint was saved
+        is about an older copy at that step (a resumed run saving it again) and is ignored.
+        """
+        for it in items or ():
+            step = it.get("step") if isinstance(it, dict) else it
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:  # steps are ints on the wire
+                continue
+            if isinstance(at_step, (int, float)) and at_step <= step:
+                continue
+            self.rejected.add(int(step))
+        self.prune()
+
+    def _newest_kept_certified(self, steps: list[int]) -> list[int]:
+        return sorted(s for s in steps if s in self.certified)[-self.keep_certified :]
+
+    def _waiting(self, steps: list[int]) -> list[int]:
+        """Copies the engine may still certify: newer than any certified one, not rejected (oldest first)."""
+        cert = self._newest_kept_certified(steps)
+        newest_cert = cert[-1] if cert else -1
+        return [s for s in steps if s > newest_cert and s not in self.certified and s not in self.rejected]
+
     def prune(self) -> None:
         if not self.is_main:
             return
         steps = self.protected_steps()
-        cert = sorted(s for s in steps if s in self.certified)[-self.keep_certified :]
-        newest_cert = cert[-1] if cert else -1
-        pending = [s for s in steps if s > newest_cert and s not in self.certified][-self.keep_uncertified :]
-        keep = set(cert) | set(pending)
+        keep = set(self._newest_kept_certified(steps)) | set(self._waiting(steps)[: self.keep_uncertified])
         for s in steps:
             if s not in keep:
                 shutil.rmtree(self.protected_path(s), ignore_errors=True)

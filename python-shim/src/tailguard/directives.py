@@ -278,11 +278,13 @@ class DirectiveApplier:
         return {"apply": due, "lost": self._engine_lost()}
 
     def _note_certified(self, raw) -> None:
-        """The engine lists the checkpoints it certified (params.certified_checkpoints, no-ops included)."""
+        """The engine's verdicts on checkpoints (no-op params ``certified_checkpoints``, ``rejected_checkpoints``)."""
         d = raw.get("directive", raw) if isinstance(raw, dict) else None
         params = d.get("params") if isinstance(d, dict) else None
         if isinstance(params, dict) and isinstance(params.get("certified_checkpoints"), list):
             self.keeper.mark_certified(params["certified_checkpoints"])
+        if isinstance(params, dict) and isinstance(params.get("rejected_checkpoints"), list):
+            self.keeper.mark_rejected(params["rejected_checkpoints"], at_step=d.get("step"))
 
     def step_extras(self, client) -> dict:
         """Extra ``send_step`` arguments: one pending checkpoint notice (``checkpoint={step, path}``).

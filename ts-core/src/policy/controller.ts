@@ -148,15 +148,23 @@ export class Controller {
     return this.checkpoints.certified();
   }
 
-  /** The reply when there is nothing to apply; carries the checkpoints the shim must keep. */
+  /** The reply when there is nothing to apply; carries the checkpoints the shim must keep, or may drop. */
   noop(step: number): Directive {
     const certified = this.checkpoints.protectedList();
+    const newest = certified.length ? certified[certified.length - 1].step : -1;
+    // The shim keeps its copies newer than `newest` until they are decided: say which never will be.
+    const rejected = this.checkpoints.s.entries
+      .filter((e) => e.step > newest && (e.status === 'rejected' || e.status === 'invalidated'))
+      .map(({ step, path }) => ({ step, path }));
+    const params: Record<string, unknown> = {};
+    if (certified.length) params.certified_checkpoints = certified;
+    if (rejected.length) params.rejected_checkpoints = rejected;
     return {
       id: `${this.runId}/${step}/noop`,
       action: 'noop',
       step,
       apply_at_step: step + this.policy.lag,
-      params: certified.length ? { certified_checkpoints: certified } : {},
+      params,
       reason: '',
       evidence: {},
     };
