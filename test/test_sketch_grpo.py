@@ -36,7 +36,8 @@ WORKER = textwrap.dedent(
 
     out, endpoint = sys.argv[1], sys.argv[2]
     rank = int(os.environ["RANK"])
-    trainer = build_grpo(os.path.join(out, "run"), beta=0.1, max_steps=4, num_iterations=2, ddp_backend="gloo")
+    trainer = build_grpo(os.path.join(out, "run"), beta=0.1, max_steps=4, num_iterations=2, ddp_backend="gloo",
+                         save_steps=2)
     cb = tailguard.attach(trainer, endpoint=endpoint, run_id="sketch-grpo", mode="sketch", retain_captured=True,
                           log_wait_s=10.0)
     trainer.train()
@@ -92,3 +93,6 @@ def test_grpo_sketch_mode_two_gloo_ranks(tmp_path):
     # only rank 0 talks to the engine (its client counters are logged; rank 1 has no client)
     assert "tailguard/client/sent" in ranks[0]["keys"] and "tailguard/client/sent" not in ranks[1]["keys"]
     assert not any(k.startswith("tailguard/policy_vs_ref/") for k in ranks[1]["keys"])
+    # checkpoint notices ride on sketch steps too, so the engine can certify checkpoints in sketch mode
+    notices = [r for r in read_jsonl(eng.run_dir / "sketch-grpo" / "directives.jsonl") if r.get("kind") == "checkpoint"]
+    assert {r["step"] for r in notices if r.get("status") == "registered"} >= {2}, notices

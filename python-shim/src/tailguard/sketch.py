@@ -518,14 +518,14 @@ def step_header_fields(sk: Sketch) -> dict:
     return fields
 
 
-def sketch_step_header(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=()) -> dict:
+def sketch_step_header(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=(), checkpoint=None) -> dict:
     """The full `step` header of a sketch step from rank 0, with the client's run identity."""
     from .client import _plain
     from .protocol import PROTOCOL_VERSION
 
     import time
 
-    return {
+    header = {
         "type": "step",
         "version": list(PROTOCOL_VERSION),
         "run_id": client.run_id,
@@ -539,22 +539,25 @@ def sketch_step_header(client, step: int, sk: Sketch, knobs=None, logs=None, imp
         "sent_at": time.time(),
         **step_header_fields(sk),
     }
+    if checkpoint is not None:  # a checkpoint saved at this step, for the engine to certify (as in raw mode)
+        header["checkpoint"] = {"step": int(checkpoint["step"]), "path": str(checkpoint["path"])}
+    return header
 
 
-def encode_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=()) -> list:
+def encode_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=(), checkpoint=None) -> list:
     """Frames of one sketch step message (one message: its size is fixed by pairs × slices)."""
     from .protocol import encode_message
 
-    return encode_message(sketch_step_header(client, step, sk, knobs, logs, implicit), sk.buffers())
+    return encode_message(sketch_step_header(client, step, sk, knobs, logs, implicit, checkpoint), sk.buffers())
 
 
-def send_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=()) -> bool:
+def send_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=(), checkpoint=None) -> bool:
     """Queue a merged sketch on rank 0's `EngineClient`; False when dropped (never raises, never blocks
     beyond the client's send budget)."""
     from .protocol import ProtocolError
 
     try:
-        frames = encode_sketch_step(client, step, sk, knobs, logs, implicit)
+        frames = encode_sketch_step(client, step, sk, knobs, logs, implicit, checkpoint)
     except ProtocolError as e:
         log.warning("tailguard: sketch step %d could not be encoded (%s)", step, e)
         return False
@@ -647,6 +650,9 @@ def send_capture_step(cb, state, control, per_rank: bool = False) -> None:
     logs = cb.capture.step_logs()
     if payload is not None and payload.loss is not None and math.isfinite(payload.loss):
         logs["loss"] = payload.loss
-    ok = send_sketch_step(cb.client, state.global_step, sk, knobs=knobs, logs=logs, implicit=implicit)
+    directives = getattr(cb, "directives", None)
+    extras = directives.step_extras(cb.client) if directives is not None else {}
+    ok = send_sketch_step(cb.client, state.global_step, sk, knobs=knobs, logs=logs, implicit=implicit,
+                          checkpoint=extras.get("checkpoint"))
     if not ok and cb.options.fail_mode == "fail_closed":
         control.should_training_stop = True

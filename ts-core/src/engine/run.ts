@@ -74,13 +74,13 @@ export class Run {
     const s = this.sessions.get(h.rank);
     if (!s) throw new ProtocolError('E_NO_SESSION', `no session for run ${this.runId} rank ${h.rank}: send hello first`, { fatal: true });
     if (h.world_size !== this.worldSize) throw new ProtocolError('E_RANK', `run ${this.runId} has world_size ${this.worldSize}, step says ${h.world_size}`);
+    // A checkpoint the shim saved (header `checkpoint: {step, path}`): the controller certifies it later.
+    const ck = (h as { checkpoint?: { step?: unknown; path?: unknown } }).checkpoint;
+    if (ck && Number.isInteger(ck.step) && typeof ck.path === 'string') this.pipeline.onCheckpoint?.(ck.step as number, ck.path);
     if (h.sketch) return this.sketchStep(msg, s.checksum, nowMs);
     const before = s.assembler.pending;
     const done = s.assembler.add(msg);
     if (before !== null && before !== h.step) this.log.warn({ run_id: this.runId, rank: h.rank, step: before }, 'incomplete step discarded: a newer step started');
-    // A checkpoint the shim saved (header `checkpoint: {step, path}`): the controller certifies it later.
-    const ck = (h as { checkpoint?: { step?: unknown; path?: unknown } }).checkpoint;
-    if (ck && Number.isInteger(ck.step) && typeof ck.path === 'string') this.pipeline.onCheckpoint?.(ck.step as number, ck.path);
     if (!done) return null;
     this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
     const data = toStepData(done, this.trainer, nowMs);
@@ -96,7 +96,9 @@ export class Run {
     this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, data.step);
     this.pipeline.addSketchStep?.(data);
     this.finalize(nowMs);
-    let directive = noop(this.runId, data.step);
+    // Same reply rule as raw mode: a pending control directive, else the controller's no-op (which
+    // carries the certified/rejected checkpoints the shim protects).
+    let directive = this.pipeline.noop?.(data.step) ?? noop(this.runId, data.step);
     if (this.pending) (directive = this.pending), (this.pending = null);
     const received = emptyReceived(checksum);
     Object.assign(received, { tokens: data.tokens, n_seqs: data.nSeqs });
