@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -281,14 +282,24 @@ def test_fail_open_keeps_training_when_the_engine_is_killed(tmp_path):
     tr = _trainer(tmp_path, drift=False, max_steps=12, save_steps=100)
     engine = start_engine(tmp_path / "runs")
 
-    class Kill(TrainerCallback):
+    attached = {}
+
+    class Kill(TrainerCallback):  # runs before tailguard's callback at each step end
         def on_step_end(self, args, state, control, **kw):
             if state.global_step == 3:
                 engine.stop()
+            elif state.global_step == 4:
+                # However loaded the machine: let the client notice the engine is gone (heartbeat/monitor)
+                # before tailguard's check of this step starts the 0.2 s grace...
+                client, deadline = attached["cb"].last_client, time.monotonic() + 15
+                while client is not None and client.connected and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            elif state.global_step == 5:
+                time.sleep(0.5)  # ...and let the grace run out before the next check.
 
     try:
         tr.add_callback(Kill())
-        tailguard.attach(tr, endpoint=engine.endpoint, run_id="open", engine_lost_after_s=0.2)
+        attached["cb"] = tailguard.attach(tr, endpoint=engine.endpoint, run_id="open", engine_lost_after_s=0.2)
         tr.train()
     finally:
         engine.stop()
