@@ -14,7 +14,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from .capture import CaptureError, capture_for, check_trl_version
-from .options import ENV_ALLOW_UNTESTED_TRL, ENV_ENDPOINT, Options, default_run_id, disabled_by_env, parse_options, resolve_endpoint
+from .options import ENV_ALLOW_UNTESTED_TRL, ENV_ENDPOINT, Options, OptionsError, default_run_id, disabled_by_env, parse_options, resolve_endpoint
 
 logger = logging.getLogger("tailguard")
 
@@ -80,9 +80,20 @@ class TailguardCallback(TrainerCallback):
             Certified checkpoints protected from `save_total_limit` rotation (at least 1).
         engine_lost_after_s (`float`, *optional*, defaults to `3.0`):
             How long without an engine session counts as losing the monitor (`fail_mode` decides what follows).
+        curve_server_key (`str`, *optional*, defaults to `None`):
+            The engine's CURVE public key (40-char Z85) or key file (`tailguard keygen`'s `.pub`), for an
+            engine started with `--curve-secret` / `--curve-allow` (docs/reliability.md).
+        curve_secret_key (`str`, *optional*, defaults to `None`):
+            This client's CURVE secret key (Z85) or key file; a `.key` file from `tailguard keygen` holds both
+            halves, so with `curve_server_key` it is enough. Its public key must be on the engine's allow-list.
+        curve_public_key (`str`, *optional*, defaults to `None`):
+            This client's public key (Z85 or key file), needed only when `curve_secret_key` is a bare Z85 string.
 
     Environment variables: `TAILGUARD_ENDPOINT` (engine endpoint), `TAILGUARD_RUN_ID` (run id),
     `TAILGUARD_DISABLE=1` (attach does nothing), `TAILGUARD_ALLOW_UNTESTED_TRL=1` (skip the TRL version gate).
+    The embedded engine (no endpoint) reads `TAILGUARD_RUN_DIR` (run-store root, default `runs`),
+    `TAILGUARD_ENGINE_ARGS` (extra `serve` arguments), `TAILGUARD_ENGINE_CMD` (the command that runs the CLI)
+    and `TAILGUARD_ENGINE_READY_TIMEOUT` (seconds to wait for it, default 30).
 
     Example:
 
@@ -108,6 +119,7 @@ class TailguardCallback(TrainerCallback):
         self._log_wrapped = False
         self._warned: set[str] = set()
         self.directives = None  # DirectiveApplier (directives.py), made by attach()
+        self._embedded = False  # attach() started (rank 0) or joined an embedded engine
 
     # ---- attach -------------------------------------------------------------------------------
     def attach(self, trainer: Any) -> "TailguardCallback":
@@ -121,14 +133,26 @@ class TailguardCallback(TrainerCallback):
 
         import trl
 
+        # Everything that can refuse runs before the embedded engine starts: a refused trainer
+        # must not leave an engine process behind.
         check_trl_version(trl.__version__, os.environ.get(ENV_ALLOW_UNTESTED_TRL) == "1")
-        if self.endpoint is None and not os.environ.get(ENV_ENDPOINT):  # embedded engine (engine.py)
+        capture = capture_for(trainer, self.options)
+        capture.check()
+        _check_curve(self.options)
+        if self.endpoint is not None or os.environ.get(ENV_ENDPOINT):
+            resolve_endpoint(self.endpoint)  # fail at attach, not after the first step
+        else:  # embedded engine (engine.py)
             from .engine import attach_embedded
 
-            attach_embedded(self, trainer)
-        resolve_endpoint(self.endpoint)  # fail at attach, not after the first step
-        capture = capture_for(trainer, self.options)
-        capture.install()
+            attach_embedded(self, trainer)  # sets self.endpoint; detach() puts None back
+            self._embedded = True
+        try:
+            capture.install()
+        except BaseException:
+            capture.uninstall()
+            if self._embedded:  # check() passed, so only install_hooks can fail here: leave nothing running
+                self._drop_embedded(trainer)
+            raise
         self.trainer, self.capture = trainer, capture
         self.directives = _make_directives(trainer, self.options)  # control-shim hook
         self._wrap_log(trainer)
@@ -146,7 +170,17 @@ class TailguardCallback(TrainerCallback):
             self._log_wrapped = False
         self.trainer.remove_callback(self)
         self._close_client()
+        if self._embedded:
+            self._drop_embedded(self.trainer)
         self.trainer = self.capture = None
+
+    def _drop_embedded(self, trainer: Any) -> None:
+        """Stop the embedded engine and undo its `train` wrapper (engine.py); a later attach starts a new one."""
+        engine, self.embedded_engine = getattr(self, "embedded_engine", None), None
+        vars(trainer).pop("train", None)
+        if engine is not None:
+            engine.stop()
+        self.endpoint, self._embedded = None, False
 
     def _wrap_log(self, trainer: Any) -> None:
         # Trainer.log copies `logs` into state.log_history *before* callbacks' on_log run, so the metrics
@@ -179,6 +213,9 @@ class TailguardCallback(TrainerCallback):
             connect_timeout_s=self.options.connect_timeout_s,
             mode=self.options.mode,
             record_to=record_path(self.options.record_to, int(acc.process_index), int(acc.num_processes)),
+            curve_server_key=self.options.curve_server_key,
+            curve_public_key=self.options.curve_public_key,
+            curve_secret_key=self.options.curve_secret_key,
         )
 
     def _close_client(self) -> None:
@@ -317,6 +354,18 @@ class TailguardCallback(TrainerCallback):
             time.sleep(0.005)
             step, metrics = self.client.latest_metrics()
         return step, metrics
+
+
+def _check_curve(options: Options) -> None:
+    """Bad or incomplete CURVE keys fail at attach (E_OPTION), not in `on_train_begin`."""
+    from .client import _curve_keys
+
+    keys = {k: getattr(options, k) for k in ("curve_server_key", "curve_secret_key", "curve_public_key")}
+    try:
+        _curve_keys(keys["curve_server_key"], keys["curve_public_key"], keys["curve_secret_key"])
+    except Exception as e:  # ValueError (incomplete / not 40 chars), or a key file zmq cannot read
+        name = next((k for k, v in keys.items() if v is None), "curve_secret_key")
+        raise OptionsError(name, f"a complete CURVE key set ({e})", "<hidden>") from e
 
 
 def _all_gather(obj: Any) -> list:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 PAIRS = ("policy_vs_old", "policy_vs_ref", "old_vs_rollout")
@@ -44,6 +44,10 @@ class Options:
     engine_lost_after_s: float = 3.0
     mode: str = "raw"  # "sketch": on-device histograms reduced over torch.distributed (docs/sketch.md)
     record_to: str | None = None  # capture file of every raw step message, for `tailguard replay`
+    # CURVE (docs/reliability.md): Z85 keys or zcert key files, handed to EngineClient as they are
+    curve_server_key: str | None = None
+    curve_public_key: str | None = None
+    curve_secret_key: str | None = field(default=None, repr=False)  # a bare Z85 secret stays out of logs
 
 
 DEFAULTS = Options()
@@ -104,9 +108,9 @@ def parse_options(**kwargs: Any) -> Options:
         elif name == "mode":
             if value not in ("raw", "sketch"):
                 raise OptionsError(name, "one of ['raw', 'sketch']", value)
-        elif name == "record_to":
+        elif name in ("record_to", "curve_server_key", "curve_public_key", "curve_secret_key"):
             if value is not None and not isinstance(value, (str, os.PathLike)):
-                raise OptionsError(name, "None or a file path", value)
+                raise OptionsError(name, "None or a file path" if name == "record_to" else "None, a Z85 key or a key file", value)
             value = None if value is None else os.fspath(value)
         elif name == "fail_mode":
             if value not in FAIL_MODES:

@@ -21,7 +21,7 @@ import torch
 from .base import CaptureError
 from .online import ONLINE_REQUIRED, SEQ_KEY, OnlineCapture, last_metrics
 
-__all__ = ["GRPOCapture", "SEQ_KEY", "last_metrics"]  # SEQ_KEY, last_metrics: re-exported for older imports
+__all__ = ["GRPOCapture", "SEQ_KEY", "last_metrics", "uses_liger_loss"]  # SEQ_KEY, last_metrics: re-exported for older imports
 
 LOG_KEYS = ("reward", "reward_std", "kl", "entropy", "clip_ratio/region_mean", "frac_reward_zero_std")
 
@@ -32,7 +32,7 @@ class GRPOCapture(OnlineCapture):
 
     def check(self) -> None:
         super().check()
-        if getattr(self.trainer.args, "use_liger_loss", False):
+        if uses_liger_loss(self.trainer):
             raise CaptureError("E_UNSUPPORTED", "GRPO with the Liger loss fuses the policy logps away; tailguard cannot see per-token ratios")
 
     def _stage(self, inputs: dict, current: torch.Tensor, loss: Any) -> None:
@@ -91,6 +91,17 @@ class GRPOCapture(OnlineCapture):
 
     def step_logs(self) -> dict[str, float]:
         return last_metrics(self.trainer, LOG_KEYS)
+
+
+def uses_liger_loss(trainer: Any) -> bool:
+    """Whether GRPO's loss is Liger's fused `LigerFusedLinearGRPOLoss`, which never materialises per-token logps.
+
+    TRL < 1.16 builds it as `trainer.liger_grpo_loss` when `args.use_liger_kernel` is set (older TRL:
+    `use_liger_loss`). TRL 1.16 has no such loss: `use_liger_kernel=True` only applies Liger's layer kernels
+    (it forces `fused_linear_cross_entropy` off) and `_compute_loss` still calls
+    `_get_per_token_logps_and_entropies`, so that configuration is captured as usual.
+    """
+    return getattr(trainer, "liger_grpo_loss", None) is not None or bool(getattr(trainer, "use_liger_loss", False))
 
 
 def _num(v: Any) -> float | None:
