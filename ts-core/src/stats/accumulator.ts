@@ -4,7 +4,7 @@
 import { HIST_BINS, HIST_LAYOUT, histAdd, histQuantiles } from './hist.ts';
 import { addSeqParts, foldHist, kernelRuns } from './kernel.ts';
 import { StatsError } from './errors.ts';
-import { N_SUMS, SUMS_FIELDS, type SumMetrics, clipBand, emptySums, mergeSums, metricsFromSums } from './sums.ts';
+import { N_SUMS, SUMS_FIELDS, S_N, type SumMetrics, clipBand, emptySums, mergeSums, metricsFromSums } from './sums.ts';
 
 export class SliceAccumulator {
   /** Counts of finite |ℓ| per bin (float64: exact to 2^53). */
@@ -39,7 +39,7 @@ export class SliceAccumulator {
   }
 
   get n(): number {
-    return this.sums[0];
+    return this.sums[S_N];
   }
 
   metrics(): SumMetrics & { abs_q50: number; abs_q90: number; abs_q95: number; abs_q99: number; abs_q999: number } {

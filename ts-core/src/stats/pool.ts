@@ -13,16 +13,6 @@ export class BufPool {
     return { vals, bits: new Int32Array(vals.buffer, vals.byteOffset, cap), len: 0 };
   }
 
-  /** Make room for `extra` more values, copying into a larger buffer when needed. */
-  ensure(buf: ValueBuf, extra: number): ValueBuf {
-    if (buf.len + extra <= buf.vals.length) return buf;
-    const big = this.get(buf.len + extra);
-    big.vals.set(buf.vals.subarray(0, buf.len));
-    big.len = buf.len;
-    this.release(buf);
-    return big;
-  }
-
   release(buf: ValueBuf): void {
     const cap = buf.vals.length;
     let list = this.free.get(cap);

@@ -4,17 +4,15 @@
 // definitively missing from this one). Data for a finalised step is counted as late, not merged.
 import type { MetricRecord, PairName, RankSummary, SliceName, StepData, StepResult, WindowRecord } from '../types.ts';
 import { PAIRS } from '../types.ts';
-import { HIST_BINS, HIST_LAST, histAdd, histQuantiles } from './hist.ts';
+import { HIST_BINS, HIST_LAST, histAdd, histQuantile, histQuantiles } from './hist.ts';
 import { BufPool } from './pool.ts';
 import { RankStep, SliceState, ingestChunk } from './rankstep.ts';
 import { plan, selectFromCand, selectMany, type KeptSource, type SelectSpec } from './select.ts';
-import type { Band } from './kernel.ts';
-import { BAND_ALL } from './kernel.ts';
-import { attribution, shapeChange } from './shape.ts';
-import { S_N, S_NONFINITE, S_SUM_ABS, emptySums, metricsFromSums, mergeSums } from './sums.ts';
+import { BAND_ALL, type Band } from './kernel.ts';
+import { CDF_GRID, GRID_I50, GRID_I90, GRID_I95, GRID_I99, GRID_I999, attribution, shapeChange } from './shape.ts';
+import { S_ABS_MAX, S_N, S_NONFINITE, S_SUM_ABS, metricsFromSums, mergeSums } from './sums.ts';
 import { WindowState } from './window.ts';
 import { StatsError } from './errors.ts';
-import { CDF_GRID } from './shape.ts';
 import type { SketchStepData } from '../engine/sketch.ts';
 
 export interface RunStatsOptions {
@@ -314,10 +312,10 @@ export class RunStats {
       const n = m.sums[S_N];
       const spec: SelectSpec = { hist: m.hist, n, ps: Q_PS, out: q };
       if (!(n > 0)) histQuantiles(m.hist, Q_PS, NaN, q);
-      else if (!ps.keep) (histQuantiles(m.hist, Q_PS, m.sums[10], q), this.quantilePaths.hist++);
+      else if (!ps.keep) (histQuantiles(m.hist, Q_PS, m.sums[S_ABS_MAX], q), this.quantilePaths.hist++);
       else if (band && this.fromBand(spec, pair, slice, ranks)) this.quantilePaths.band++; // exact, no second pass
       else if (specs.length < 8) (bit.set(slice, 1 << specs.length), specs.push(spec), this.quantilePaths.scan++);
-      else (histQuantiles(m.hist, Q_PS, m.sums[10], q), this.quantilePaths.hist++);
+      else (histQuantiles(m.hist, Q_PS, m.sums[S_ABS_MAX], q), this.quantilePaths.hist++);
       if (ps.keep && n > 0 && slice in BASE_BIT) this.predict.set(`${pair}/${slice}`, predictBins(m.hist, n));
     }
     if (band) for (let i = 0; i < band.n; i++) BAND_TAB[band.bins[i]] = 0;
@@ -361,7 +359,7 @@ export class RunStats {
         if (!key.startsWith(`${pair}/`)) continue;
         const sm = metricsFromSums(s.sums);
         if (sm.n + sm.nonfinite === 0 && key.endsWith('/tool_output')) continue;
-        o[key.slice(pair.length + 1)] = { n: sm.n, abs_q99: histQuantiles(s.hist, [0.99], sm.abs_max, new Float64Array(1))[0], abs_mean: sm.abs_mean, ess: sm.ess };
+        o[key.slice(pair.length + 1)] = { n: sm.n, abs_q99: histQuantile(s.hist, 0.99, sm.abs_max), abs_mean: sm.abs_mean, ess: sm.ess };
       }
       pairs[pair] = o;
     }
@@ -384,7 +382,7 @@ export class RunStats {
       done.add(key);
       const m = merged.get(key) ?? empty;
       const w = this.window(key);
-      w.push(step, m.hist, m.sums[S_N], m.sums[S_SUM_ABS], m.sums[S_N] > 0 ? m.sums[10] : 0);
+      w.push(step, m.hist, m.sums[S_N], m.sums[S_SUM_ABS], m.sums[S_N] > 0 ? m.sums[S_ABS_MAX] : 0);
       if (w.runN === 0) {
         w.atBoundary(new Float64Array(CDF_GRID.length));
         continue;
@@ -395,10 +393,9 @@ export class RunStats {
       if (w.fixedQ && w.steps > W * K) shape.fixed = shapeChange(cdf, w.fixedQ);
       if (w.ewmaQ) shape.drift_aware = shapeChange(cdf, w.ewmaQ);
       w.atBoundary(cdf);
-      const g = (p: number) => cdf[CDF_GRID.indexOf(p)];
       const rec: WindowRecord = {
         step, first_step: w.firstStep, pair, slice: slice as SliceName, n: w.runN, alpha: NaN,
-        abs_q50: g(0.5), abs_q90: g(0.9), abs_q95: g(0.95), abs_q99: g(0.99), abs_q999: g(0.999),
+        abs_q50: cdf[GRID_I50], abs_q90: cdf[GRID_I90], abs_q95: cdf[GRID_I95], abs_q99: cdf[GRID_I99], abs_q999: cdf[GRID_I999],
         cdf: { p: [...CDF_GRID], q: [...cdf] },
       };
       if (shape.fixed || shape.drift_aware) rec.shape = shape;
@@ -476,4 +473,3 @@ export function headlineMetrics(r: StepResult): Record<string, number> {
   return out;
 }
 
-export { emptySums };

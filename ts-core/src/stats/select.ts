@@ -107,7 +107,7 @@ export function selectMany(specs: SelectSpec[], srcs: KeptSource[], codeMasks: n
   specs.forEach((s, k) => {
     const p = plans[k];
     if (!p) return void s.out.fill(NaN, 0, s.ps.length);
-    if (fill[k] !== p.need) throw new Error(`selectQuantiles: histogram/value mismatch (${fill[k]} != ${p.need})`);
+    if (fill[k] !== p.need) throw new Error(`selectMany: histogram/value mismatch (${fill[k]} != ${p.need})`);
     finish(s, p, cols[k]);
   });
 }
@@ -197,12 +197,3 @@ function multiSelect(a: Float32Array, lo: number, hi: number, pos: number[], i0:
   }
 }
 
-/** Quantiles at ascending ps over the finite values of bufs; hist is their merged histogram. */
-export function selectQuantiles(hist: Float64Array, n: number, ps: ArrayLike<number>, bufs: ValueBuf[], out: Float64Array): Float64Array {
-  const srcs = bufs.map((vals): KeptSource => {
-    const runs = new Int32Array([0, vals.len, 0, 0]);
-    return { vals, runs: { vals: new Float32Array(runs.buffer), bits: runs, len: 4 }, nRuns: 1, pooled: false };
-  });
-  selectMany([{ hist, n, ps, out }], srcs, srcs.map(() => [1]));
-  return out;
-}
