@@ -8,9 +8,8 @@ import type { AckHeader, HelloHeader, Limits, Received, StepHeader, WireDirectiv
 import type { Directive, StepData, StepResult } from '../types.ts';
 import { StepAssembler, toStepData } from './assembler.ts';
 import type { Pipeline } from './pipeline.ts';
-import { countSlices, emptyReceived, setSlices, type MaskCounts } from './received.ts';
+import { addChunk, countSlices, emptyReceived, setSlices, type MaskCounts } from './received.ts';
 import { decodeSketchStep } from './sketch.ts';
-import { fnv1a } from '../protocol/checksum.ts';
 
 /** Headline metrics sent back in each directive reply (`"<pair>/<slice>/<metric>"`). */
 export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_q999', 'abs_max', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
@@ -64,15 +63,11 @@ export class Run {
     return { session, resume: this.lastCompleteStep === null ? null : { last_step: this.lastCompleteStep }, isNew };
   }
 
-  hasSession(rank: number): boolean {
-    return this.sessions.has(rank);
-  }
-
   /** A validated step chunk. Returns the reply when the chunk completes the step, else null. */
   step(msg: Message<StepHeader>, nowMs: number): StepReply | null {
     const h = msg.header;
     const s = this.sessions.get(h.rank);
-    if (!s) throw new ProtocolError('E_NO_SESSION', `no session for run ${this.runId} rank ${h.rank}: send hello first`, { fatal: true });
+    if (!s) throw noSession(this.runId, h.rank);
     if (h.world_size !== this.worldSize) throw new ProtocolError('E_RANK', `run ${this.runId} has world_size ${this.worldSize}, step says ${h.world_size}`);
     // A checkpoint the shim saved (header `checkpoint: {step, path}`): the controller certifies it later.
     const ck = (h as { checkpoint?: { step?: unknown; path?: unknown } }).checkpoint;
@@ -96,14 +91,10 @@ export class Run {
     this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, data.step);
     this.pipeline.addSketchStep?.(data);
     this.finalize(nowMs);
-    // Same reply rule as raw mode: a pending control directive, else the controller's no-op (which
-    // carries the certified/rejected checkpoints the shim protects).
-    let directive = this.pipeline.noop?.(data.step) ?? noop(this.runId, data.step);
-    if (this.pending) (directive = this.pending), (this.pending = null);
+    const directive = this.takeDirective(data.step, true); // one message for all ranks: it is rank 0's
     const received = emptyReceived(checksum);
-    Object.assign(received, { tokens: data.tokens, n_seqs: data.nSeqs });
-    Object.assign(received.slices, data.sliceCounts, { all: data.sliceCounts.pre_tool + data.sliceCounts.post_tool });
-    if (received.checksum !== null) for (const f of msg.frames) received.checksum = fnv1a(f, received.checksum);
+    addChunk(received, data.tokens, data.nSeqs, msg.frames);
+    setSlices(received, data.sliceCounts);
     return { directive: toWire(directive), received, metrics: this.metrics, metrics_step: this.metricsStep };
   }
 
@@ -115,12 +106,18 @@ export class Run {
     const counts = this.pipeline.addRankStep?.(data); // stats/: accumulate; views are valid only in this call
     this.counted = typeof counts === 'object' && counts !== null ? counts : null; // a hook may return anything
     this.finalize(data.receivedAt);
-    if (data.rank === 0 && this.pending) {
-      const d = this.pending;
+    return this.takeDirective(data.step, data.rank === 0);
+  }
+
+  /** The reply's directive: the pending control directive when this reply may carry it (rank 0's), else the
+   *  controller's no-op (which carries the certified/rejected checkpoints the shim protects). */
+  private takeDirective(step: number, toRank0: boolean): Directive {
+    const d = toRank0 ? this.pending : null;
+    if (d) {
       this.pending = null;
       return d;
     }
-    return this.pipeline.noop?.(data.step) ?? noop(this.runId, data.step);
+    return this.pipeline.noop?.(step) ?? noop(this.runId, step);
   }
 
   /** Finalise whatever is ready (also called periodically, for steps with missing ranks). */
@@ -139,7 +136,7 @@ export class Run {
   }
 
   ack(a: AckHeader): void {
-    if (!this.sessions.has(a.rank)) throw new ProtocolError('E_NO_SESSION', `no session for run ${this.runId} rank ${a.rank}: send hello first`, { fatal: true });
+    if (!this.sessions.has(a.rank)) throw noSession(this.runId, a.rank);
     this.pipeline.onAck?.(a);
   }
 
@@ -154,6 +151,10 @@ export class Run {
   async close(): Promise<void> {
     await this.pipeline.close?.();
   }
+}
+
+export function noSession(runId: string, rank: number): ProtocolError {
+  return new ProtocolError('E_NO_SESSION', `no session for run ${runId} rank ${rank}: send hello first`, { fatal: true });
 }
 
 export function noop(runId: string, step: number): Directive {

@@ -3,19 +3,9 @@
 // and audit line, fsync once per step. state.json (~0.5-5 MB of JSON) is replaced every `stateEvery`
 // steps (`--state-every`, default 10), after every decision (a directive, an ack, a checkpoint) and at
 // close. A store failure is logged, never thrown into the engine: training must not stop because a disk filled up.
-import type { Logger } from 'pino';
+import type { PipelineContext } from '../engine/pipeline.ts';
 import type { Directive, StepResult } from '../types.ts';
 import { RunStore, type AuditEntry, type RunState } from './index.ts';
-
-export interface StoreContext {
-  runId: string;
-  worldSize: number;
-  trainer: string;
-  config: Record<string, unknown>;
-  runDir: string;
-  options: Record<string, unknown>;
-  log: Logger;
-}
 
 export interface StoreHooks {
   /** null when the directory could not be opened (logged); the run then goes on unrecorded. */
@@ -33,12 +23,13 @@ export interface StoreHooks {
 
 export const DEFAULT_STATE_EVERY = 10;
 
-export function openStoreHooks(ctx: StoreContext): StoreHooks {
+export function openStoreHooks(ctx: PipelineContext): StoreHooks {
+  // `durable: false` (replay): same files in the same order, without an fsync per step; state.json only at close.
+  const durable = ctx.options.durable !== false;
   let store: RunStore | null = null;
   let state: RunState | null = null;
   try {
-    // `durable: false` (replay): same files in the same order, without an fsync per step.
-    store = RunStore.open(ctx.runDir, ctx.runId, { durable: ctx.options.durable !== false });
+    store = RunStore.open(ctx.runDir, ctx.runId, { durable });
     for (const r of store.recovery) ctx.log.warn({ file: r.file, torn_bytes: r.torn.bytes, offset: r.torn.offset }, 'run store: torn last line cut off (kept in .torn)');
     state = store.loadState();
     const meta = store.readRunJson();
@@ -61,7 +52,6 @@ export function openStoreHooks(ctx: StoreContext): StoreHooks {
   // steps.jsonl is fsynced every step, state.json only every K: the log knows the true last step.
   let lastStep: number | null = maxStep(state?.last_step ?? null, logged(store));
   // Live runs save state.json every `stateEvery` steps; a replay (not durable) only at close.
-  const durable = ctx.options.durable !== false;
   const stateEvery = stateEveryOf(ctx.options.stateEvery);
   let sinceState = 0;
   let failures = 0;

@@ -6,6 +6,7 @@
 // The engine calls it once per finalised step, so a crash loses at most the step in flight.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { RUN_ID_RE } from '../protocol/validate.ts';
 import { PROTOCOL_VERSION, VERSION } from '../version.ts';
 import type { MetricRecord, StepResult, WindowRecord } from '../types.ts';
 import { JsonlAppender, lastLine, readJsonl, writeFileAtomic, type JsonlRead, type TornLine } from './jsonl.ts';
@@ -14,7 +15,7 @@ import type { AuditEntry, RunMeta, RunState, StepEntry } from './types.ts';
 export * from './types.ts';
 export { readJsonl, toJsonLine, type JsonlRead, type TornLine } from './jsonl.ts';
 
-export const RUN_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+export { RUN_ID_RE }; // one pattern for the wire (E_RUN_ID) and the run directory name
 
 export const FILES = {
   run: 'run.json',

@@ -9,6 +9,7 @@ import { DEFAULT_LIMITS, PROTOCOL_MAJOR, PROTOCOL_MINOR } from '../protocol/vali
 import { VERSION } from '../version.ts';
 import type { PipelineFactory } from '../engine/pipeline.ts';
 import { RunRegistry } from '../engine/registry.ts';
+import { noSession } from '../engine/run.ts';
 
 export const DEFAULT_ENDPOINT = 'tcp://127.0.0.1:5599';
 const V = [PROTOCOL_MAJOR, PROTOCOL_MINOR];
@@ -129,7 +130,7 @@ export class EngineServer {
   private onStep(id: Buffer, msg: Message<StepHeader>): void {
     const h = msg.header;
     const run = this.registry.get(h.run_id);
-    if (!run || !run.hasSession(h.rank)) throw new ProtocolError('E_NO_SESSION', `no session for run ${h.run_id} rank ${h.rank}: send hello first`, { fatal: true });
+    if (!run) throw noSession(h.run_id, h.rank);
     const out = run.step(msg, Date.now());
     if (!out) return;
     this.counters.steps++;
@@ -139,7 +140,7 @@ export class EngineServer {
 
   private onAck(h: AckHeader): void {
     const run = this.registry.get(h.run_id);
-    if (!run) throw new ProtocolError('E_NO_SESSION', `no session for run ${h.run_id} rank ${h.rank}: send hello first`, { fatal: true });
+    if (!run) throw noSession(h.run_id, h.rank);
     run.ack(h);
     this.log.info({ run_id: h.run_id, rank: h.rank, directive_id: h.directive_id, step: h.step, applied: h.applied, changes: h.changes, refused: h.refused }, 'ack');
   }
