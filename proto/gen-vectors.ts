@@ -94,13 +94,14 @@ function stepParts(over: Record<string, unknown> = {}) {
   };
   return { header, buffers };
 }
-function stepMsg(over: Record<string, unknown> = {}, bufOver: Record<string, TypedArray | null> = {}) {
-  const { header, buffers } = stepParts(over);
+/** A message from its parts, with buffers replaced or (null) dropped: frames, the decoded header, the buffers. */
+function assemble({ header, buffers }: { header: Record<string, unknown>; buffers: Record<string, TypedArray> }, bufOver: Record<string, TypedArray | null>) {
   for (const [k, v] of Object.entries(bufOver)) if (v === null) delete buffers[k]; else buffers[k] = v;
   const frames = encodeMessage(header, buffers);
   const full = { ...header, buffers: Object.entries(buffers).map(([name, a]) => ({ name, dtype: dtypeName(a), length: a.length })) };
   return { frames, header: full, buffers };
 }
+const stepMsg = (over: Record<string, unknown> = {}, bufOver: Record<string, TypedArray | null> = {}) => assemble(stepParts(over), bufOver);
 const dtypeName = (a: TypedArray) =>
   a instanceof Float32Array ? 'f32' : a instanceof Float64Array ? 'f64' : a instanceof Uint16Array ? 'u16' : a instanceof Int32Array ? 'i32' : a instanceof Uint32Array ? 'u32' : 'u8';
 /** Re-encode a step whose header has been edited by hand (frames kept). */
@@ -455,13 +456,7 @@ function sketchParts(over: Record<string, unknown> = {}) {
   }
   return { header, buffers };
 }
-function sketchMsg(over: Record<string, unknown> = {}, bufOver: Record<string, TypedArray | null> = {}) {
-  const { header, buffers } = sketchParts(over);
-  for (const [k, v] of Object.entries(bufOver)) if (v === null) delete buffers[k]; else buffers[k] = v;
-  const frames = encodeMessage(header, buffers);
-  const full = { ...header, buffers: Object.entries(buffers).map(([name, a]) => ({ name, dtype: dtypeName(a), length: a.length })) };
-  return { frames, header: full, buffers };
-}
+const sketchMsg = (over: Record<string, unknown> = {}, bufOver: Record<string, TypedArray | null> = {}) => assemble(sketchParts(over), bufOver);
 /** Sketch rejects keep only the sums buffers (small files); a case needing the hist adds the one it needs. */
 function sketchBad(description: string, over: Record<string, unknown>, bufOver: Record<string, TypedArray | null>, error: string) {
   const dropHists = Object.fromEntries(SK_SLICES.map((sl) => [`sketch/policy_vs_ref/${sl}/hist`, null]));

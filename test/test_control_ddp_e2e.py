@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -28,7 +26,7 @@ sys.path.insert(0, str(HERE))
 pytest.importorskip("trl")
 
 from test_control_e2e import DRIFT_STEPS, ONSET, PRE, POST, SAVE_STEPS, TEST_POLICY, TOOL  # noqa: E402
-from tiny import build_tiny_lm, read_jsonl  # noqa: E402
+from tiny import build_tiny_lm, read_jsonl, run_torchrun  # noqa: E402
 
 # Rank 0 applies a directive at the first step end after it arrives. A tiny trainer (~50 ms a step) can
 # run many steps ahead of an engine starved by a loaded box, so the worker paces rank 0 on the engine's
@@ -116,19 +114,10 @@ def test_two_ranks_apply_the_engines_directives_at_the_same_step(tmp_path, start
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(pre=PRE, tool=TOOL, post=POST, steps=STEPS, save_steps=SAVE_STEPS))
     out = tmp_path / "out"
-    env = {**os.environ, "TG_TESTS": str(TESTS), "TG_HERE": str(HERE), "TG_MODEL": str(model_dir), "TG_OUT": str(out),
+    env = {"TG_TESTS": str(TESTS), "TG_HERE": str(HERE), "TG_MODEL": str(model_dir), "TG_OUT": str(out),
            "TG_ENDPOINT": engine.endpoint, "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1",
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    # Own process group, so a hung run can be killed whole (torchrun's workers included).
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail("2-process run timed out:\n" + output[-4000:])
-    assert proc.returncode == 0, output[-4000:]
+    output = run_torchrun(script, env=env, nproc=2, timeout=300, launcher_args=["--standalone"])
     print(output[-6000:])  # shown on failure
 
     results = [json.loads((out / f"result.rank{r}.json").read_text()) for r in (0, 1)]

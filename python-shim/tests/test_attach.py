@@ -21,20 +21,11 @@ import tailguard.engine  # noqa: E402
 from tailguard.capture import CaptureError  # noqa: E402
 from tailguard.capture.grpo import uses_liger_loss  # noqa: E402
 from tailguard.options import OptionsError  # noqa: E402
-from tiny import build_tiny_lm, length_reward, prompt_dataset, start_engine  # noqa: E402
+from tiny import length_reward, prompt_dataset, start_engine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / "ts-core" / "bin" / "tailguard.mjs"
 NOWHERE = "tcp://127.0.0.1:9"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    build_tiny_lm(d / "model")
-    from transformers import AutoTokenizer
-
-    return str(d / "model"), AutoTokenizer.from_pretrained(str(d / "model"))
 
 
 def grpo(tiny, tmp_path, **overrides):

@@ -16,16 +16,9 @@ torch = pytest.importorskip("torch")
 trl = pytest.importorskip("trl")
 
 import tailguard  # noqa: E402
-from tiny import ToolRollout, build_tiny_lm, length_reward, prompt_dataset, slice_counts  # noqa: E402
+from tiny import ToolRollout, length_reward, prompt_dataset, slice_counts  # noqa: E402
 
 NOWHERE = "tcp://127.0.0.1:9"  # nothing listens: fail_open must keep training going
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    model, tok = build_tiny_lm(d / "model")
-    return str(d / "model"), tok
 
 
 def grpo(tiny, tmp_path, rollout=None, **overrides):

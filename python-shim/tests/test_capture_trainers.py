@@ -14,18 +14,9 @@ trl = pytest.importorskip("trl")
 
 import tailguard  # noqa: E402
 from tailguard.capture import CaptureError, check_trl_version  # noqa: E402
-from tiny import build_tiny_lm, length_reward, prompt_dataset  # noqa: E402
+from tiny import length_reward, prompt_dataset  # noqa: E402
 
 NOWHERE = "tcp://127.0.0.1:9"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    build_tiny_lm(d / "model")
-    from transformers import AutoTokenizer
-
-    return str(d / "model"), AutoTokenizer.from_pretrained(str(d / "model"))
 
 
 def dpo_dataset(n=8):

@@ -12,17 +12,18 @@ const ctl = (o?: PolicyOverride) => new Controller(loadPolicy(undefined, o));
 const feed = (c: Controller, steps: StepResult[]) => steps.map((r) => c.onStepResult(r)).map((d) => d.directive).filter((d): d is Directive => !!d);
 const range = (a: number, b: number, f: (n: number) => StepResult) => Array.from({ length: b - a + 1 }, (_, i) => f(a + i));
 
-/** Healthy 1..30 with a checkpoint at 10 (certified at 20) and one at 25 (pending), then ESS collapse from 31. */
-function ladderRun(c: Controller) {
+/** Healthy 1..30 with a checkpoint at 10 (certified at 20) and one at 25 (pending). */
+function healthyWithCheckpoints(c: Controller) {
   const out: Directive[] = [];
   for (const r of range(1, 30, step)) {
     out.push(...feed(c, [r]));
     if (r.step === 10) c.onCheckpoint(10, '/ck/10');
     if (r.step === 25) c.onCheckpoint(25, '/ck/25');
   }
-  out.push(...feed(c, range(31, 43, (n) => bad(n))));
   return out;
 }
+/** healthyWithCheckpoints, then ESS collapse from 31. */
+const ladderRun = (c: Controller) => [...healthyWithCheckpoints(c), ...feed(c, range(31, 43, (n) => bad(n)))];
 
 describe('Controller ladder', () => {
   it('healthy synthetic stream (real statistics, small steps): no directive beyond warn', () => {
@@ -60,13 +61,7 @@ describe('Controller ladder', () => {
     expect(ladderRun(ctl())).toEqual(a);
 
     const c1 = ctl();
-    const first: Directive[] = [];
-    for (const r of range(1, 30, step)) {
-      first.push(...feed(c1, [r]));
-      if (r.step === 10) c1.onCheckpoint(10, '/ck/10');
-      if (r.step === 25) c1.onCheckpoint(25, '/ck/25');
-    }
-    first.push(...feed(c1, range(31, 36, (n) => bad(n))));
+    const first = [...healthyWithCheckpoints(c1), ...feed(c1, range(31, 36, (n) => bad(n)))];
     const snap = JSON.parse(JSON.stringify(c1.snapshot())) as ControllerSnapshot;
     const c2 = Controller.fromSnapshot(loadPolicy(), snap);
     first.push(...feed(c2, range(37, 43, (n) => bad(n))));

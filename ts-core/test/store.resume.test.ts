@@ -1,53 +1,15 @@
 // Resume after a crash: a real engine process, real ZeroMQ, kill -9, restart on the same run dir.
-import { spawn, type ChildProcess } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Dealer } from 'zeromq';
-import { afterEach, describe, expect, it } from 'vitest';
-import { decodeHeader } from '../src/protocol/index.ts';
-import { helloFrames, stepFrames, type SyntheticRun } from '../src/capture/synthetic.ts';
+import { describe, expect, it } from 'vitest';
+import type { SyntheticRun } from '../src/capture/synthetic.ts';
 import { readRun } from '../src/store/index.ts';
-
-const CLI = path.resolve('ts-core/bin/tailguard.mjs');
-const procs: ChildProcess[] = [];
-const dirs: string[] = [];
-afterEach(() => {
-  for (const p of procs.splice(0)) if (p.exitCode === null) p.kill('SIGKILL');
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
-
-async function startEngine(runDir: string, extra: string[] = []): Promise<{ proc: ChildProcess; endpoint: string }> {
-  const ready = path.join(runDir, `ready-${Date.now()}`);
-  const proc = spawn(process.execPath, [CLI, 'serve', '--endpoint', 'tcp://127.0.0.1:0', '--ready-file', ready, '--run-dir', runDir, '--window', '4', '--log-level', 'warn', ...extra], { stdio: ['ignore', 'ignore', 'inherit'] });
-  procs.push(proc);
-  for (let i = 0; i < 600 && !fs.existsSync(ready); i++) await new Promise((r) => setTimeout(r, 50));
-  return { proc, endpoint: fs.readFileSync(ready, 'utf8').trim() };
-}
-
-async function client(endpoint: string, run: SyntheticRun) {
-  const sock = new Dealer({ linger: 0, receiveTimeout: 20_000 });
-  sock.connect(endpoint);
-  await sock.send(helloFrames(run));
-  const welcome = decodeHeader((await sock.receive())[0]);
-  return {
-    welcome,
-    async step(step: number) {
-      await sock.send(stepFrames(run, step));
-      const h = decodeHeader((await sock.receive())[0]);
-      expect(h.type, JSON.stringify(h)).toBe('directive');
-      return h;
-    },
-    close: () => sock.close(),
-  };
-}
+import { client, startEngine, stopEngine, tempDir } from './engine-process.ts';
 
 describe('resume after an engine restart', () => {
   // --state-every 1: state.json after every step, so even a kill -9 is invisible (the default, 10, is
   // covered by store.state-every.test.ts).
   it('continues windows, step sequence and controller state after kill -9', async () => {
-    const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tg-resume-'));
-    dirs.push(runDir);
+    const runDir = tempDir('tg-resume-');
     const run: SyntheticRun = { runId: 'resume-run', onset: 4 };
 
     const e1 = await startEngine(runDir, ['--state-every', '1']);
@@ -56,8 +18,7 @@ describe('resume after an engine restart', () => {
     expect(c1.welcome.resume).toBeNull();
     for (let s = 1; s <= 6; s++) await c1.step(s);
     c1.close();
-    e1.proc.kill('SIGKILL');
-    await new Promise((r) => e1.proc.once('exit', r));
+    await stopEngine(e1.proc, 'SIGKILL');
 
     const before = readRun(path.join(runDir, 'resume-run'));
     expect(before.state?.last_step).toBe(6);
@@ -68,8 +29,7 @@ describe('resume after an engine restart', () => {
     expect(c2.welcome.resume).toEqual({ last_step: 6 });
     for (let s = 7; s <= 10; s++) await c2.step(s);
     c2.close();
-    e2.proc.kill('SIGTERM');
-    await new Promise((r) => e2.proc.once('exit', r));
+    await stopEngine(e2.proc, 'SIGTERM');
 
     const after = readRun(path.join(runDir, 'resume-run'));
     expect(after.steps.records.map((e) => e.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
@@ -82,14 +42,12 @@ describe('resume after an engine restart', () => {
       expect(w8.n).toBe(n(5, slice) + n(6, slice) + n(7, slice) + n(8, slice));
     }
     // The same ten steps through one engine give the same windows: the restart is invisible.
-    const runDir2 = fs.mkdtempSync(path.join(os.tmpdir(), 'tg-resume-ref-'));
-    dirs.push(runDir2);
+    const runDir2 = tempDir('tg-resume-ref-');
     const e3 = await startEngine(runDir2);
     const c3 = await client(e3.endpoint, run);
     for (let s = 1; s <= 10; s++) await c3.step(s);
     c3.close();
-    e3.proc.kill('SIGTERM');
-    await new Promise((r) => e3.proc.once('exit', r));
+    await stopEngine(e3.proc, 'SIGTERM');
     const ref = readRun(path.join(runDir2, 'resume-run'));
     const strip = (w: unknown) => JSON.stringify(w);
     expect(after.windows.records.map(strip)).toEqual(ref.windows.records.map(strip));

@@ -1,62 +1,24 @@
 // state.json every K steps (--state-every, default 10): a kill -9 between two saves loses none of the
 // stored steps, welcome.resume still names the last stored step (from steps.jsonl), and steps the
 // trainer sends again after the restart are never stored twice. Real engine process, real ZeroMQ.
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Dealer } from 'zeromq';
-import { afterEach, describe, expect, it } from 'vitest';
-import { decodeHeader } from '../src/protocol/index.ts';
-import { helloFrames, stepFrames, type SyntheticRun } from '../src/capture/synthetic.ts';
+import { describe, expect, it } from 'vitest';
+import type { SyntheticRun } from '../src/capture/synthetic.ts';
 import { readRun } from '../src/store/index.ts';
 import { lastLine } from '../src/store/jsonl.ts';
+import { client, startEngine, stopEngine, tempDir } from './engine-process.ts';
 
-const CLI = path.resolve('ts-core/bin/tailguard.mjs');
-const procs: ChildProcess[] = [];
-const dirs: string[] = [];
-afterEach(() => {
-  for (const p of procs.splice(0)) if (p.exitCode === null) p.kill('SIGKILL');
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
-
-async function startEngine(runDir: string): Promise<{ proc: ChildProcess; endpoint: string }> {
-  const ready = path.join(runDir, `ready-${Date.now()}`);
-  // No --state-every: the default is what is tested.
-  const proc = spawn(process.execPath, [CLI, 'serve', '--endpoint', 'tcp://127.0.0.1:0', '--ready-file', ready, '--run-dir', runDir, '--window', '4', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
-  procs.push(proc);
-  for (let i = 0; i < 600 && !fs.existsSync(ready); i++) await new Promise((r) => setTimeout(r, 50));
-  return { proc, endpoint: fs.readFileSync(ready, 'utf8').trim() };
-}
-
-async function client(endpoint: string, run: SyntheticRun) {
-  const sock = new Dealer({ linger: 0, receiveTimeout: 20_000 });
-  sock.connect(endpoint);
-  await sock.send(helloFrames(run));
-  const welcome = decodeHeader((await sock.receive())[0]);
-  return {
-    welcome,
-    async step(step: number) {
-      await sock.send(stepFrames(run, step));
-      const h = decodeHeader((await sock.receive())[0]);
-      expect(h.type, JSON.stringify(h)).toBe('directive');
-      return h;
-    },
-    close: () => sock.close(),
-  };
-}
-
+// No --state-every in startEngine: the default is what is tested.
 describe('state.json every K steps', () => {
   it('kill -9 between saves: resume names the last stored step, resent steps are not stored twice', async () => {
-    const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tg-stevery-'));
-    dirs.push(runDir);
+    const runDir = tempDir('tg-stevery-');
     const run: SyntheticRun = { runId: 'every-run' }; // its first directive (a decision saves state too) comes at step 12
     const e1 = await startEngine(runDir);
     const c1 = await client(e1.endpoint, run);
     for (let s = 1; s <= 11; s++) await c1.step(s);
     c1.close();
-    e1.proc.kill('SIGKILL');
-    await new Promise((r) => e1.proc.once('exit', r));
+    await stopEngine(e1.proc, 'SIGKILL');
 
     const before = readRun(path.join(runDir, 'every-run'));
     expect(before.directives.records).toEqual([]); // no decision yet
@@ -68,8 +30,7 @@ describe('state.json every K steps', () => {
     expect(c2.welcome.resume).toEqual({ last_step: 11 });
     for (let s = 10; s <= 16; s++) await c2.step(s); // 10..11 again (a trainer resending), then new steps
     c2.close();
-    e2.proc.kill('SIGTERM'); // graceful: the final state is saved
-    await new Promise((r) => e2.proc.once('exit', r));
+    await stopEngine(e2.proc, 'SIGTERM'); // graceful: the final state is saved
 
     const after = readRun(path.join(runDir, 'every-run'));
     expect(after.steps.records.map((e) => e.step)).toEqual(Array.from({ length: 16 }, (_, i) => i + 1));
@@ -82,8 +43,7 @@ describe('state.json every K steps', () => {
   });
 
   it('lastLine reads the last complete line of a long file backwards', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tg-lastline-'));
-    dirs.push(dir);
+    const dir = tempDir('tg-lastline-');
     const f = path.join(dir, 'x.jsonl');
     expect(lastLine(f)).toBeNull();
     fs.writeFileSync(f, '');
