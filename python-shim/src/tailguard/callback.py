@@ -120,6 +120,7 @@ class TailguardCallback(TrainerCallback):
         self._warned: set[str] = set()
         self.directives = None  # DirectiveApplier (directives.py), made by attach()
         self._embedded = False  # attach() started (rank 0) or joined an embedded engine
+        self._local_stop: str | None = None  # this rank's stop reason at the current step boundary
 
     # ---- attach -------------------------------------------------------------------------------
     def attach(self, trainer: Any) -> "TailguardCallback":
@@ -199,8 +200,7 @@ class TailguardCallback(TrainerCallback):
         from .client import EngineClient
 
         acc = self.trainer.accelerator
-        cfg = dict(self.capture.config())
-        cfg.update({k: v for k, v in self.capture.knobs().items()})
+        cfg = {**self.capture.config(), **self.capture.knobs()}
         return EngineClient(
             resolve_endpoint(self.endpoint),
             self.options.run_id or default_run_id(args),
@@ -305,7 +305,7 @@ class TailguardCallback(TrainerCallback):
         """Hook for directives.py (control-shim): apply engine directives at this step boundary, on every rank."""
         if self.directives is not None:
             self.directives.client = self.client
-            self.directives.on_step_end(state, control, local_stop=getattr(self, "_local_stop", None))
+            self.directives.on_step_end(state, control, local_stop=self._local_stop)
 
     def on_save(self, args, state, control, **kwargs):
         if self.directives is not None:  # control-shim: tailguard_state.json, protected copy, notice

@@ -91,6 +91,26 @@ def _numbers(m: Mapping[str, Any] | None) -> dict:
     return out
 
 
+def step_header(sender: Any, step: int, knobs=None, logs=None, implicit: Iterable[str] = (), checkpoint=None) -> dict:
+    """The `step` header fields shared by raw and sketch steps; `sender` gives run_id, rank and world_size."""
+    header = {
+        "type": "step",
+        "version": list(PROTOCOL_VERSION),
+        "run_id": sender.run_id,
+        "rank": sender.rank,
+        "world_size": sender.world_size,
+        "step": int(step),
+        "implicit": list(implicit),
+        "knobs": _numbers(knobs),
+        "logs": _numbers(logs),
+        "sent_at": time.time(),
+    }
+    if checkpoint is not None:
+        # A checkpoint saved at this step: the engine certifies it once later windows are healthy.
+        header["checkpoint"] = {"step": int(checkpoint["step"]), "path": str(checkpoint["path"])}
+    return header
+
+
 def _curve_keys(server, public, secret) -> tuple[bytes, bytes, bytes] | None:
     """(server public, client public, client secret) as Z85 bytes, from keys or key files; None without CURVE."""
     if server is None and public is None and secret is None:
@@ -288,23 +308,9 @@ class EngineClient:
         """
         self.start()
         try:
-            header = {
-                "type": "step",
-                "version": list(PROTOCOL_VERSION),
-                "run_id": self.run_id,
-                "rank": self.rank,
-                "world_size": self.world_size,
-                "step": int(step),
-                "implicit": list(implicit),
-                "knobs": _numbers(knobs),
-                "logs": _numbers(logs),
-                "sent_at": time.time(),
-            }
+            header = step_header(self, step, knobs, logs, implicit, checkpoint)
             if slice_names is not None:
                 header["slice_names"] = list(slice_names)
-            if checkpoint is not None:
-                # A checkpoint saved at this step: the engine certifies it once later windows are healthy.
-                header["checkpoint"] = {"step": int(checkpoint["step"]), "path": str(checkpoint["path"])}
             messages = encode_step(header, arrays, self.limits)
         except ProtocolError as e:
             self._record_error({"code": e.code, "message": e.message, "ref": {"type": "step", "step": step}, "local": True})

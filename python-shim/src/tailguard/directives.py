@@ -379,7 +379,7 @@ class DirectiveApplier:
                 # ack changes are numbers on the wire (proto/README `ack`): the stop flag goes as 0 → 1
                 changes.append({"knob": "should_training_stop", "old": 0, "new": 1})
             elif action == "curriculum":
-                ceiling = params.get("alpha_ceiling", params.get("alpha_max"))
+                ceiling = params.get("alpha_ceiling")
                 if isinstance(ceiling, bool) or not isinstance(ceiling, (int, float)) or not 0 <= ceiling <= 1:
                     raise Refusal("E_KNOB_VALUE", f"curriculum needs alpha_ceiling in [0, 1], got {ceiling!r}")
                 old = self.alpha_ceiling

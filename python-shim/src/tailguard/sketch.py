@@ -520,28 +520,10 @@ def step_header_fields(sk: Sketch) -> dict:
 
 def sketch_step_header(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=(), checkpoint=None) -> dict:
     """The full `step` header of a sketch step from rank 0, with the client's run identity."""
-    from .client import _plain
-    from .protocol import PROTOCOL_VERSION
+    from .client import step_header
 
-    import time
-
-    header = {
-        "type": "step",
-        "version": list(PROTOCOL_VERSION),
-        "run_id": client.run_id,
-        "rank": client.rank,
-        "world_size": client.world_size,
-        "step": int(step),
-        "chunk": {"index": 0, "count": 1},
-        "implicit": list(implicit),
-        "knobs": _plain(dict(knobs or {})),
-        "logs": _plain(dict(logs or {})),
-        "sent_at": time.time(),
-        **step_header_fields(sk),
-    }
-    if checkpoint is not None:  # a checkpoint saved at this step, for the engine to certify (as in raw mode)
-        header["checkpoint"] = {"step": int(checkpoint["step"]), "path": str(checkpoint["path"])}
-    return header
+    return {**step_header(client, step, knobs, logs, implicit, checkpoint), "chunk": {"index": 0, "count": 1},
+            **step_header_fields(sk)}
 
 
 def encode_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=(), checkpoint=None) -> list:
