@@ -103,10 +103,3 @@ export class History {
 export function recordOf(r: StepResult, pair: string, slice: string, minTokens = 1): MetricRecord | undefined {
   return r.records.find((x) => x && x.pair === pair && x.slice === slice && !x.implicit && x.n >= minTokens);
 }
-
-/** Pairs that carry signal in this step (present and not implicit). */
-export function livePairs(r: StepResult, wanted: readonly string[]): string[] {
-  const out = new Set<string>();
-  for (const x of r.records) if (!x.implicit && wanted.includes(x.pair)) out.add(x.pair);
-  return [...out];
-}

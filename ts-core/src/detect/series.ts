@@ -43,10 +43,18 @@ export function lastSteps(pts: Point[], n: number): Point[] {
   return pts.slice(i);
 }
 
+/** The last `n` steps' points that pass `keep`, or undefined when too sparse for a trend. */
+function trendTail(pts: Point[], n: number, keep: (v: number) => boolean): Point[] | undefined {
+  const tail = lastSteps(pts, n).filter((p) => keep(p.value));
+  return tail.length < Math.max(3, Math.ceil(n / 2)) ? undefined : tail;
+}
+
+const positive = (v: number) => v > 0 && Number.isFinite(v);
+
 /** Slope of log(value) per step over the last `n` steps (growth rate per step); NaN if too sparse. */
 export function logSlope(pts: Point[], n: number): number {
-  const tail = lastSteps(pts, n).filter((p) => p.value > 0 && Number.isFinite(p.value));
-  if (tail.length < Math.max(3, Math.ceil(n / 2))) return NaN;
+  const tail = trendTail(pts, n, positive);
+  if (!tail) return NaN;
   return olsSlope(
     tail.map((p) => p.step),
     tail.map((p) => Math.log(p.value)),
@@ -55,8 +63,8 @@ export function logSlope(pts: Point[], n: number): number {
 
 /** Log-slope with its t statistic (slope / standard error), to tell a trend from noise. */
 export function logSlopeT(pts: Point[], n: number): { slope: number; t: number } {
-  const tail = lastSteps(pts, n).filter((p) => p.value > 0 && Number.isFinite(p.value));
-  if (tail.length < Math.max(3, Math.ceil(n / 2))) return { slope: NaN, t: NaN };
+  const tail = trendTail(pts, n, positive);
+  if (!tail) return { slope: NaN, t: NaN };
   const xs = tail.map((p) => p.step);
   const ys = tail.map((p) => Math.log(p.value));
   const b = olsSlope(xs, ys);
@@ -72,9 +80,10 @@ export function logSlopeT(pts: Point[], n: number): { slope: number; t: number }
   return { slope: b, t: se > 0 ? b / se : b > 0 ? Infinity : b < 0 ? -Infinity : 0 };
 }
 
+/** Slope of value per step over the last `n` steps; NaN if too sparse. */
 export function linSlope(pts: Point[], n: number): number {
-  const tail = lastSteps(pts, n).filter((p) => Number.isFinite(p.value));
-  if (tail.length < Math.max(3, Math.ceil(n / 2))) return NaN;
+  const tail = trendTail(pts, n, Number.isFinite);
+  if (!tail) return NaN;
   return olsSlope(
     tail.map((p) => p.step),
     tail.map((p) => p.value),

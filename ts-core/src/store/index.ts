@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { RUN_ID_RE } from '../protocol/validate.ts';
 import { PROTOCOL_VERSION, VERSION } from '../version.ts';
 import type { MetricRecord, StepResult, WindowRecord } from '../types.ts';
-import { JsonlAppender, lastLine, readJsonl, writeFileAtomic, type JsonlRead, type TornLine } from './jsonl.ts';
+import { JsonlAppender, lastLine, readIfExists, readJsonl, writeFileAtomic, type JsonlRead, type TornLine } from './jsonl.ts';
 import type { AuditEntry, RunMeta, RunState, StepEntry } from './types.ts';
 
 export * from './types.ts';
@@ -27,8 +27,9 @@ export const FILES = {
   lock: 'engine.lock',
 } as const;
 
-type LogName = 'metrics' | 'windows' | 'directives' | 'steps';
-const LOGS: LogName[] = ['metrics', 'windows', 'directives', 'steps'];
+/** The append-only JSONL logs of a run directory. */
+export type LogName = 'metrics' | 'windows' | 'directives' | 'steps';
+export const LOGS: readonly LogName[] = ['metrics', 'windows', 'directives', 'steps'];
 
 export class StoreError extends Error {
   constructor(
@@ -221,14 +222,8 @@ function processAlive(pid: number): boolean {
 }
 
 function readJsonFile<T>(file: string): T | null {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw e;
-  }
-  return JSON.parse(text) as T;
+  const buf = readIfExists(file);
+  return buf ? (JSON.parse(buf.toString('utf8')) as T) : null;
 }
 
 // ---- readers over a run directory (no lock; safe next to a live engine) ----

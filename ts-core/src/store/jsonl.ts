@@ -32,25 +32,32 @@ export interface JsonlRead<T> {
 
 /** Read a JSONL file; a missing file reads as empty. Never throws on content. */
 export function readJsonl<T = Record<string, unknown>>(file: string): JsonlRead<T> {
-  let buf: Buffer;
+  const buf = readIfExists(file);
+  return buf ? parseJsonl<T>(buf) : { records: [], torn: null, bad: [] };
+}
+
+/** A file's bytes; null when it does not exist (other errors throw). */
+export function readIfExists(file: string): Buffer | null {
   try {
-    buf = fs.readFileSync(file);
+    return fs.readFileSync(file);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { records: [], torn: null, bad: [] };
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e;
   }
-  return parseJsonl<T>(buf);
+}
+
+/** The bytes after the last newline, if any: a line torn by a crash mid-append. */
+function tornTail(buf: Buffer): TornLine | null {
+  const end = buf.lastIndexOf(0x0a) + 1;
+  if (end === buf.length) return null;
+  return { offset: end, bytes: buf.length - end, preview: buf.subarray(end).toString('utf8').slice(0, 200) };
 }
 
 export function parseJsonl<T>(buf: Buffer): JsonlRead<T> {
   const records: T[] = [];
   const bad: BadLine[] = [];
-  const end = buf.lastIndexOf(0x0a) + 1; // bytes up to and including the last newline
-  let torn: TornLine | null = null;
-  if (end < buf.length) {
-    const frag = buf.subarray(end).toString('utf8');
-    torn = { offset: end, bytes: buf.length - end, preview: frag.slice(0, 200) };
-  }
+  const torn = tornTail(buf);
+  const end = torn?.offset ?? buf.length; // bytes up to and including the last newline
   const lines = buf.subarray(0, end).toString('utf8').split('\n');
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
@@ -135,19 +142,12 @@ export function lastLine(file: string): string | null {
 
 /** Truncate an incomplete last line; keep the fragment in `<file>.torn` for forensics. */
 function cutTornTail(file: string): TornLine | null {
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw e;
-  }
-  const end = buf.lastIndexOf(0x0a) + 1;
-  if (end === buf.length) return null;
-  const frag = buf.subarray(end);
-  fs.appendFileSync(file + '.torn', Buffer.concat([frag, Buffer.from('\n')]));
-  fs.truncateSync(file, end);
-  return { offset: end, bytes: frag.length, preview: frag.toString('utf8').slice(0, 200) };
+  const buf = readIfExists(file);
+  const torn = buf && tornTail(buf);
+  if (!torn) return null;
+  fs.appendFileSync(file + '.torn', Buffer.concat([buf.subarray(torn.offset), Buffer.from('\n')]));
+  fs.truncateSync(file, torn.offset);
+  return torn;
 }
 
 /** Write a file atomically: temp file, fsync, rename, fsync the directory. */

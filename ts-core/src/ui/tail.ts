@@ -2,10 +2,7 @@
 // refresh, and only whole lines (a line being written is picked up next time).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { FILES, type RunData } from '../store/index.ts';
-
-type LogName = 'metrics' | 'windows' | 'directives' | 'steps';
-const LOGS: LogName[] = ['metrics', 'windows', 'directives', 'steps'];
+import { FILES, LOGS, type LogName, type RunData } from '../store/index.ts';
 
 export class RunTail {
   private offsets: Record<LogName, number> = { metrics: 0, windows: 0, directives: 0, steps: 0 };
