@@ -99,7 +99,7 @@ for (const proto of ['tcp', 'ipc', 'inproc']) {
       server = new EngineServer({
         endpoint: address(proto),
         log: silentLogger(),
-        factory: () => ({ addRankStep: (d) => seen.push({ ...d, offsets: d.offsets.slice(), pairs: { policy_vs_ref: d.pairs.policy_vs_ref?.slice() }, toolMask: d.toolMask.slice() }) }),
+        factory: () => ({ addRankStep: (d) => void seen.push({ ...d, offsets: d.offsets.slice(), pairs: { policy_vs_ref: d.pairs.policy_vs_ref?.slice() }, toolMask: d.toolMask.slice() }) }),
       });
       await server.start();
     });
