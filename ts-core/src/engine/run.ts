@@ -10,6 +10,7 @@ import { StepAssembler, toStepData } from './assembler.ts';
 import type { Pipeline } from './pipeline.ts';
 import { addChunk, countSlices, emptyReceived, setSlices, type MaskCounts } from './received.ts';
 import { decodeSketchStep } from './sketch.ts';
+import { DirectiveOutbox } from './outbox.ts';
 
 /** Headline metrics sent back in each directive reply (`"<pair>/<slice>/<metric>"`). */
 export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_q999', 'abs_max', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
@@ -25,6 +26,7 @@ export interface StepReply {
   received: Received;
   metrics: Record<string, number | null>;
   metrics_step: number | null;
+  recorded_through: number | null;
 }
 
 export class Run {
@@ -35,8 +37,12 @@ export class Run {
   lastCompleteStep: number | null = null;
   private metrics: Record<string, number | null> = {};
   private metricsStep: number | null = null;
-  /** A directive from the controller, waiting for rank 0's next reply. */
-  private pending: Directive | null = null;
+  /** Control directives on their way to every rank (proto/README.md "Directive contract"). */
+  readonly outbox: DirectiveOutbox;
+  /** Sketch mode: rank 0's messages carry every rank's data, and only rank 0 reads replies. */
+  private sketch = false;
+  /** The step whose message is being handled (null in the periodic tick). */
+  private current: number | null = null;
   /** Mask counts of the step ingestStep just passed to stats (null: stats did not count it). */
   private counted: MaskCounts | null = null;
 
@@ -50,6 +56,7 @@ export class Run {
     this.worldSize = hello.world_size;
     this.trainer = hello.trainer;
     this.lastCompleteStep = pipeline.resumeStep?.() ?? null;
+    this.outbox = new DirectiveOutbox(() => (this.sketch ? 1 : this.worldSize));
   }
 
   /** hello: (re)create the rank's session; its step history restarts. */
@@ -59,6 +66,7 @@ export class Run {
     const isNew = this.sessions.size === 0 && this.lastCompleteStep === null;
     const session = `s-${randomBytes(6).toString('hex')}`;
     this.sessions.set(h.rank, { session, assembler: new StepAssembler(this.limits, h.checksum !== false), checksum: h.checksum !== false });
+    this.outbox.forget(h.rank);
     this.pipeline.onHello?.(h);
     return { session, resume: this.lastCompleteStep === null ? null : { last_step: this.lastCompleteStep }, isNew };
   }
@@ -82,52 +90,65 @@ export class Run {
     const directive = this.ingestStep(data);
     // The stats pass already counted the masks; count here only when it did not run (no stats, late step).
     setSlices(done.received, this.counted ?? countSlices(data.completionMask, data.toolMask, data.offsets));
-    return { directive: toWire(directive), received: done.received, metrics: this.metrics, metrics_step: this.metricsStep };
+    return { directive: toWire(directive), received: done.received, ...this.replyState() };
   }
 
   /** Sketch mode (docs/sketch.md): one message holds every rank's data, already reduced by the shim. */
   private sketchStep(msg: Message<StepHeader>, checksum: boolean, nowMs: number): StepReply {
     const data = decodeSketchStep(msg, this.trainer, nowMs);
+    this.sketch = true;
     this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, data.step);
     this.pipeline.addSketchStep?.(data);
-    this.finalize(nowMs);
-    const directive = this.takeDirective(data.step, true); // one message for all ranks: it is rank 0's
+    this.current = data.step;
+    try {
+      this.finalize(nowMs);
+    } finally {
+      this.current = null;
+    }
+    const directive = this.takeDirective(0, data.step); // one message for all ranks: rank 0 relays (shim collective)
     const received = emptyReceived(checksum);
     addChunk(received, data.tokens, data.nSeqs, msg.frames);
     setSlices(received, data.sliceCounts);
-    return { directive: toWire(directive), received, metrics: this.metrics, metrics_step: this.metricsStep };
+    return { directive: toWire(directive), received, ...this.replyState() };
+  }
+
+  private replyState(): { metrics: Record<string, number | null>; metrics_step: number | null; recorded_through: number | null } {
+    return { metrics: this.metrics, metrics_step: this.metricsStep, recorded_through: this.pipeline.recordedThrough?.() ?? null };
   }
 
   /**
    * The glue for one assembled rank step: stats → (finalised steps) → detect/policy → store.
-   * Returns the directive for this rank's reply (a no-op unless the controller queued one for rank 0).
+   * Returns the directive for this rank's reply: the oldest control directive it has not received, else a no-op.
    */
   ingestStep(data: StepData): Directive {
     const counts = this.pipeline.addRankStep?.(data); // stats/: accumulate; views are valid only in this call
     this.counted = typeof counts === 'object' && counts !== null ? counts : null; // a hook may return anything
-    this.finalize(data.receivedAt);
-    return this.takeDirective(data.step, data.rank === 0);
+    this.current = data.step;
+    try {
+      this.finalize(data.receivedAt);
+    } finally {
+      this.current = null;
+    }
+    return this.takeDirective(data.rank, data.step);
   }
 
-  /** The reply's directive: the pending control directive when this reply may carry it (rank 0's), else the
-   *  controller's no-op (which carries the certified/rejected checkpoints the shim protects). */
-  private takeDirective(step: number, toRank0: boolean): Directive {
-    const d = toRank0 ? this.pending : null;
-    if (d) {
-      this.pending = null;
-      return d;
-    }
-    return this.pipeline.noop?.(step) ?? noop(this.runId, step);
+  /** The reply's directive: the oldest control directive this rank has not received, else the controller's
+   *  no-op (which carries the certified/rejected checkpoints the shim protects). */
+  private takeDirective(rank: number, step: number): Directive {
+    return this.outbox.take(rank, step) ?? this.pipeline.noop?.(step) ?? noop(this.runId, step);
   }
 
   /** Finalise whatever is ready (also called periodically, for steps with missing ranks). */
   finalize(nowMs: number): StepResult[] {
     const results = this.pipeline.finalizeReady?.(nowMs) ?? [];
     for (const r of results) {
-      const d = this.pipeline.onStepResult?.(r) ?? null; // detect/ + policy/
-      // The newest decision wins, but a warn never displaces a control directive still waiting for
-      // rank 0 (in DDP several steps can finalise between two of rank 0's messages).
-      if (d && d.action !== 'noop' && !(d.action === 'warn' && this.pending && this.pending.action !== 'warn')) this.pending = d;
+      // apply_at_step leaves every rank a reply to meet it (the controller honours minApplyAt; others are raised here).
+      const minApplyAt = this.outbox.minApplyAt(this.current);
+      let d = this.pipeline.onStepResult?.(r, { minApplyAt }) ?? null; // detect/ + policy/
+      if (d && d.action !== 'noop') {
+        if (d.apply_at_step < minApplyAt) d = { ...d, apply_at_step: minApplyAt };
+        this.outbox.push(d);
+      }
       this.pipeline.onFinalized?.(r, d); // store/
       this.metrics = headline(r);
       this.metricsStep = r.step;

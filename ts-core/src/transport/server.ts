@@ -10,6 +10,7 @@ import { VERSION } from '../version.ts';
 import type { PipelineFactory } from '../engine/pipeline.ts';
 import { RunRegistry } from '../engine/registry.ts';
 import { noSession } from '../engine/run.ts';
+import { DIRECTIVE_LAG } from '../engine/outbox.ts';
 
 export const DEFAULT_ENDPOINT = 'tcp://127.0.0.1:5599';
 const V = [PROTOCOL_MAJOR, PROTOCOL_MINOR];
@@ -123,7 +124,7 @@ export class EngineServer {
     this.log.info({ run_id: h.run_id, rank: h.rank, world_size: h.world_size, trainer: h.trainer, mode: h.mode ?? 'raw', session, new_run: isNew, client: h.client }, 'hello');
     this.reply(id, {
       type: 'welcome', version: V, run_id: h.run_id, rank: h.rank, session,
-      engine: { name: 'tailguard', version: VERSION }, limits: { ...this.limits, max_runs: this.registry.maxRuns }, resume,
+      engine: { name: 'tailguard', version: VERSION }, limits: { ...this.limits, max_runs: this.registry.maxRuns }, resume, directive_lag: DIRECTIVE_LAG,
     });
   }
 
