@@ -50,6 +50,10 @@ export interface Pipeline {
   resumeStep?(): number | null;
   /** The highest step durably in the run store (reply `recorded_through`); absent: nothing is recorded. */
   recordedThrough?(): number | null;
+  /** A store failure since the run opened (the run's replies become E_STORE until it is reopened). */
+  storeFault?(): Error | null;
+  /** A rank said bye: make what is stored durable, state included. */
+  onBye?(rank: number): void;
   /** Flush and release (shutdown). */
   close?(): void | Promise<void>;
 }
@@ -87,6 +91,9 @@ export const buildPipeline: PipelineFactory = (ctx) => {
   return {
     onFinalized: (r, d) => store.onFinalized(r, d),
     resumeStep: () => store.resumeStep(),
+    recordedThrough: () => store.recordedThrough(),
+    storeFault: () => store.fault(),
+    onBye: () => store.flush(),
     close: () => store.close(),
     addRankStep: (d) => stats.addRankStep(d),
     addSketchStep: (d) => stats.addSketchStep(d),

@@ -47,16 +47,27 @@ export class RunRegistry {
     return run;
   }
 
-  /** The run for this hello, created (with its pipeline) on first sight. */
+  /** The run for this hello, created (with its pipeline) on first sight, or reopened after a store fault. */
   forHello(h: HelloHeader): Run {
     let run = this.get(h.run_id);
+    if (run?.failed) {
+      this.opts.log.warn({ run_id: h.run_id, err: run.failed }, 'hello for a run whose store failed: reopening it from what is stored');
+      this.closeRun(run);
+      run = undefined;
+    }
     if (!run) {
       if (this.runs.size >= this.maxRuns) this.makeRoom(h.run_id);
       const log = this.opts.log.child({ run_id: h.run_id });
-      const pipeline = this.opts.factory({
-        runId: h.run_id, worldSize: h.world_size, trainer: h.trainer, config: h.config ?? {},
-        runDir: this.opts.runDir, options: this.opts.options ?? {}, log,
-      });
+      let pipeline;
+      try {
+        pipeline = this.opts.factory({
+          runId: h.run_id, worldSize: h.world_size, trainer: h.trainer, config: h.config ?? {},
+          runDir: this.opts.runDir, options: this.opts.options ?? {}, log,
+        });
+      } catch (e) {
+        log.error({ err: e }, 'run store could not be opened: hello refused with E_STORE');
+        throw new ProtocolError('E_STORE', `run ${h.run_id}: the run store cannot be opened: ${(e as Error).message}`, { fatal: true, cause: e });
+      }
       run = new Run(h.run_id, h, pipeline, this.opts.limits, log);
       this.runs.set(h.run_id, run);
       this.active.set(h.run_id, this.now());

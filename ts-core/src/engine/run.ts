@@ -74,6 +74,7 @@ export class Run {
   /** A validated step chunk. Returns the reply when the chunk completes the step, else null. */
   step(msg: Message<StepHeader>, nowMs: number): StepReply | null {
     const h = msg.header;
+    this.checkStore();
     const s = this.sessions.get(h.rank);
     if (!s) throw noSession(this.runId, h.rank);
     if (h.world_size !== this.worldSize) throw new ProtocolError('E_RANK', `run ${this.runId} has world_size ${this.worldSize}, step says ${h.world_size}`);
@@ -88,6 +89,7 @@ export class Run {
     this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
     const data = toStepData(done, this.trainer, nowMs);
     const directive = this.ingestStep(data);
+    this.checkStore();
     // The stats pass already counted the masks; count here only when it did not run (no stats, late step).
     setSlices(done.received, this.counted ?? countSlices(data.completionMask, data.toolMask, data.offsets));
     return { directive: toWire(directive), received: done.received, ...this.replyState() };
@@ -105,6 +107,7 @@ export class Run {
     } finally {
       this.current = null;
     }
+    this.checkStore();
     const directive = this.takeDirective(0, data.step); // one message for all ranks: rank 0 relays (shim collective)
     const received = emptyReceived(checksum);
     addChunk(received, data.tokens, data.nSeqs, msg.frames);
@@ -157,12 +160,27 @@ export class Run {
   }
 
   ack(a: AckHeader): void {
+    this.checkStore();
     if (!this.sessions.has(a.rank)) throw noSession(this.runId, a.rank);
     this.pipeline.onAck?.(a);
   }
 
-  bye(rank: number): void {
+  /** bye: the session ends; what is stored is made durable first (the ack's recorded_through is final). */
+  bye(rank: number): number | null {
     this.sessions.delete(rank);
+    if (!this.failed) this.pipeline.onBye?.(rank);
+    return this.pipeline.recordedThrough?.() ?? null;
+  }
+
+  /** The run store failed: every message of the run gets E_STORE until a hello reopens it (registry). */
+  get failed(): Error | null {
+    return this.pipeline.storeFault?.() ?? null;
+  }
+
+  private checkStore(): void {
+    const f = this.failed;
+    if (f)
+      throw new ProtocolError('E_STORE', `run ${this.runId}: the run store failed (${f.message}); steps after recorded_through ${this.pipeline.recordedThrough?.() ?? 'none'} are not recorded. Say hello to reopen the run from what is stored`, { fatal: true });
   }
 
   get activeRanks(): number {

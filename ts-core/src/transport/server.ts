@@ -147,9 +147,9 @@ export class EngineServer {
   }
 
   private onBye(id: Buffer, h: ByeHeader): void {
-    this.registry.get(h.run_id)?.bye(h.rank);
-    this.log.info({ run_id: h.run_id, rank: h.rank, last_step: h.last_step, stats: h.stats }, 'bye');
-    this.reply(id, { type: 'ack', version: V, of: 'bye', run_id: h.run_id, rank: h.rank });
+    const recorded = this.registry.get(h.run_id)?.bye(h.rank) ?? null;
+    this.log.info({ run_id: h.run_id, rank: h.rank, last_step: h.last_step, stats: h.stats, recorded_through: recorded }, 'bye');
+    this.reply(id, { type: 'ack', version: V, of: 'bye', run_id: h.run_id, rank: h.rank, recorded_through: recorded });
   }
 
   private sendError(id: Buffer, e: ProtocolError): void {
