@@ -19,7 +19,12 @@ interface RankSession {
   session: string;
   assembler: StepAssembler;
   checksum: boolean;
+  /** The connection (ROUTER routing id, hex) the hello came on: the session is its alone. */
+  conn: string | undefined;
 }
+
+/** Connections whose session was taken over, remembered per run for E_SESSION (oldest forgotten first). */
+const TAKEN_OVER_KEEP = 256;
 
 export interface StepReply {
   directive: WireDirective;
@@ -43,6 +48,8 @@ export class Run {
   private sketch = false;
   /** The step whose message is being handled (null in the periodic tick). */
   private current: number | null = null;
+  /** `${conn}/${rank}` of sessions a newer hello took over. */
+  private readonly takenOver = new Set<string>();
   /** Mask counts of the step ingestStep just passed to stats (null: stats did not count it). */
   private counted: MaskCounts | null = null;
 
@@ -59,24 +66,46 @@ export class Run {
     this.outbox = new DirectiveOutbox(() => (this.sketch ? 1 : this.worldSize));
   }
 
-  /** hello: (re)create the rank's session; its step history restarts. */
-  hello(h: HelloHeader): { session: string; resume: { last_step: number | null } | null; isNew: boolean } {
+  /**
+   * hello: (re)create the rank's session on connection `conn`; its step history restarts. A session held by
+   * another connection is taken over (that connection then gets E_SESSION). `resume: false` over stored
+   * steps, with no other rank connected, is E_RUN_EXISTS: a second training run never appends silently.
+   */
+  hello(h: HelloHeader, conn?: string): { session: string; resume: { last_step: number | null } | null; isNew: boolean; takenFrom?: string } {
     if (h.world_size !== this.worldSize)
       throw new ProtocolError('E_RANK', `run ${this.runId} has world_size ${this.worldSize}, hello says ${h.world_size}`, { fatal: true });
+    const others = [...this.sessions.keys()].some((r) => r !== h.rank);
+    if (h.resume === false && this.lastCompleteStep !== null && !others)
+      throw new ProtocolError('E_RUN_EXISTS', `run ${this.runId} already holds steps up to ${this.lastCompleteStep} from an earlier training run: use a new run_id, or say hello with resume: true to continue it`, { fatal: true });
     const isNew = this.sessions.size === 0 && this.lastCompleteStep === null;
     const session = `s-${randomBytes(6).toString('hex')}`;
-    this.sessions.set(h.rank, { session, assembler: new StepAssembler(this.limits, h.checksum !== false), checksum: h.checksum !== false });
+    const prev = this.sessions.get(h.rank);
+    const takenFrom = prev && prev.conn !== conn ? prev.conn : undefined;
+    if (takenFrom !== undefined) {
+      this.takenOver.add(`${takenFrom}/${h.rank}`);
+      if (this.takenOver.size > TAKEN_OVER_KEEP) this.takenOver.delete(this.takenOver.values().next().value as string);
+    }
+    if (conn !== undefined) this.takenOver.delete(`${conn}/${h.rank}`); // a hello takes it back
+    this.sessions.set(h.rank, { session, assembler: new StepAssembler(this.limits, h.checksum !== false), checksum: h.checksum !== false, conn });
     this.outbox.forget(h.rank);
     this.pipeline.onHello?.(h);
-    return { session, resume: this.lastCompleteStep === null ? null : { last_step: this.lastCompleteStep }, isNew };
+    return { session, resume: this.lastCompleteStep === null ? null : { last_step: this.lastCompleteStep }, isNew, takenFrom };
+  }
+
+  /** The session of `rank` if it belongs to `conn` (undefined: in-process callers, no connection check). */
+  private sessionFor(rank: number, conn: string | undefined): RankSession {
+    const s = this.sessions.get(rank);
+    if (s && (conn === undefined || s.conn === undefined || s.conn === conn)) return s;
+    if (conn !== undefined && this.takenOver.has(`${conn}/${rank}`))
+      throw new ProtocolError('E_SESSION', `the session of run ${this.runId} rank ${rank} was taken over by a hello on another connection`, { fatal: true });
+    throw noSession(this.runId, rank);
   }
 
   /** A validated step chunk. Returns the reply when the chunk completes the step, else null. */
-  step(msg: Message<StepHeader>, nowMs: number): StepReply | null {
+  step(msg: Message<StepHeader>, nowMs: number, conn?: string): StepReply | null {
     const h = msg.header;
     this.checkStore();
-    const s = this.sessions.get(h.rank);
-    if (!s) throw noSession(this.runId, h.rank);
+    const s = this.sessionFor(h.rank, conn);
     if (h.world_size !== this.worldSize) throw new ProtocolError('E_RANK', `run ${this.runId} has world_size ${this.worldSize}, step says ${h.world_size}`);
     // A checkpoint the shim saved (header `checkpoint: {step, path}`): the controller certifies it later.
     const ck = (h as { checkpoint?: { step?: unknown; path?: unknown } }).checkpoint;
@@ -159,15 +188,16 @@ export class Run {
     return results;
   }
 
-  ack(a: AckHeader): void {
+  ack(a: AckHeader, conn?: string): void {
     this.checkStore();
-    if (!this.sessions.has(a.rank)) throw noSession(this.runId, a.rank);
+    this.sessionFor(a.rank, conn);
     this.pipeline.onAck?.(a);
   }
 
-  /** bye: the session ends; what is stored is made durable first (the ack's recorded_through is final). */
-  bye(rank: number): number | null {
-    this.sessions.delete(rank);
+  /** bye: the session ends (only its own connection ends it); what is stored is made durable first. */
+  bye(rank: number, conn?: string): number | null {
+    const s = this.sessions.get(rank);
+    if (s && (conn === undefined || s.conn === undefined || s.conn === conn)) this.sessions.delete(rank);
     if (!this.failed) this.pipeline.onBye?.(rank);
     return this.pipeline.recordedThrough?.() ?? null;
   }

@@ -112,7 +112,7 @@ export class EngineServer {
       case 'step':
         return this.onStep(id, msg as Message<StepHeader>);
       case 'ack':
-        return this.onAck(h as AckHeader);
+        return this.onAck(id, h as AckHeader);
       case 'bye':
         return this.onBye(id, h as ByeHeader);
     }
@@ -120,8 +120,9 @@ export class EngineServer {
 
   private onHello(id: Buffer, h: HelloHeader): void {
     const run = this.registry.forHello(h);
-    const { session, resume, isNew } = run.hello(h);
-    this.log.info({ run_id: h.run_id, rank: h.rank, world_size: h.world_size, trainer: h.trainer, mode: h.mode ?? 'raw', session, new_run: isNew, client: h.client }, 'hello');
+    const { session, resume, isNew, takenFrom } = run.hello(h, connOf(id));
+    if (takenFrom !== undefined) this.log.warn({ run_id: h.run_id, rank: h.rank, from_conn: takenFrom, to_conn: connOf(id) }, 'session taken over by a new hello (the old connection gets E_SESSION)');
+    this.log.info({ run_id: h.run_id, rank: h.rank, world_size: h.world_size, trainer: h.trainer, mode: h.mode ?? 'raw', session, new_run: isNew, resume: h.resume, client: h.client }, 'hello');
     this.reply(id, {
       type: 'welcome', version: V, run_id: h.run_id, rank: h.rank, session,
       engine: { name: 'tailguard', version: VERSION }, limits: { ...this.limits, max_runs: this.registry.maxRuns }, resume, directive_lag: DIRECTIVE_LAG,
@@ -132,22 +133,22 @@ export class EngineServer {
     const h = msg.header;
     const run = this.registry.get(h.run_id);
     if (!run) throw noSession(h.run_id, h.rank);
-    const out = run.step(msg, Date.now());
+    const out = run.step(msg, Date.now(), connOf(id));
     if (!out) return;
     this.counters.steps++;
     this.log.debug({ run_id: h.run_id, rank: h.rank, step: h.step, tokens: out.received.tokens, slices: out.received.slices }, 'step');
     this.reply(id, { type: 'directive', version: V, run_id: h.run_id, rank: h.rank, step: h.step, ...out });
   }
 
-  private onAck(h: AckHeader): void {
+  private onAck(id: Buffer, h: AckHeader): void {
     const run = this.registry.get(h.run_id);
     if (!run) throw noSession(h.run_id, h.rank);
-    run.ack(h);
+    run.ack(h, connOf(id));
     this.log.info({ run_id: h.run_id, rank: h.rank, directive_id: h.directive_id, step: h.step, applied: h.applied, changes: h.changes, refused: h.refused }, 'ack');
   }
 
   private onBye(id: Buffer, h: ByeHeader): void {
-    const recorded = this.registry.get(h.run_id)?.bye(h.rank) ?? null;
+    const recorded = this.registry.get(h.run_id)?.bye(h.rank, connOf(id)) ?? null;
     this.log.info({ run_id: h.run_id, rank: h.rank, last_step: h.last_step, stats: h.stats, recorded_through: recorded }, 'bye');
     this.reply(id, { type: 'ack', version: V, of: 'bye', run_id: h.run_id, rank: h.rank, recorded_through: recorded });
   }
@@ -195,6 +196,9 @@ export class EngineServer {
     this.log.info({ ...this.counters }, 'engine stopped');
   }
 }
+
+/** A connection's name: its ROUTER routing id. */
+const connOf = (id: Buffer): string => id.toString('hex');
 
 function refFrom(h: Record<string, unknown>): ErrorRef {
   const r: ErrorRef = {};
