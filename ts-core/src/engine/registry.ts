@@ -6,6 +6,7 @@ import { ProtocolError } from '../protocol/errors.ts';
 import type { HelloHeader, Limits } from '../protocol/messages.ts';
 import type { PipelineFactory } from './pipeline.ts';
 import { Run } from './run.ts';
+import { PendingBudget } from './budget.ts';
 
 export const DEFAULT_MAX_RUNS = 64;
 export const DEFAULT_RUN_IDLE_MS = 300_000;
@@ -20,6 +21,9 @@ export interface RegistryOptions {
   maxRuns?: number;
   /** A run with sessions still open counts as idle after this long without a message (`--run-idle-ms`). Default 5 min. */
   runIdleMs?: number;
+  /** Memory budget for incomplete steps, in total and per run (`--max-pending-bytes`, `--max-run-pending-bytes`). */
+  maxPendingBytes?: number;
+  maxRunPendingBytes?: number;
   /** Clock (tests). */
   now?: () => number;
 }
@@ -33,11 +37,13 @@ export class RunRegistry {
   private readonly now: () => number;
   /** Runs closed to make room (counter for logs and tests). */
   evicted = 0;
+  readonly budget: PendingBudget;
 
   constructor(private readonly opts: RegistryOptions) {
     this.maxRuns = positive(opts.maxRuns, DEFAULT_MAX_RUNS);
     this.runIdleMs = positive(opts.runIdleMs, DEFAULT_RUN_IDLE_MS, true);
     this.now = opts.now ?? Date.now;
+    this.budget = new PendingBudget(opts.maxPendingBytes, opts.maxRunPendingBytes);
   }
 
   /** The run a message names (a message for it counts as activity). */
@@ -68,7 +74,7 @@ export class RunRegistry {
         log.error({ err: e }, 'run store could not be opened: hello refused with E_STORE');
         throw new ProtocolError('E_STORE', `run ${h.run_id}: the run store cannot be opened: ${(e as Error).message}`, { fatal: true, cause: e });
       }
-      run = new Run(h.run_id, h, pipeline, this.opts.limits, log);
+      run = new Run(h.run_id, h, pipeline, this.opts.limits, log, this.budget);
       this.runs.set(h.run_id, run);
       this.active.set(h.run_id, this.now());
     }

@@ -11,6 +11,7 @@ import type { Pipeline } from './pipeline.ts';
 import { addChunk, countSlices, emptyReceived, setSlices, type MaskCounts } from './received.ts';
 import { decodeSketchStep } from './sketch.ts';
 import { DirectiveOutbox } from './outbox.ts';
+import { PENDING_STEP_OVERHEAD, PendingBudget } from './budget.ts';
 
 /** Headline metrics sent back in each directive reply (`"<pair>/<slice>/<metric>"`). */
 export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_q999', 'abs_max', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
@@ -50,6 +51,9 @@ export class Run {
   private current: number | null = null;
   /** `${conn}/${rank}` of sessions a newer hello took over. */
   private readonly takenOver = new Set<string>();
+  /** Bytes charged to the budget per step waiting in the statistics for its other ranks. */
+  private readonly charged = new Map<number, { bytes: number; ranks: Set<number> }>();
+  private finalHigh = -1;
   /** Mask counts of the step ingestStep just passed to stats (null: stats did not count it). */
   private counted: MaskCounts | null = null;
 
@@ -59,6 +63,7 @@ export class Run {
     readonly pipeline: Pipeline,
     private readonly limits: Limits,
     private readonly log: Logger,
+    private readonly budget: PendingBudget = new PendingBudget(),
   ) {
     this.worldSize = hello.world_size;
     this.trainer = hello.trainer;
@@ -86,7 +91,9 @@ export class Run {
       if (this.takenOver.size > TAKEN_OVER_KEEP) this.takenOver.delete(this.takenOver.values().next().value as string);
     }
     if (conn !== undefined) this.takenOver.delete(`${conn}/${h.rank}`); // a hello takes it back
-    this.sessions.set(h.rank, { session, assembler: new StepAssembler(this.limits, h.checksum !== false), checksum: h.checksum !== false, conn });
+    prev?.assembler.discard();
+    const chunkBudget = { take: (n: number) => this.budget.take(this.runId, n, 'this chunk'), give: (n: number) => this.budget.give(this.runId, n) };
+    this.sessions.set(h.rank, { session, assembler: new StepAssembler(this.limits, h.checksum !== false, chunkBudget), checksum: h.checksum !== false, conn });
     this.outbox.forget(h.rank);
     this.pipeline.onHello?.(h);
     return { session, resume: this.lastCompleteStep === null ? null : { last_step: this.lastCompleteStep }, isNew, takenFrom };
@@ -117,6 +124,15 @@ export class Run {
     if (!done) return null;
     this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
     const data = toStepData(done, this.trainer, nowMs);
+    // A rank step the statistics keep until the step's last rank is in is charged to the memory budget.
+    // The rank that completes a step is not charged (its step finalises now), so a full budget never blocks the ranks it waits for.
+    const held = this.charged.get(h.step);
+    if (this.worldSize > 1 && this.pipeline.addRankStep && h.step > this.finalHigh && (held?.ranks.size ?? 0) + 1 < this.worldSize) {
+      const cost = PENDING_STEP_OVERHEAD + done.received.tokens * 16;
+      this.budget.take(this.runId, cost, `step ${h.step} of rank ${h.rank}, waiting for the other ranks`);
+      if (held) (held.bytes += cost), held.ranks.add(h.rank);
+      else this.charged.set(h.step, { bytes: cost, ranks: new Set([h.rank]) });
+    }
     const directive = this.ingestStep(data);
     this.checkStore();
     // The stats pass already counted the masks; count here only when it did not run (no stats, late step).
@@ -184,6 +200,13 @@ export class Run {
       this.pipeline.onFinalized?.(r, d); // store/
       this.metrics = headline(r);
       this.metricsStep = r.step;
+      this.finalHigh = Math.max(this.finalHigh, r.step);
+    }
+    // Steps final now (or late: never kept) give their budget back.
+    for (const [step, held] of this.charged) {
+      if (step > this.finalHigh) continue;
+      this.budget.give(this.runId, held.bytes);
+      this.charged.delete(step);
     }
     return results;
   }
@@ -197,7 +220,10 @@ export class Run {
   /** bye: the session ends (only its own connection ends it); what is stored is made durable first. */
   bye(rank: number, conn?: string): number | null {
     const s = this.sessions.get(rank);
-    if (s && (conn === undefined || s.conn === undefined || s.conn === conn)) this.sessions.delete(rank);
+    if (s && (conn === undefined || s.conn === undefined || s.conn === conn)) {
+      s.assembler.discard();
+      this.sessions.delete(rank);
+    }
     if (!this.failed) this.pipeline.onBye?.(rank);
     return this.pipeline.recordedThrough?.() ?? null;
   }
@@ -218,6 +244,7 @@ export class Run {
   }
 
   async close(): Promise<void> {
+    this.budget.release(this.runId);
     await this.pipeline.close?.();
   }
 }

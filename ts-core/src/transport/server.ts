@@ -11,6 +11,7 @@ import type { PipelineFactory } from '../engine/pipeline.ts';
 import { RunRegistry } from '../engine/registry.ts';
 import { noSession } from '../engine/run.ts';
 import { DIRECTIVE_LAG } from '../engine/outbox.ts';
+import { DEFAULT_STEP_LIMITS } from '../engine/assembler.ts';
 
 export const DEFAULT_ENDPOINT = 'tcp://127.0.0.1:5599';
 const V = [PROTOCOL_MAJOR, PROTOCOL_MINOR];
@@ -31,6 +32,9 @@ export interface ServerOptions {
   /** Open runs at most (`--max-runs`, default 64) and when a run with sessions counts as idle (`--run-idle-ms`): engine/registry.ts. */
   maxRuns?: number;
   runIdleMs?: number;
+  /** Memory budget for incomplete steps (engine/budget.ts): in total, and per run. */
+  maxPendingBytes?: number;
+  maxRunPendingBytes?: number;
   /** Extra Router options, e.g. CURVE server keys (transport/curve.ts). */
   socketOptions?: Record<string, unknown>;
   /** `--record`: gets every received message, as received (capture/, ui/serve-hooks.ts). */
@@ -58,9 +62,9 @@ export class EngineServer {
   private readonly log: Logger;
 
   constructor(private readonly opts: ServerOptions) {
-    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.limits = { ...DEFAULT_LIMITS, ...DEFAULT_STEP_LIMITS, ...opts.limits };
     this.log = opts.log;
-    this.registry = new RunRegistry({ limits: this.limits, log: opts.log, factory: opts.factory ?? (() => ({})), runDir: opts.runDir ?? 'runs', options: opts.options, maxRuns: opts.maxRuns, runIdleMs: opts.runIdleMs });
+    this.registry = new RunRegistry({ limits: this.limits, log: opts.log, factory: opts.factory ?? (() => ({})), runDir: opts.runDir ?? 'runs', options: opts.options, maxRuns: opts.maxRuns, runIdleMs: opts.runIdleMs, maxPendingBytes: opts.maxPendingBytes, maxRunPendingBytes: opts.maxRunPendingBytes });
   }
 
   async start(): Promise<string> {
