@@ -112,7 +112,7 @@ for (const proto of ['tcp', 'ipc', 'inproc']) {
       const c = client();
       const w = await c.request([hello('run-h', 0, 1, { client: { name: 'test', version: '0' } })]);
       expect(w).toMatchObject({ type: 'welcome', version: [1, 0], run_id: 'run-h', rank: 0, resume: null, engine: { name: 'tailguard' } });
-      expect(w.limits).toEqual({ max_message_bytes: 2 ** 26, max_frame_bytes: 2 ** 22, max_frames: 64, max_header_bytes: 65536, max_tokens_per_step: 2 ** 27, step_timeout_ms: 30000, max_runs: 64 });
+      expect(w.limits).toEqual({ max_message_bytes: 2 ** 26, max_frame_bytes: 2 ** 22, max_frames: 64, max_header_bytes: 65536, max_tokens_per_step: 2 ** 27, step_timeout_ms: 30000, max_step_bytes: 2 ** 29, max_step_chunks: 1024, max_runs: 64 });
       expect(w.session).toMatch(/^s-/);
       expect((await c.request(makeStep('run-h', 0, 1, 5, [4]).frames)).type).toBe('directive');
       const w2 = await c.request([hello('run-h')]);

@@ -7,6 +7,7 @@ import type { HelloHeader, Limits } from '../protocol/messages.ts';
 import type { PipelineFactory } from './pipeline.ts';
 import { Run } from './run.ts';
 import { PendingBudget } from './budget.ts';
+import { applyRetention, type Retention } from '../store/retention.ts';
 
 export const DEFAULT_MAX_RUNS = 64;
 export const DEFAULT_RUN_IDLE_MS = 300_000;
@@ -24,9 +25,16 @@ export interface RegistryOptions {
   /** Memory budget for incomplete steps, in total and per run (`--max-pending-bytes`, `--max-run-pending-bytes`). */
   maxPendingBytes?: number;
   maxRunPendingBytes?: number;
+  /** Runs one connection may hold sessions in (`--max-runs-per-conn`, default 8): a flood of hellos from one
+   *  socket cannot take every run slot. */
+  maxRunsPerConn?: number;
+  /** Run directory retention (store/retention.ts), applied at start and whenever a run closes. */
+  retain?: Retention;
   /** Clock (tests). */
   now?: () => number;
 }
+
+export const DEFAULT_MAX_RUNS_PER_CONN = 8;
 
 export class RunRegistry {
   private readonly runs = new Map<string, Run>();
@@ -38,12 +46,26 @@ export class RunRegistry {
   /** Runs closed to make room (counter for logs and tests). */
   evicted = 0;
   readonly budget: PendingBudget;
+  readonly maxRunsPerConn: number;
 
   constructor(private readonly opts: RegistryOptions) {
     this.maxRuns = positive(opts.maxRuns, DEFAULT_MAX_RUNS);
     this.runIdleMs = positive(opts.runIdleMs, DEFAULT_RUN_IDLE_MS, true);
     this.now = opts.now ?? Date.now;
     this.budget = new PendingBudget(opts.maxPendingBytes, opts.maxRunPendingBytes);
+    this.maxRunsPerConn = positive(opts.maxRunsPerConn, DEFAULT_MAX_RUNS_PER_CONN);
+    this.retain();
+  }
+
+  /** Remove run directories beyond the retention rule (never an open one). */
+  retain(): void {
+    if (!this.opts.retain) return;
+    try {
+      const removed = applyRetention(this.opts.runDir, this.opts.retain, new Set(this.runs.keys()));
+      if (removed.length) this.opts.log.info({ removed, retain: this.opts.retain }, 'run directories removed (retention)');
+    } catch (e) {
+      this.opts.log.warn({ err: e }, 'retention failed');
+    }
   }
 
   /** The run a message names (a message for it counts as activity). */
@@ -54,7 +76,13 @@ export class RunRegistry {
   }
 
   /** The run for this hello, created (with its pipeline) on first sight, or reopened after a store fault. */
-  forHello(h: HelloHeader): Run {
+  forHello(h: HelloHeader, conn?: string): Run {
+    if (conn !== undefined) {
+      let held = 0;
+      for (const r of this.runs.values()) if (r.runId !== h.run_id && r.hasConn(conn)) held++;
+      if (held >= this.maxRunsPerConn)
+        throw new ProtocolError('E_LIMIT', `this connection holds sessions in ${held} runs (--max-runs-per-conn ${this.maxRunsPerConn}): run ${h.run_id} refused; say bye to a run first`, { fatal: true });
+    }
     let run = this.get(h.run_id);
     if (run?.failed) {
       this.opts.log.warn({ run_id: h.run_id, err: run.failed }, 'hello for a run whose store failed: reopening it from what is stored');
@@ -102,7 +130,10 @@ export class RunRegistry {
     this.runs.delete(run.runId);
     this.active.delete(run.runId);
     // The store closes synchronously inside pipeline.close (files released before the new run opens).
-    run.close().catch((e) => this.opts.log.error({ err: e, run_id: run.runId }, 'closing run failed'));
+    run
+      .close()
+      .then(() => this.retain())
+      .catch((e) => this.opts.log.error({ err: e, run_id: run.runId }, 'closing run failed'));
   }
 
   /** Periodic: finalise steps whose missing ranks timed out. */

@@ -239,6 +239,12 @@ export class Run {
       throw new ProtocolError('E_STORE', `run ${this.runId}: the run store failed (${f.message}); steps after recorded_through ${this.pipeline.recordedThrough?.() ?? 'none'} are not recorded. Say hello to reopen the run from what is stored`, { fatal: true });
   }
 
+  /** Whether `conn` holds a session of this run. */
+  hasConn(conn: string): boolean {
+    for (const s of this.sessions.values()) if (s.conn === conn) return true;
+    return false;
+  }
+
   get activeRanks(): number {
     return this.sessions.size;
   }

@@ -35,6 +35,9 @@ export interface ServerOptions {
   /** Memory budget for incomplete steps (engine/budget.ts): in total, and per run. */
   maxPendingBytes?: number;
   maxRunPendingBytes?: number;
+  /** Runs one connection may hold sessions in; run directory retention (engine/registry.ts). */
+  maxRunsPerConn?: number;
+  retain?: { runs?: number; days?: number };
   /** Extra Router options, e.g. CURVE server keys (transport/curve.ts). */
   socketOptions?: Record<string, unknown>;
   /** `--record`: gets every received message, as received (capture/, ui/serve-hooks.ts). */
@@ -64,7 +67,7 @@ export class EngineServer {
   constructor(private readonly opts: ServerOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...DEFAULT_STEP_LIMITS, ...opts.limits };
     this.log = opts.log;
-    this.registry = new RunRegistry({ limits: this.limits, log: opts.log, factory: opts.factory ?? (() => ({})), runDir: opts.runDir ?? 'runs', options: opts.options, maxRuns: opts.maxRuns, runIdleMs: opts.runIdleMs, maxPendingBytes: opts.maxPendingBytes, maxRunPendingBytes: opts.maxRunPendingBytes });
+    this.registry = new RunRegistry({ limits: this.limits, log: opts.log, factory: opts.factory ?? (() => ({})), runDir: opts.runDir ?? 'runs', options: opts.options, maxRuns: opts.maxRuns, runIdleMs: opts.runIdleMs, maxPendingBytes: opts.maxPendingBytes, maxRunPendingBytes: opts.maxRunPendingBytes, maxRunsPerConn: opts.maxRunsPerConn, retain: opts.retain });
   }
 
   async start(): Promise<string> {
@@ -123,7 +126,7 @@ export class EngineServer {
   }
 
   private onHello(id: Buffer, h: HelloHeader): void {
-    const run = this.registry.forHello(h);
+    const run = this.registry.forHello(h, connOf(id));
     const { session, resume, isNew, takenFrom } = run.hello(h, connOf(id));
     if (takenFrom !== undefined) this.log.warn({ run_id: h.run_id, rank: h.rank, from_conn: takenFrom, to_conn: connOf(id) }, 'session taken over by a new hello (the old connection gets E_SESSION)');
     this.log.info({ run_id: h.run_id, rank: h.rank, world_size: h.world_size, trainer: h.trainer, mode: h.mode ?? 'raw', session, new_run: isNew, resume: h.resume, client: h.client }, 'hello');
