@@ -4,7 +4,8 @@ import { Dealer } from 'zeromq';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeHeader, encodeHeader } from '../src/protocol/index.ts';
 import { helloFrames, stepFrames, type SyntheticRun } from '../src/capture/synthetic.ts';
-import { EngineServer } from '../src/transport/server.ts';
+import { EngineServer, type ServerOptions } from '../src/transport/server.ts';
+import * as fs from 'node:fs';
 import { buildPipeline } from '../src/engine/pipeline.ts';
 import { silentLogger } from '../src/log.ts';
 import { tempDir } from './engine-process.ts';
@@ -16,8 +17,8 @@ afterEach(async () => {
   for (const s of servers.splice(0)) await s.close();
 });
 
-async function engine(runDir: string) {
-  const server = new EngineServer({ endpoint: 'tcp://127.0.0.1:*', log: silentLogger(), factory: buildPipeline, runDir, options: { window: 4 }, tickMs: 60_000 });
+async function engine(runDir: string, o: Partial<ServerOptions> = {}) {
+  const server = new EngineServer({ endpoint: 'tcp://127.0.0.1:*', log: silentLogger(), factory: buildPipeline, runDir, options: { window: 4 }, tickMs: 60_000, ...o });
   servers.push(server);
   await server.start();
   return server;
@@ -82,5 +83,35 @@ describe('sessions and run ids', () => {
     expect(await c(hello(run, false))).toMatchObject({ type: 'error', code: 'E_RUN_EXISTS' });
     expect(await c(hello(run, true))).toMatchObject({ type: 'welcome', resume: { last_step: 2 } });
     expect(await c(stepFrames(run, 3))).toMatchObject({ type: 'directive', step: 3 });
+  });
+
+  it('one connection cannot take every run slot: hellos for more than --max-runs-per-conn runs get E_LIMIT', async () => {
+    const server = await engine(tempDir('tg-perconn-'), { maxRunsPerConn: 3 });
+    const flood = await conn(server.endpoint);
+    const codes: string[] = [];
+    for (let i = 0; i < 10; i++) codes.push((await flood(helloFrames({ runId: `flood-${i}` }))).code ?? 'welcome');
+    expect(codes).toEqual(['welcome', 'welcome', 'welcome', ...Array(7).fill('E_LIMIT')]);
+    expect((await flood(helloFrames({ runId: 'flood-1' }))).type).toBe('welcome'); // a run it holds: fine
+    const other = await conn(server.endpoint);
+    expect((await other(helloFrames({ runId: 'someone-else' }))).type).toBe('welcome');
+  });
+
+  it('retention: --retain-runs keeps the newest run directories; a run that stored nothing leaves no directory', async () => {
+    const runDir = tempDir('tg-retain-');
+    let server = await engine(runDir);
+    for (const id of ['old-1', 'old-2', 'new-1', 'new-2']) {
+      const c = await conn(server.endpoint);
+      await c(helloFrames({ runId: id }));
+      await c(stepFrames({ runId: id }, 0));
+      await c([encodeHeader({ type: 'bye', version: [1, 1], run_id: id, rank: 0 })]);
+      await new Promise((r) => setTimeout(r, 20)); // distinct mtimes: the order is what is tested, not the time
+    }
+    const c = await conn(server.endpoint);
+    await c(helloFrames({ runId: 'hello-only' }));
+    await server.close();
+    servers.length = 0;
+    expect(fs.readdirSync(runDir).sort()).toEqual(['new-1', 'new-2', 'old-1', 'old-2']);
+    server = await engine(runDir, { retain: { runs: 2 } });
+    expect(fs.readdirSync(runDir).sort()).toEqual(['new-1', 'new-2']);
   });
 });
