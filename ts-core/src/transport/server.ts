@@ -12,6 +12,8 @@ import { RunRegistry } from '../engine/registry.ts';
 import { noSession } from '../engine/run.ts';
 import { DIRECTIVE_LAG } from '../engine/outbox.ts';
 import { DEFAULT_STEP_LIMITS } from '../engine/assembler.ts';
+import { FairQueue, queueKey } from './fairqueue.ts';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 
 export const DEFAULT_ENDPOINT = 'tcp://127.0.0.1:5599';
 const V = [PROTOCOL_MAJOR, PROTOCOL_MINOR];
@@ -62,6 +64,10 @@ export class EngineServer {
   private sending: Promise<unknown> = Promise.resolve();
   private delayed = new Set<NodeJS.Timeout>();
   private tick: NodeJS.Timeout | null = null;
+  /** Received messages waiting for their run's turn (transport/fairqueue.ts). */
+  private readonly fair = new FairQueue();
+  private working = false;
+  private resumeReader: (() => void) | null = null;
   private readonly log: Logger;
 
   constructor(private readonly opts: ServerOptions) {
@@ -85,9 +91,34 @@ export class EngineServer {
 
   private async receive(sock: Router): Promise<void> {
     try {
-      for await (const [id, ...frames] of sock) this.handle(id, frames);
+      for await (const [id, ...frames] of sock) {
+        let bytes = 0;
+        for (const f of frames) bytes += f.byteLength;
+        this.fair.push(queueKey(id, frames, this.limits.max_header_bytes), { id, frames, bytes });
+        void this.work();
+        if (this.fair.full) await new Promise<void>((r) => (this.resumeReader = r));
+      }
     } catch (e) {
       if (!sock.closed) this.log.error({ err: e }, 'receive loop failed');
+    }
+  }
+
+  /** Handle queued messages one run at a time, yielding between messages so the reader can queue more. */
+  private async work(): Promise<void> {
+    if (this.working) return;
+    this.working = true;
+    try {
+      for (let q = this.fair.shift(); q; q = this.fair.shift()) {
+        this.handle(q.id, q.frames);
+        if (this.resumeReader && !this.fair.full) {
+          this.resumeReader();
+          this.resumeReader = null;
+        }
+        await nextTurn();
+        if (!this.sock) break;
+      }
+    } finally {
+      this.working = false;
     }
   }
 
@@ -193,6 +224,8 @@ export class EngineServer {
     const sock = this.sock;
     if (!sock) return;
     this.sock = null;
+    this.fair.clear();
+    this.resumeReader?.();
     if (this.tick) clearInterval(this.tick);
     for (const t of this.delayed) clearTimeout(t);
     this.delayed.clear();
