@@ -1,59 +1,55 @@
 // The audit table: the complete history (findings, directives, acks, checkpoints), oldest first, in
-// bodies of ROWS_PER_BODY rows (the live page replaces only the last one). Findings and directives show by
-// default; checkpoints and acks behind filters; the page script paginates. Evidence is stored here, once.
+// chunks of ROWS_PER_BODY rows of data (the live page replaces only the last chunk). Findings and directives
+// show by default; checkpoints and acks behind filters; the page script renders one page of rows at a time.
+// Evidence is stored here, once.
 import type { AuditEntry } from '../store/index.ts';
-import { esc } from './svg.ts';
 
-export const ROWS_PER_BODY = 100;
+export const ROWS_PER_BODY = 200;
+
+/** Numbers to 4 significant digits (evidence stays readable and small). */
+const round = (v: unknown): unknown => JSON.parse(compactJson(v));
 
 /** Numbers to 4 significant digits: evidence stays readable and small. */
 export function compactJson(v: unknown): string {
   return JSON.stringify(v, (_k, x) => (typeof x === 'number' && !Number.isInteger(x) ? +x.toPrecision(4) : x));
 }
 
-function topTokens(ev: Record<string, unknown> | undefined): string {
-  const tt = ev?.top_tokens;
-  if (!Array.isArray(tt) || !tt.length) return '';
-  const cells = tt.slice(0, 10).map((t: Record<string, unknown>) => {
-    const l = typeof t.l === 'number' ? t.l : typeof t.abs_l === 'number' ? t.abs_l : typeof t.value === 'number' ? t.value : null;
-    const text = t.text ?? t.token ?? t.token_id ?? '';
-    const where = ['rank', 'seq', 'pos'].filter((k) => t[k] !== undefined).map((k) => `${k} ${t[k]}`).join(' ');
-    return `<li>${l === null ? '' : `|ℓ| ${+Math.abs(l).toPrecision(3)} `}${text !== '' ? `<code>${esc(String(text))}</code> ` : ''}<span class="note">${esc(where)}${t.slice ? ` ${esc(String(t.slice))}` : ''}</span></li>`;
-  });
-  return `<ol class="toptok" aria-label="top tokens by |ℓ|">${cells.join('')}</ol>`;
-}
+/** One table row as data: [step, kind, class, what, where, text, evidence]. The page script builds the
+ *  visible page's <tr>s from it (textContent: no markup from the store reaches the DOM). */
+export type AuditRow = [number, string, string, string, string, string, unknown];
 
-function row(e: AuditEntry, outcome: Map<string, string>): string | null {
-  let what = '', where = '', text = '', ev = '', cls = `k-${e.kind}`;
+const DROP = new Set(['hysteresis', 'windows']); // policy constants and the step: the same on every finding
+
+function row(e: AuditEntry, outcome: Map<string, string>): AuditRow | null {
   if (e.kind === 'finding') {
-    what = `<span class="sev sev-${esc(e.severity)}">${esc(e.severity)}</span> ${esc(e.detector)}`;
-    where = [e.pair, e.slice, e.rank !== undefined ? `rank ${e.rank}` : ''].filter(Boolean).join(' / ');
-    text = esc(e.message) + topTokens(e.evidence);
-    const { top_tokens: _t, ...rest } = e.evidence ?? {};
-    ev = compactJson(rest);
-    cls += ` sev-${e.severity}`;
-  } else if (e.kind === 'directive') {
-    if (e.action === 'noop') return null;
-    what = `<b>${esc(e.action)}</b> → step ${e.apply_at_step}`;
-    text = `${esc(compactJson(e.params))} <span class="outcome">${esc(outcome.get(e.id) ?? '')}</span><br>${esc(e.reason)}`;
-    ev = compactJson(e.evidence);
-    cls += ` act-${e.action}`;
-  } else if (e.kind === 'ack') {
-    const partly = e.applied && e.refused;
-    what = `${e.applied ? (partly ? 'partly applied' : 'applied') : 'refused'} by rank ${e.rank}`;
-    text = `${esc(e.directive_id)}${e.changes?.length ? ` changed ${esc(e.changes.map((c) => `${c.knob} ${c.old ?? '?'}→${c.new}`).join(', '))}` : ''}${e.refused ? ` — refused: ${esc(e.refused)}` : ''}`;
-  } else {
-    const c = e as Extract<AuditEntry, { kind: 'checkpoint' }> & { status?: string };
-    what = `checkpoint ${esc(c.status ?? (c.certified ? 'certified' : ''))}`;
-    text = `${esc(c.path)}${c.reason ? ` — ${esc(c.reason)}` : ''}`;
+    const { top_tokens: tt, ...rest } = e.evidence ?? {};
+    const ev = Object.fromEntries(Object.entries(rest).filter(([k]) => !DROP.has(k)));
+    const top = Array.isArray(tt) && tt.length ? ` | top tokens: ${tt.slice(0, 10).map((t: Record<string, unknown>) => `${t.text ?? t.token ?? t.token_id ?? '?'} (|ℓ| ${fmtL(t)}${t.rank !== undefined ? `, rank ${t.rank}` : ''})`).join(', ')}` : '';
+    return [e.step, 'finding', `sev-${e.severity}`, `${e.severity} ${e.detector}`, [e.pair, e.slice, e.rank !== undefined ? `rank ${e.rank}` : ''].filter(Boolean).join(' / '), e.message + top, round(ev)];
   }
-  const evCell = ev && ev !== '{}' ? `<details><summary>evidence</summary><code>${esc(ev)}</code></details>` : '';
-  return `<tr class="${esc(cls)}" data-step="${e.step}"><td><a href="#step-${e.step}" data-step="${e.step}">${e.step}</a></td><td>${esc(e.kind)}</td><td>${what}</td><td>${esc(where)}</td><td>${text}</td><td>${evCell}</td></tr>`;
+  if (e.kind === 'directive') {
+    if (e.action === 'noop') return null;
+    return [e.step, 'directive', `act-${e.action}`, `${e.action} → step ${e.apply_at_step}`, '', `${compactJson(e.params)} ${outcome.get(e.id) ?? ''} | ${e.reason}`, round({ ...e.evidence, findings: undefined })];
+  }
+  if (e.kind === 'ack') {
+    const what = `${e.applied ? (e.refused ? 'partly applied' : 'applied') : 'refused'} by rank ${e.rank}`;
+    return [e.step, 'ack', '', what, '', `${e.directive_id}${e.changes?.length ? ` changed ${e.changes.map((c) => `${c.knob} ${c.old ?? '?'}→${c.new}`).join(', ')}` : ''}${e.refused ? ` — refused: ${e.refused}` : ''}`, ''];
+  }
+  const c = e as Extract<AuditEntry, { kind: 'checkpoint' }> & { status?: string };
+  return [c.step, 'checkpoint', '', `checkpoint ${c.status ?? (c.certified ? 'certified' : '')}`, '', `${c.path}${c.reason ? ` — ${c.reason}` : ''}`, ''];
 }
 
-/** Table head (filters) and the bodies, as [id, html] leaves. */
+function fmtL(t: Record<string, unknown>): string {
+  const l = [t.l, t.abs_l, t.value].find((v) => typeof v === 'number') as number | undefined;
+  return l === undefined ? '?' : String(+Math.abs(l).toPrecision(3));
+}
+
+/** JSON inside <script>: no "</script>" or "<!--" can close it. */
+const scriptJson = (v: unknown) => JSON.stringify(v).replace(/</g, '\\u003c');
+
+/** Filters and the rows, as [id, html] leaves of ROWS_PER_BODY rows each (data; the script renders a page). */
 export function auditLeaves(entries: readonly AuditEntry[], outcome: Map<string, string>): { head: string; bodies: [string, string][]; counts: Record<string, number> } {
-  const rows: string[] = [];
+  const rows: AuditRow[] = [];
   const counts: Record<string, number> = { finding: 0, directive: 0, ack: 0, checkpoint: 0 };
   const sorted = entries.map((e, i) => [e, i] as const).sort((a, b) => a[0].step - b[0].step || a[1] - b[1]);
   for (const [e] of sorted) {
@@ -65,7 +61,7 @@ export function auditLeaves(entries: readonly AuditEntry[], outcome: Map<string,
   const bodies: [string, string][] = [];
   for (let i = 0; i < rows.length; i += ROWS_PER_BODY) {
     const id = `audit-b${i / ROWS_PER_BODY}`;
-    bodies.push([id, `<tbody id="${id}">${rows.slice(i, i + ROWS_PER_BODY).join('')}</tbody>`]);
+    bodies.push([id, `<script type="application/json" class="audit-data" id="${id}">${scriptJson(rows.slice(i, i + ROWS_PER_BODY))}</script>`]);
   }
   const box = (k: string, label: string, on: boolean) => `<label><input type="checkbox" data-filter="${k}"${on ? ' checked' : ''}> ${label} (<span data-count="${k}">${counts[k]}</span>)</label>`;
   const head = `<div class="filters" role="group" aria-label="show rows">${box('finding', 'findings', true)}${box('directive', 'directives', true)}${box('checkpoint', 'checkpoints', false)}${box('ack', 'acks', false)} <span class="pager"></span></div>`;

@@ -1,7 +1,7 @@
 // The event lane of a section: detector episodes as shaded bands (one sub-row per detector), directives and
 // checkpoints as glyphs. Colour (Okabe-Ito, colour-blind safe, from CSS classes) plus a distinct shape per
 // severity and per action, so nothing depends on telling red from green. Every event is an <a> (Tab
-// reaches it; Enter highlights its step on every chart). Evidence is not repeated here: it is in the table.
+// reaches it, its <title> is its accessible name; Enter highlights its step on every chart). Evidence is not repeated here: it is in the table.
 import type { AuditEntry } from '../store/index.ts';
 import { esc, fmt } from './svg.ts';
 import type { DirectiveRow, Episode } from './story.ts';
@@ -44,14 +44,14 @@ export function laneChart(o: { id: string; title: string; episodes: Episode[]; d
     const a = sx(e.first), b = Math.max(a + 2, sx(e.cleared ?? e.last));
     const where = [e.pair, e.slice, e.rank !== undefined ? `rank ${e.rank}` : ''].filter(Boolean).join('/');
     const label = `${e.detector} ${e.peak} episode, steps ${e.first}–${e.cleared ?? e.last}${where ? ` on ${where}` : ''}, peak at step ${e.peakStep}, ${e.count} finding(s)`;
-    parts.push(`<a class="ev" href="#step-${e.first}" data-step="${e.first}" aria-label="${esc(label)}"><title>${esc(label)}</title><rect class="band sev-${esc(e.peak)}" x="${a.toFixed(1)}" y="${top + (detectors.indexOf(e.detector)) * rowH + 1}" width="${(b - a).toFixed(1)}" height="${rowH - 2}"/>${glyph(SEVERITY_SHAPE[e.peak] ?? 'circle', a, y + rowH / 2, 5, `g sev-${esc(e.peak)}`)}</a>`);
+    parts.push(`<a class="ev" href="#step-${e.first}" data-step="${e.first}"><title>${esc(label)}</title><rect class="band sev-${esc(e.peak)}" x="${a.toFixed(1)}" y="${top + (detectors.indexOf(e.detector)) * rowH + 1}" width="${(b - a).toFixed(1)}" height="${rowH - 2}"/>${glyph(SEVERITY_SHAPE[e.peak] ?? 'circle', a, y + rowH / 2, 5, `g sev-${esc(e.peak)}`)}</a>`);
   }
   parts.push(`<text class="tick" x="${L - 4}" y="${dirY + 3}" text-anchor="end">directives</text>`);
   for (const d of o.directives) {
     const x = sx(d.step);
     const label = `directive ${d.action} at step ${d.step} (apply at ${d.apply_at_step}): ${d.params}; ${d.outcome}${d.refused ? ` (${d.refused})` : ''}`;
     const tag = d.action === 'rollback' && d.target ? `<text class="evlabel" x="${(x + 8).toFixed(1)}" y="${dirY + 3}">↺ ${d.target.step}</text>` : '';
-    parts.push(`<a class="ev" href="#step-${d.step}" data-step="${d.step}" aria-label="${esc(label)}"><title>${esc(label)}</title>${glyph(ACTION_SHAPE[d.action] ?? 'circle', x, dirY, 6, `g act-${esc(d.action)}`)}${tag}</a>`);
+    parts.push(`<a class="ev" href="#step-${d.step}" data-step="${d.step}"><title>${esc(label)}</title>${glyph(ACTION_SHAPE[d.action] ?? 'circle', x, dirY, 6, `g act-${esc(d.action)}`)}${tag}</a>`);
   }
   parts.push(`<g class="ckpt"><text class="tick" x="${L - 4}" y="${ckY + 3}" text-anchor="end">checkpoints</text>`);
   for (const c of o.checkpoints) {

@@ -24,10 +24,8 @@ export const PAGE_SCRIPT = String.raw`
   function highlight(step, fromTable) {
     S.step = step;
     $all('svg.chart').forEach(mark);
-    $all('tr.hlrow').forEach(function (r) { r.classList.remove('hlrow'); });
-    var rows = $all('#audit tr[data-step="' + step + '"]');
-    rows.forEach(function (r) { r.classList.add('hlrow'); });
-    if (!fromTable && rows.length) { var vis = visibleRows(), i = vis.indexOf(rows[0]); if (i >= 0) { S.page = Math.floor(i / PAGE); paginate(); } }
+    if (!fromTable) { var pg = pageOf(step); if (pg >= 0) S.page = pg; }
+    paginate();
     var st = document.getElementById('hl-status'); if (st) st.textContent = step === null ? '' : 'marked: step ' + step;
   }
   function fromHash() { var m = /^#step-(\d+)$/.exec(location.hash); if (m) highlight(Number(m[1]), false); }
@@ -41,13 +39,29 @@ export const PAGE_SCRIPT = String.raw`
     var a = ev.target.closest && ev.target.closest('svg a[data-step]');
     if (a && (ev.key === 'Enter' || ev.key === ' ')) { ev.preventDefault(); highlight(Number(a.getAttribute('data-step')), false); }
   });
-  // ---- audit table: filters and pages ----
-  function visibleRows() { return $all('#audit tbody tr').filter(function (r) { var k = (r.className.match(/k-(\w+)/) || [])[1]; return S.filters[k] !== false; }); }
+  // ---- audit table: rows from the data chunks, filters, pages ----
+  var rows = null;
+  function allRows() {
+    if (!rows) { rows = []; $all('script.audit-data').forEach(function (s) { try { rows = rows.concat(JSON.parse(s.textContent)); } catch (e) {} }); }
+    return rows;
+  }
+  function visibleRows() { return allRows().filter(function (r) { return S.filters[r[1]] !== false; }); }
+  function td(tr, text) { var c = document.createElement('td'); c.textContent = text; tr.appendChild(c); return c; }
   function paginate() {
-    var all = $all('#audit tbody tr'), vis = visibleRows(), pages = Math.max(1, Math.ceil(vis.length / PAGE));
+    var tb = document.getElementById('audit-rows'); if (!tb) return;
+    var vis = visibleRows(), pages = Math.max(1, Math.ceil(vis.length / PAGE));
     if (S.page >= pages) S.page = pages - 1;
-    all.forEach(function (r) { r.hidden = true; });
-    vis.slice(S.page * PAGE, (S.page + 1) * PAGE).forEach(function (r) { r.hidden = false; });
+    tb.textContent = '';
+    vis.slice(S.page * PAGE, (S.page + 1) * PAGE).forEach(function (r) {
+      var tr = document.createElement('tr');
+      tr.className = 'k-' + r[1] + (r[2] ? ' ' + r[2] : '') + (r[0] === S.step ? ' hlrow' : '');
+      tr.setAttribute('data-step', r[0]);
+      var a = document.createElement('a'); a.href = '#step-' + r[0]; a.setAttribute('data-step', r[0]); a.textContent = r[0];
+      td(tr, '').appendChild(a); td(tr, r[1]); td(tr, r[3]); td(tr, r[4]); td(tr, r[5]);
+      var ev = td(tr, '');
+      var evs = r[6] && typeof r[6] === 'object' ? JSON.stringify(r[6]) : ''; if (evs && evs !== '{}') { var d = document.createElement('details'), s = document.createElement('summary'), c = document.createElement('code'); s.textContent = 'evidence'; c.textContent = evs; d.appendChild(s); d.appendChild(c); ev.appendChild(d); }
+      tb.appendChild(tr);
+    });
     var p = document.querySelector('#audit .pager'); if (!p) return;
     p.innerHTML = '';
     function btn(label, to, dis) { var e = document.createElement('button'); e.textContent = label; e.disabled = dis; e.onclick = function () { S.page = to; paginate(); }; p.appendChild(e); }
@@ -55,6 +69,7 @@ export const PAGE_SCRIPT = String.raw`
     var t = document.createElement('span'); t.className = 'pageinfo'; t.textContent = ' page ' + (S.page + 1) + ' of ' + pages + ' (' + vis.length + ' rows) '; p.appendChild(t);
     btn('next ›', S.page + 1, S.page >= pages - 1); btn('last »', pages - 1, S.page >= pages - 1);
   }
+  function pageOf(step) { var vis = visibleRows(); for (var i = 0; i < vis.length; i++) if (vis[i][0] === step) return Math.floor(i / PAGE); return -1; }
   document.addEventListener('change', function (ev) {
     var f = ev.target.getAttribute && ev.target.getAttribute('data-filter');
     if (f) { S.filters[f] = ev.target.checked; S.page = 0; paginate(); }
@@ -135,8 +150,8 @@ export const PAGE_SCRIPT = String.raw`
     $all('[data-opt="ckpt"]').forEach(function (c) { c.checked = S.ckpt; });
     $all('[data-opt="smooth"]').forEach(function (c) { c.checked = S.smooth; });
     (el && el.matches && el.matches('svg.chart') ? [el] : $all('svg.chart', el)).forEach(function (s) { tools(s); mark(s); smooth(s); });
+    if (!el || el === document || (el.matches && el.matches('script.audit-data'))) rows = null;
     syncFilters(); paginate();
-    if (S.step !== null) $all('#audit tr[data-step="' + S.step + '"]').forEach(function (r) { r.classList.add('hlrow'); });
   }
   window.tailguardApply = apply;
   window.tailguardState = S;
@@ -185,7 +200,7 @@ export const LIVE_SCRIPT = String.raw`
       var m = JSON.parse(ev.data), ok = true;
       m.leaves.forEach(function (l) {
         if (document.getElementById(l[0])) ok = swap(l[0], l[1]) && ok;
-        else if (l[0].indexOf('audit-b') === 0) { var t = document.querySelector('#audit table'); if (t) { t.insertAdjacentHTML('beforeend', l[1]); window.tailguardApply(document.getElementById(l[0])); } else ok = false; }
+        else if (l[0].indexOf('audit-b') === 0) { var t = document.getElementById('audit-data'); if (t) { t.insertAdjacentHTML('beforeend', l[1]); window.tailguardApply(document.getElementById(l[0])); } else ok = false; }
         else ok = false;
       });
       if (!ok) es.close(), connect(); // out of step: a fresh connection starts with a full body

@@ -75,7 +75,7 @@ function logTicks(lo: number, hi: number): number[] {
 }
 
 /** Keep at most `max` points, preserving each bucket's min and max so spikes survive. */
-export function downsample(points: [number, number][], max = 400): [number, number][] {
+export function downsample(points: [number, number][], max = 240): [number, number][] {
   if (points.length <= max) return points;
   const per = Math.ceil(points.length / (max / 2));
   const out: [number, number][] = [];
@@ -126,7 +126,9 @@ export function lineChart(o: ChartOptions): string {
   const head = `<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="${esc(o.id)}" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(`${o.title}. ${desc}`)}"`;
   const title = `<text class="ctitle" x="${M.l}" y="14">${esc(o.title)}</text><desc>${esc(desc)}</desc>`;
   if (!xe || !ye || !xs.length) {
-    return `${head} data-points="0">${title}<text class="empty" x="${W / 2}" y="${H / 2}" text-anchor="middle">${esc(o.empty ?? 'no data yet')}</text></svg>`;
+    const zeros = yl && xs.length > 0 && ys.some((y) => y === 0) && !ys.some((y) => y > 0);
+    const why = zeros ? 'every value is 0 (nothing to draw on a log axis)' : o.empty ?? 'no data yet';
+    return `${head} data-points="0">${title}<text class="empty" x="${W / 2}" y="${H / 2}" text-anchor="middle">${esc(why)}</text></svg>`;
   }
   if (o.yMin !== undefined && !(yl && o.yMin <= 0)) ye = [Math.min(o.yMin, ye[0]), ye[1]];
   if (o.yMax !== undefined) ye = [ye[0], Math.max(o.yMax, ye[1])];

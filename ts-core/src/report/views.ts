@@ -227,8 +227,8 @@ export function renderRun(run: RunData): Rendered {
   const a = auditLeaves(audit, outcome);
   body.raw(`<section id="audit"><h2>Findings and directives <span class="note">complete history, oldest first</span></h2>`);
   body.leaf('audit-filters', `<div id="audit-filters">${a.head}</div>`);
-  body.raw('<table class="audit"><thead><tr><th>step</th><th>kind</th><th>what</th><th>pair / slice</th><th>detail</th><th>evidence</th></tr></thead>');
+  body.raw('<table class="audit"><thead><tr><th>step</th><th>kind</th><th>what</th><th>pair / slice</th><th>detail</th><th>evidence</th></tr></thead><tbody id="audit-rows"></tbody></table><noscript>The table needs JavaScript; the rows are in the page source (script.audit-data).</noscript><div id="audit-data">');
   for (const [id, html] of a.bodies) body.leaf(id, html);
-  body.raw('</table></section>');
+  body.raw('</div></section>');
   return { html: body.parts.join('\n'), lastStep, leaves: body.leaves, layout: body.layout.join('\n'), story: st };
 }
