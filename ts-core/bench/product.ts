@@ -240,7 +240,10 @@ garbage collector. V8's helper threads (the "node" rows: concurrent marking and 
 per token·pair on their own: the engine runs about one mark-compact per step, started by the allocation
 limit of a small old generation while ~10 MB of received frames per step are external memory. Per-value
 tdigest (~270 ns) is a slow baseline but a fair one; memcpy into fresh memory is ~2 ns per token·pair,
-so ≤ 8× memcpy and ≤ 10 ns need the GC and store costs gone as well as a faster kernel.`;
+so ≤ 8× memcpy and ≤ 10 ns need the GC and store costs gone as well as a faster kernel.
+
+Not measured here: no GPU was available in the session that wrote this, so the GPU sketch cost and the
+GPU trainer overhead are not measured (docs/sketch.md's CPU figures are the only ones).`;
 
 const met = (ok: boolean) => (ok ? '**met**' : '**not met**');
 
