@@ -51,6 +51,7 @@ def run(steps: int = 8, out: str | None = None) -> dict:
               "tailguard/policy_vs_ref/all/ess"):
         if k in last:
             print(f"{k} = {last[k]:.4f}")
+    assert cb.last_client is not None  # set once training connected
     print(f"client: {cb.last_client.stats}; run store: {out_dir / 'dpo-minimal'}")
     return {"stats": dict(cb.last_client.stats), "logged": logged, "run_dir": out_dir / "dpo-minimal"}
 

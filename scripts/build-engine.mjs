@@ -23,7 +23,7 @@ await build({
   entryPoints: { cli: 'ts-core/src/cli.ts', index: 'ts-core/src/index.ts' },
   outdir: OUT,
   outExtension: { '.js': '.mjs' },
-  chunkNames: 'chunks/[name]-[hash]',
+  chunkNames: '[name]-[hash]', // flat: policy/load.ts finds policy/ beside whichever file it lands in
   bundle: true,
   splitting: true, // the CLI keeps its lazy per-command imports
   format: 'esm',

@@ -7,10 +7,8 @@ export { ProtocolError, ERROR_CODES, type ErrorCode } from './protocol/errors.ts
 // Statistics, detection and policy, usable without a server (e.g. over a replayed capture).
 export { RunStats, headlineMetrics, HEADLINE_METRICS, type RunStatsOptions } from './stats/index.ts';
 export { Controller, loadPolicy, defaultPolicy, validatePolicy, PolicyError, DEFAULT_POLICY_FILE, type Policy, type PolicyOverride } from './policy/index.ts';
-// The engine server, its run store and the report.
-export { EngineServer, DEFAULT_ENDPOINT, type ServerOptions } from './transport/server.ts';
+// The run store and the report (the server itself runs through the CLI: `tailguard serve`).
 export { RunStore, readRun, type RunData } from './store/index.ts';
 export { reportHtml, reportFromDir } from './report/index.ts';
 export { readCapture, type CaptureRead } from './capture/index.ts';
 export { replayCapture } from './capture/replay.ts';
-export { createLogger, type LogOptions } from './log.ts';

@@ -5,7 +5,6 @@ so `import tailguard` works with only pyzmq, msgpack and numpy installed.
 """
 
 
-
 def _version() -> str:
     """package.json's version (one version for npm and PyPI): the checkout's file, else the installed metadata."""
     import json
@@ -31,8 +30,14 @@ PROTOCOL_VERSION = (1, 0)
 
 __all__ = ["TailguardCallback", "attach", "EngineClient", "__version__", "PROTOCOL_VERSION"]
 
+from typing import TYPE_CHECKING
 
-def __getattr__(name):
+if TYPE_CHECKING:  # type checkers see the real signatures; at run time they load lazily (__getattr__)
+    from .callback import TailguardCallback, attach
+    from .client import EngineClient
+
+
+def __getattr__(name: str) -> object:
     if name in ("TailguardCallback", "attach"):
         from . import callback
 

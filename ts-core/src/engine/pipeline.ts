@@ -35,6 +35,8 @@ export interface Pipeline {
   finalizeReady?(nowMs: number): StepResult[];
   /** Detect + decide for one final step; a non-null, non-noop directive is sent to rank 0. */
   onStepResult?(r: StepResult): Directive | null;
+  /** After onStepResult: `findings/n` and `findings/severity` (0 none … 4 critical) of that step, for the reply's metrics. */
+  findingMetrics?(): Record<string, number>;
   /** After onStepResult: persist metrics, windows and the directive. */
   onFinalized?(r: StepResult, directive: Directive | null): void;
   /** A checkpoint the shim saved (step header `checkpoint`), for certification. */
@@ -87,6 +89,7 @@ export const buildPipeline: PipelineFactory = (ctx) => {
     addSketchStep: (d) => stats.addSketchStep(d),
     finalizeReady: (now) => stats.finalizeReady(now),
     onStepResult: (r) => control.onStepResult(r),
+    findingMetrics: () => control.findingMetrics(),
     onAck: (a) => control.onAck(a),
     onCheckpoint: (step, path) => control.onCheckpoint(step, path),
     noop: (step) => control.noop(step),

@@ -8,11 +8,10 @@ import type { AckHeader, HelloHeader, Limits, Received, StepHeader, WireDirectiv
 import type { Directive, StepData, StepResult } from '../types.ts';
 import { StepAssembler, toStepData } from './assembler.ts';
 import type { Pipeline } from './pipeline.ts';
+import { headlineMetrics } from '../stats/index.ts';
 import { addChunk, countSlices, emptyReceived, setSlices, type MaskCounts } from './received.ts';
 import { decodeSketchStep } from './sketch.ts';
 
-/** Headline metrics sent back in each directive reply (`"<pair>/<slice>/<metric>"`). */
-export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_q999', 'abs_max', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
 
 interface RankSession {
   session: string;
@@ -129,7 +128,7 @@ export class Run {
       // rank 0 (in DDP several steps can finalise between two of rank 0's messages).
       if (d && d.action !== 'noop' && !(d.action === 'warn' && this.pending && this.pending.action !== 'warn')) this.pending = d;
       this.pipeline.onFinalized?.(r, d); // store/
-      this.metrics = headline(r);
+      this.metrics = { ...headlineMetrics(r), ...this.pipeline.findingMetrics?.() };
       this.metricsStep = r.step;
     }
     return results;
@@ -171,15 +170,3 @@ const toWire = (d: Directive): WireDirective => ({
   reason: d.reason,
   evidence: d.evidence,
 });
-
-function headline(r: StepResult): Record<string, number | null> {
-  const out: Record<string, number | null> = {};
-  for (const rec of r.records) {
-    if (rec.implicit) continue;
-    for (const m of HEADLINE_METRICS) {
-      const v = rec[m];
-      if (typeof v === 'number') out[`${rec.pair}/${rec.slice}/${m}`] = v;
-    }
-  }
-  return out;
-}

@@ -1,7 +1,7 @@
 // The controller as engine pipeline hooks (engine/pipeline.ts): decide on each final step, take
 // acks and checkpoint notices, and hand every audit line (finding, directive, ack, checkpoint)
 // to `sink` — the run store's appendDirective once the store is wired.
-import type { Directive, StepResult } from '../types.ts';
+import type { Directive, Finding, Severity, StepResult } from '../types.ts';
 import { auditAck, auditRecords, type AuditLine } from './audit.ts';
 import { Controller, type Ack, type ControllerSnapshot } from './controller.ts';
 import { loadPolicy } from './load.ts';
@@ -12,6 +12,8 @@ export interface ControlHooks {
   /** Where audit lines go (RunStore.appendDirective). Settable after construction. */
   sink: ((line: AuditLine) => void) | null;
   onStepResult(r: StepResult): Directive | null;
+  /** The last onStepResult's findings as reply metrics: `findings/n` and `findings/severity` (0 none … 4 critical). */
+  findingMetrics(): Record<string, number>;
   onAck(a: Ack): void;
   onCheckpoint(step: number, path: string): void;
   /** The no-op reply, carrying the certified checkpoints the shim must protect. */
@@ -19,14 +21,18 @@ export interface ControlHooks {
   snapshot(): ControllerSnapshot;
 }
 
+const SEVERITY_LEVEL: Record<Severity, number> = { info: 1, warn: 2, high: 3, critical: 4 };
+
 export function controlHooks(o: { policy?: Policy; policyFile?: string; snapshot?: ControllerSnapshot | null; sink?: (line: AuditLine) => void } = {}): ControlHooks {
   const controller = new Controller(o.policy ?? loadPolicy(o.policyFile));
   if (o.snapshot) controller.restore(o.snapshot);
+  let last: Finding[] = [];
   const hooks: ControlHooks = {
     controller,
     sink: o.sink ?? null,
     onStepResult(r) {
       const d = controller.onStepResult(r);
+      last = d.findings;
       for (const line of auditRecords(d)) hooks.sink?.(line);
       return d.directive;
     },
@@ -37,6 +43,7 @@ export function controlHooks(o: { policy?: Policy; policyFile?: string; snapshot
     onCheckpoint(step, path) {
       for (const line of controller.onCheckpoint(step, path)) hooks.sink?.(line);
     },
+    findingMetrics: () => ({ 'findings/n': last.length, 'findings/severity': Math.max(0, ...last.map((f) => SEVERITY_LEVEL[f.severity])) }),
     noop: (step) => controller.noop(step),
     snapshot: () => controller.snapshot(),
   };
