@@ -125,8 +125,8 @@ class PlatformWheel(bdist_wheel):
     """A platform wheel with no CPython ABI: the addon is Node's, so any Python 3 on that platform can use it."""
 
     def get_tag(self) -> tuple[str, str, str]:
-        if not _staged_plat:
-            raise RuntimeError("the engine was not staged (build_py did not run)")
+        if not _staged_plat:  # an editable install names its wheel too, without staging the engine
+            return super().get_tag()
         return "py3", "none", _staged_plat[0]
 
 
