@@ -38,7 +38,7 @@ export interface Pipeline {
    * `minApplyAt`: the earliest `apply_at_step` every rank can meet (engine/outbox.ts); a lower one is raised.
    */
   onStepResult?(r: StepResult, o?: { minApplyAt?: number }): Directive | null;
-  /** After onStepResult: `findings/n` and `findings/severity` (0 none … 4 critical) of that step, for the reply's metrics. */
+  /** After onStepResult: `findings/n`, and `findings/severity` (info 0 … critical 3) when there are any, of that step, for the reply's metrics. */
   findingMetrics?(): Record<string, number>;
   /** After onStepResult: persist metrics, windows and the directive. */
   onFinalized?(r: StepResult, directive: Directive | null): void;

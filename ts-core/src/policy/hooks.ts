@@ -13,7 +13,7 @@ export interface ControlHooks {
   sink: ((line: AuditLine) => void) | null;
   /** `minApplyAt`: the earliest apply_at_step every rank can meet (engine/outbox.ts). */
   onStepResult(r: StepResult, o?: { minApplyAt?: number }): Directive | null;
-  /** The last onStepResult's findings as reply metrics: `findings/n` and `findings/severity` (0 none … 4 critical). */
+  /** The last onStepResult's findings as reply metrics: `findings/n`, and `findings/severity` (info 0 … critical 3) when n > 0. */
   findingMetrics(): Record<string, number>;
   onAck(a: Ack): void;
   onCheckpoint(step: number, path: string): void;
@@ -22,7 +22,8 @@ export interface ControlHooks {
   snapshot(): ControllerSnapshot;
 }
 
-const SEVERITY_LEVEL: Record<Severity, number> = { info: 1, warn: 2, high: 3, critical: 4 };
+// The shim's scale too (python-shim events.py): info 0, warn 1, high 2, critical 3.
+const SEVERITY_LEVEL: Record<Severity, number> = { info: 0, warn: 1, high: 2, critical: 3 };
 
 export function controlHooks(o: { policy?: Policy; policyFile?: string; snapshot?: ControllerSnapshot | null; sink?: (line: AuditLine) => void } = {}): ControlHooks {
   const controller = new Controller(o.policy ?? loadPolicy(o.policyFile));
@@ -46,7 +47,8 @@ export function controlHooks(o: { policy?: Policy; policyFile?: string; snapshot
     onCheckpoint(step, path) {
       for (const line of controller.onCheckpoint(step, path)) hooks.sink?.(line);
     },
-    findingMetrics: () => ({ 'findings/n': last.length, 'findings/severity': Math.max(0, ...last.map((f) => SEVERITY_LEVEL[f.severity])) }),
+    // No severity without findings: 0 would read as `info`.
+    findingMetrics: () => (last.length ? { 'findings/n': last.length, 'findings/severity': Math.max(...last.map((f) => SEVERITY_LEVEL[f.severity])) } : { 'findings/n': 0 }),
     noop: (step) => controller.noop(step),
     snapshot: () => controller.snapshot(),
   };
