@@ -9,11 +9,7 @@ export TAILGUARD_PYTHON := $(abspath $(PY))
 OMP_NUM_THREADS ?= 1
 export OMP_NUM_THREADS
 
-<<<<<<< HEAD
-.PHONY: setup setup-node setup-python setup-browser demo test test-ts test-py dist bench fuzz load clean
-=======
-.PHONY: setup setup-node setup-python setup-browser demo test test-ts test-py test-long bench fuzz load clean
->>>>>>> main
+.PHONY: setup setup-node setup-python setup-browser demo test test-ts test-py test-long dist bench fuzz load clean
 
 setup: setup-node setup-python
 
@@ -48,7 +44,10 @@ test-ts:
 test-py:
 	$(PY) -m pytest -q
 
-<<<<<<< HEAD
+# The 2000-step, 8-rank report test (about 3 min of engine time on 2 cores); `make test` runs it at 250 steps.
+test-long: setup setup-browser
+	npm run test:long
+
 # The release artifacts in dist/: the npm tarball (bundled engine + .d.ts), the sdist, and the platform wheel
 # that carries the engine. test/test_packaging.py (part of `make test`) installs and exercises the same builds.
 dist: setup
@@ -57,11 +56,6 @@ dist: setup
 	$(PY) -m pip wheel . --no-deps --no-build-isolation -w dist
 	rm -rf build
 	@ls -l dist/*.tgz dist/*.tar.gz dist/*.whl
-=======
-# The 2000-step, 8-rank report test (about 3 min of engine time on 2 cores); `make test` runs it at 250 steps.
-test-long: setup setup-browser
-	npm run test:long
->>>>>>> main
 
 bench: setup
 	npm run bench

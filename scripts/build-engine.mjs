@@ -37,8 +37,11 @@ await build({
   legalComments: 'linked',
   logLevel: 'warning',
 });
-// The bundle reads the shipped default policy beside itself (policy/load.ts).
+// Files the engine reads beside its own module, which in the flat bundle means beside every chunk:
+// the shipped default policy (policy/load.ts) and the WebAssembly kernel (stats/kernel-wasm.ts, which
+// silently falls back to the slower JS kernel without it).
 cpSync(path.join(ROOT, 'ts-core', 'policy'), path.join(OUT, 'policy'), { recursive: true });
+cpSync(path.join(ROOT, 'ts-core', 'src', 'stats', 'kernel.wasm'), path.join(OUT, 'kernel.wasm'));
 
 if (!process.argv.includes('--no-types')) {
   rmSync(TYPES, { recursive: true, force: true });

@@ -76,6 +76,7 @@ def test_wheel_is_a_platform_wheel_carrying_the_engine(wheel: Path):
         assert "manylinux_" in wheel.name
     names = zipfile.ZipFile(wheel).namelist()
     assert "tailguard/_engine/cli.mjs" in names and "tailguard/_engine/policy/default.yaml" in names
+    assert "tailguard/_engine/kernel.wasm" in names  # beside the chunks, or the engine silently runs the JS kernel
     assert sum(n.endswith("addon.node") for n in names) == 1  # one prebuilt: the platform's
     assert "tailguard/py.typed" in names and any(n.endswith("licenses/LICENSE") for n in names)
     assert not any("/ts-core/" in n or n.endswith(".ts") for n in names)

@@ -48,7 +48,9 @@ export function controlHooks(o: { policy?: Policy; policyFile?: string; snapshot
       for (const line of controller.onCheckpoint(step, path)) hooks.sink?.(line);
     },
     // No severity without findings: 0 would read as `info`.
-    findingMetrics: () => (last.length ? { 'findings/n': last.length, 'findings/severity': Math.max(...last.map((f) => SEVERITY_LEVEL[f.severity])) } : { 'findings/n': 0 }),
+    findingMetrics(): Record<string, number> {
+      return last.length ? { 'findings/n': last.length, 'findings/severity': Math.max(...last.map((f) => SEVERITY_LEVEL[f.severity])) } : { 'findings/n': 0 };
+    },
     noop: (step) => controller.noop(step),
     snapshot: () => controller.snapshot(),
   };
