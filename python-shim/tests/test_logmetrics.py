@@ -64,3 +64,24 @@ def test_attach_is_keyword_only_with_the_options_names_and_defaults():
     assert set(kw) == {f.name for f in fields(Options)}
     for name, p in kw.items():
         assert p.default == getattr(DEFAULTS, name), name
+
+
+def test_messages_carry_one_prefix():
+    from tailguard.callback import _one_prefix
+
+    assert _one_prefix("tailguard: tailguard: engine lost") == "tailguard: engine lost"
+    assert _one_prefix("tailguard: tailguard: tailguard: x") == "tailguard: x"
+    assert _one_prefix("tailguard: fine") == "tailguard: fine"
+
+
+def test_cli_error_is_one_line_with_one_prefix(monkeypatch, capsys):
+    import tailguard.cli
+    from tailguard.engine import EngineUnavailable
+
+    def missing():
+        raise EngineUnavailable("the engine needs Node.js >= 20 (no `node` on PATH). Fix: install Node.js.")
+
+    monkeypatch.setattr(tailguard.cli, "engine_command", missing)
+    assert tailguard.cli.main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("tailguard") == 1 and err.startswith("tailguard: the engine needs Node.js >= 20") and err.count("\n") == 1

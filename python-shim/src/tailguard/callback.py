@@ -243,7 +243,7 @@ class TailguardCallback(TrainerCallback):
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            logger.warning(message)
+            logger.warning(_one_prefix(message))
 
     # ---- callback events ----------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
@@ -366,6 +366,13 @@ class TailguardCallback(TrainerCallback):
             time.sleep(0.005)
             step, metrics = self.client.latest_metrics()
         return step, metrics
+
+
+def _one_prefix(message: str) -> str:
+    """One `tailguard:` prefix, also when a message embeds another tailguard message (an exception's text)."""
+    while "tailguard: tailguard: " in message:
+        message = message.replace("tailguard: tailguard: ", "tailguard: ")
+    return message
 
 
 def _check_curve(options: Options) -> None:

@@ -79,7 +79,7 @@ def find_node() -> str:
             return node
         found.append(f"{node} is {'v' + str(major) if major is not None else 'not runnable'}")
     what = "; ".join(found) if found else "no `node` on PATH"
-    raise EngineUnavailable(f"tailguard's engine needs Node.js >= {MIN_NODE_MAJOR} ({what}). Fix: {NODE_FIX}.")
+    raise EngineUnavailable(f"the engine needs Node.js >= {MIN_NODE_MAJOR} ({what}). Fix: {NODE_FIX}.")
 
 
 def _source_checkout_cli() -> list[str] | None:
@@ -117,7 +117,7 @@ def engine_command() -> list[str]:
         find_node()  # a too-old Node fails here with the fix, not later inside the npm shim
         return [installed]
     raise EngineUnavailable(
-        "tailguard's engine was not found (this install has no bundled engine). Fix: install the tailguard wheel "
+        "the engine was not found (this install has no bundled engine). Fix: install the tailguard wheel "
         "for your platform (`pip install tailguard`), or `npm install -g tailguard` with Node.js >= 20, "
         "or set TAILGUARD_ENGINE_CMD, or pass `endpoint=` of a running engine."
     )
