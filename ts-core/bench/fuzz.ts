@@ -584,10 +584,15 @@ export async function runSocket(o: { seed: number; from: number; to: number; wor
     }
     res.ms = performance.now() - t1;
     sample();
-    // Still healthy: a fresh run gets a welcome and a directive for a valid step.
+    // Still healthy: a fresh run on a fresh connection (the fuzz socket may hold --max-runs-per-conn runs)
+    // gets a welcome and a directive for a valid step.
+    sock.close();
+    sock = new Dealer({ linger: 0, receiveTimeout: o.caseTimeoutMs ?? 5000 });
+    sock.connect(endpoint);
     const w = await request(sock, [encodeHeader({ type: 'hello', version: V, run_id: 'fuzz-health', rank: 0, world_size: 1, trainer: 'synthetic' })]);
     const d = await request(sock, stepFrames('fuzz-health'));
     res.healthy = w.type === 'welcome' && d.type === 'directive';
+    if (!res.healthy) res.failures.push({ seed: o.seed, index: -1, kind: 'health', what: `engine unhealthy after the sample: ${JSON.stringify(w)} ${JSON.stringify(d)}`.slice(0, 600) });
   } catch (e) {
     res.failures.push({ seed: o.seed, index: -1, kind: 'health', what: `engine unhealthy after the sample: ${(e as Error).message}` });
   } finally {
