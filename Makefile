@@ -9,7 +9,7 @@ export TAILGUARD_PYTHON := $(abspath $(PY))
 OMP_NUM_THREADS ?= 1
 export OMP_NUM_THREADS
 
-.PHONY: setup setup-node setup-python setup-browser demo test test-ts test-py bench fuzz fuzz-long load clean
+.PHONY: setup setup-node setup-python setup-browser demo test test-ts test-py test-long bench fuzz fuzz-long load clean
 
 setup: setup-node setup-python
 
@@ -42,6 +42,10 @@ test-ts:
 
 test-py:
 	$(PY) -m pytest -q
+
+# The 2000-step, 8-rank report test (about 3 min of engine time on 2 cores); `make test` runs it at 250 steps.
+test-long: setup setup-browser
+	npm run test:long
 
 bench: setup
 	npm run bench
