@@ -1,7 +1,7 @@
 // The controller as engine pipeline hooks (engine/pipeline.ts): decide on each final step, take
 // acks and checkpoint notices, and hand every audit line (finding, directive, ack, checkpoint)
 // to `sink` — the run store's appendDirective once the store is wired.
-import type { Directive, StepResult } from '../types.ts';
+import type { Directive, Finding, StepResult } from '../types.ts';
 import { auditAck, auditRecords, type AuditLine } from './audit.ts';
 import { Controller, type Ack, type ControllerSnapshot } from './controller.ts';
 import { loadPolicy } from './load.ts';
@@ -19,7 +19,11 @@ export interface ControlHooks {
   snapshot(): ControllerSnapshot;
 }
 
-export function controlHooks(o: { policy?: Policy; policyFile?: string; snapshot?: ControllerSnapshot | null; sink?: (line: AuditLine) => void } = {}): ControlHooks {
+export function controlHooks(o: {
+  policy?: Policy; policyFile?: string; snapshot?: ControllerSnapshot | null; sink?: (line: AuditLine) => void;
+  /** Adds evidence to the step's findings before they are audited (engine/forensics.ts: top tokens). */
+  evidence?: (findings: Finding[], r: StepResult) => void;
+} = {}): ControlHooks {
   const controller = new Controller(o.policy ?? loadPolicy(o.policyFile));
   if (o.snapshot) controller.restore(o.snapshot);
   const hooks: ControlHooks = {
@@ -27,6 +31,7 @@ export function controlHooks(o: { policy?: Policy; policyFile?: string; snapshot
     sink: o.sink ?? null,
     onStepResult(r) {
       const d = controller.onStepResult(r);
+      o.evidence?.(d.findings, r);
       for (const line of auditRecords(d)) hooks.sink?.(line);
       return d.directive;
     },

@@ -4,6 +4,7 @@ import type { MetricRecord, PairName, WindowRecord } from '../types.ts';
 import type { AuditEntry, RunData, StepEntry } from '../store/index.ts';
 import { runWarnings } from '../store/index.ts';
 import { cdfChart, esc, fmt, lineChart, type Marker, type Series } from './svg.ts';
+import { topTokensHtml } from './evidence.ts';
 
 const SLICE_COLORS: Record<string, string> = { all: '#666', pre_tool: '#1f77b4', post_tool: '#d62728', tool_output: '#999' };
 const EXTRA = ['#9467bd', '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#2ca02c'];
@@ -195,7 +196,7 @@ function auditSection(entries: AuditEntry[]): string {
     const what = e.kind === 'finding' ? `${e.severity} · ${e.detector}` : e.kind === 'directive' ? `${e.action} → step ${e.apply_at_step}` : e.kind === 'ack' ? `${e.applied ? 'applied' : 'refused'} ${e.directive_id}` : `checkpoint${e.certified ? ' (certified)' : ''}`;
     const text = e.kind === 'finding' ? e.message : e.kind === 'directive' ? e.reason : e.kind === 'ack' ? (e.refused ?? JSON.stringify(e.changes)) : e.path;
     const ev = e.kind === 'finding' || e.kind === 'directive' ? JSON.stringify(e.evidence) : '';
-    return `<tr class="${esc(e.kind)}"><td>${entryStep(e)}</td><td>${esc(e.kind)}</td><td>${esc(what)}</td><td title="${esc(ev)}">${esc(text)}</td></tr>`;
+    return `<tr class="${esc(e.kind)}"><td>${entryStep(e)}</td><td>${esc(e.kind)}</td><td>${esc(what)}</td><td title="${esc(ev)}">${esc(text)}${e.kind === 'finding' ? topTokensHtml(e.evidence) : ''}</td></tr>`;
   });
   const open = shown.length <= 15 ? ' open' : '';
   return `<section id="audit"><h2>Findings and directives</h2><details${open}><summary>${shown.length} latest entries (newest first)</summary><table class="audit"><tr><th>step</th><th>kind</th><th>what</th><th>detail (hover for evidence)</th></tr>${rows.join('')}</table></details></section>`;
