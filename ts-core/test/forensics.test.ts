@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { attachTopTokens, loadDecoder, runDecoder } from '../src/engine/forensics.ts';
-import { topTokensHtml } from '../src/report/evidence.ts';
+import { topTokensText } from '../src/report/evidence.ts';
 import type { Finding, StepResult } from '../src/types.ts';
 
 /** GPT-2 byte-level alphabet, in the order `tokenizers`' ByteLevel.alphabet() sorts it (as python-shim/tests/tiny.py). */
@@ -58,9 +58,8 @@ describe('forensics evidence', () => {
     expect((fs[1].evidence.top_tokens as unknown[]).length).toBe(1);
     expect(fs[2].evidence.top_tokens).toBeUndefined();
     expect(fs[3].evidence.top_tokens).toBeUndefined();
-    const html = topTokensHtml(fs[0].evidence);
-    expect(html).toContain('ℓ -2.50 · rank 1 seq 3 pos 5 &quot; &quot;');
-    expect(html).toContain('ℓ +1.25 · rank 0 seq 0 pos 2 &quot;7&quot;');
-    expect(topTokensHtml({})).toBe('');
+    expect(topTokensText(fs[0].evidence.top_tokens)).toBe(' | top tokens: ℓ -2.50 rank 1 seq 3 pos 5 " ", ℓ +1.25 rank 0 seq 0 pos 2 "7"');
+    expect(topTokensText(fs[0].evidence.top_tokens, 1)).toBe(' | top tokens: ℓ -2.50 rank 1 seq 3 pos 5 " ", …');
+    expect(topTokensText(undefined)).toBe('');
   });
 });
