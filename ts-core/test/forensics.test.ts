@@ -1,11 +1,10 @@
 // Findings carry their evidence: top tokens attached to findings (rank findings get their rank's list),
-// decoded through a real tokenizer.json layout, and rendered in the report's findings table.
+// decoded through a real tokenizer.json layout (report/audit.ts renders them in the findings table).
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { attachTopTokens, loadDecoder, runDecoder } from '../src/engine/forensics.ts';
-import { topTokensText } from '../src/report/evidence.ts';
 import type { Finding, StepResult } from '../src/types.ts';
 
 /** GPT-2 byte-level alphabet, in the order `tokenizers`' ByteLevel.alphabet() sorts it (as python-shim/tests/tiny.py). */
@@ -43,7 +42,7 @@ describe('forensics evidence', () => {
     expect(errors[0]).toMatch(/token ids only/);
   });
 
-  it('attaches the finding\'s pair/slice list (its rank\'s for a rank finding), not to clears, and renders it', () => {
+  it('attaches the finding\'s pair/slice list (its rank\'s for a rank finding), not to clears', () => {
     const { path, id } = tokenizerFile();
     const t = (rank: number, seq: number, pos: number, value: number, ch?: string) => ({ rank, seq, pos, value, ...(ch && { token_id: id(ch) }) });
     const r = {
@@ -58,8 +57,5 @@ describe('forensics evidence', () => {
     expect((fs[1].evidence.top_tokens as unknown[]).length).toBe(1);
     expect(fs[2].evidence.top_tokens).toBeUndefined();
     expect(fs[3].evidence.top_tokens).toBeUndefined();
-    expect(topTokensText(fs[0].evidence.top_tokens)).toBe(' | top tokens: ℓ -2.50 rank 1 seq 3 pos 5 " ", ℓ +1.25 rank 0 seq 0 pos 2 "7"');
-    expect(topTokensText(fs[0].evidence.top_tokens, 1)).toBe(' | top tokens: ℓ -2.50 rank 1 seq 3 pos 5 " ", …');
-    expect(topTokensText(undefined)).toBe('');
   });
 });

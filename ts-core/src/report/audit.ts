@@ -3,7 +3,6 @@
 // show by default; checkpoints and acks behind filters; the page script renders one page of rows at a time.
 // Evidence is stored here, once.
 import type { AuditEntry } from '../store/index.ts';
-import { topTokensText } from './evidence.ts';
 
 export const ROWS_PER_BODY = 200;
 
@@ -25,7 +24,7 @@ function row(e: AuditEntry, outcome: Map<string, string>): AuditRow | null {
   if (e.kind === 'finding') {
     const { top_tokens: tt, ...rest } = e.evidence ?? {};
     const ev = Object.fromEntries(Object.entries(rest).filter(([k]) => !DROP.has(k)));
-    const top = topTokensText(tt);
+    const top = Array.isArray(tt) && tt.length ? ` | top tokens: ${tt.slice(0, 10).map((t: Record<string, unknown>) => `${t.text !== undefined ? JSON.stringify(t.text) : t.token_id !== undefined ? `token ${t.token_id}` : '?'} (|ℓ| ${fmtL(t)}${['rank', 'seq', 'pos'].filter((k) => t[k] !== undefined).map((k) => `, ${k} ${t[k]}`).join('')})`).join('; ')}` : '';
     return [e.step, 'finding', `sev-${e.severity}`, `${e.severity} ${e.detector}`, [e.pair, e.slice, e.rank !== undefined ? `rank ${e.rank}` : ''].filter(Boolean).join(' / '), e.message + top, round(ev)];
   }
   if (e.kind === 'directive') {
@@ -38,6 +37,11 @@ function row(e: AuditEntry, outcome: Map<string, string>): AuditRow | null {
   }
   const c = e as Extract<AuditEntry, { kind: 'checkpoint' }> & { status?: string };
   return [c.step, 'checkpoint', '', `checkpoint ${c.status ?? (c.certified ? 'certified' : '')}`, '', `${c.path}${c.reason ? ` — ${c.reason}` : ''}`, ''];
+}
+
+function fmtL(t: Record<string, unknown>): string {
+  const l = [t.l, t.abs_l, t.value].find((v) => typeof v === 'number') as number | undefined;
+  return l === undefined ? '?' : String(+Math.abs(l).toPrecision(3));
 }
 
 /** JSON inside <script>: no "</script>" or "<!--" can close it. */
