@@ -8,13 +8,12 @@ import type { AckHeader, HelloHeader, Limits, Received, StepHeader, WireDirectiv
 import type { Directive, StepData, StepResult } from '../types.ts';
 import { StepAssembler, toStepData } from './assembler.ts';
 import type { Pipeline } from './pipeline.ts';
+import { headlineMetrics } from '../stats/index.ts';
 import { addChunk, countSlices, emptyReceived, setSlices, type MaskCounts } from './received.ts';
 import { decodeSketchStep } from './sketch.ts';
 import { DirectiveOutbox } from './outbox.ts';
 import { PENDING_STEP_OVERHEAD, PendingBudget } from './budget.ts';
 
-/** Headline metrics sent back in each directive reply (`"<pair>/<slice>/<metric>"`). */
-export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_q999', 'abs_max', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
 
 interface RankSession {
   session: string;
@@ -119,20 +118,26 @@ export class Run {
     if (ck && Number.isInteger(ck.step) && typeof ck.path === 'string') this.pipeline.onCheckpoint?.(ck.step as number, ck.path);
     if (h.sketch) return this.sketchStep(msg, s.checksum, nowMs);
     const before = s.assembler.pending;
+    const completeBefore = s.assembler.lastComplete;
     const done = s.assembler.add(msg);
     if (before !== null && before !== h.step) this.log.warn({ run_id: this.runId, rank: h.rank, step: before }, 'incomplete step discarded: a newer step started');
     if (!done) return null;
-    this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
     const data = toStepData(done, this.trainer, nowMs);
     // A rank step the statistics keep until the step's last rank is in is charged to the memory budget.
     // The rank that completes a step is not charged (its step finalises now), so a full budget never blocks the ranks it waits for.
     const held = this.charged.get(h.step);
     if (this.worldSize > 1 && this.pipeline.addRankStep && h.step > this.finalHigh && (held?.ranks.size ?? 0) + 1 < this.worldSize) {
       const cost = PENDING_STEP_OVERHEAD + done.received.tokens * 16;
-      this.budget.take(this.runId, cost, `step ${h.step} of rank ${h.rank}, waiting for the other ranks`);
+      try {
+        this.budget.take(this.runId, cost, `step ${h.step} of rank ${h.rank}, waiting for the other ranks`);
+      } catch (e) {
+        s.assembler.lastComplete = completeBefore; // refused, not received: a resend later is accepted (not E_DUPLICATE)
+        throw e;
+      }
       if (held) (held.bytes += cost), held.ranks.add(h.rank);
       else this.charged.set(h.step, { bytes: cost, ranks: new Set([h.rank]) });
     }
+    this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
     const directive = this.ingestStep(data);
     this.checkStore();
     // The stats pass already counted the masks; count here only when it did not run (no stats, late step).
@@ -198,7 +203,7 @@ export class Run {
         this.outbox.push(d);
       }
       this.pipeline.onFinalized?.(r, d); // store/
-      this.metrics = headline(r);
+      this.metrics = { ...headlineMetrics(r), ...this.pipeline.findingMetrics?.() };
       this.metricsStep = r.step;
       this.finalHigh = Math.max(this.finalHigh, r.step);
     }
@@ -273,15 +278,3 @@ const toWire = (d: Directive): WireDirective => ({
   reason: d.reason,
   evidence: d.evidence,
 });
-
-function headline(r: StepResult): Record<string, number | null> {
-  const out: Record<string, number | null> = {};
-  for (const rec of r.records) {
-    if (rec.implicit) continue;
-    for (const m of HEADLINE_METRICS) {
-      const v = rec[m];
-      if (typeof v === 'number') out[`${rec.pair}/${rec.slice}/${m}`] = v;
-    }
-  }
-  return out;
-}
