@@ -14,12 +14,13 @@ from tailguard.protocol import DEFAULT_LIMITS, ProtocolError, decode_message, en
 
 class FakeEngine:
     def __init__(self, port: int | None = None, reply_steps: bool = True, delay_s: float = 0.0,
-                 bad_directives: bool = False):
+                 bad_directives: bool = False, not_recorded: frozenset = frozenset()):
         self.ctx = zmq.Context()
         self.port = port
         self.reply_steps = reply_steps
         self.delay_s = delay_s
         self.bad_directives = bad_directives  # put an ext value (msgpackr's `undefined`) in the evidence
+        self.not_recorded = set(not_recorded)  # steps answered with `recorded: false` (a store fault)
         self.sessions: dict[bytes, dict] = {}
         self.steps: list[tuple[int, int, int, int]] = []  # (rank, step, chunk index, tokens)
         self.acks: list[dict] = []
@@ -112,6 +113,7 @@ class FakeEngine:
                         "received": {"tokens": p["tokens"], "n_seqs": p["n_seqs"], "slices": dict.fromkeys(("all", "pre_tool", "post_tool", "tool_output"), 0),
                                      "checksum": step_checksum(p["frames"])},
                         "metrics": {"policy_vs_ref/all/n": float(p["tokens"])}, "metrics_step": h["step"],
+                        **({"recorded": False} if h["step"] in self.not_recorded else {}),
                     })
             elif t == "ack":
                 self.acks.append(h)

@@ -358,11 +358,11 @@ class TailguardCallback(TrainerCallback):
 
 def _check_curve(options: Options) -> None:
     """Bad or incomplete CURVE keys fail at attach (E_OPTION), not in `on_train_begin`."""
-    from .client import _curve_keys
+    from .transport import curve_keys
 
     keys = {k: getattr(options, k) for k in ("curve_server_key", "curve_secret_key", "curve_public_key")}
     try:
-        _curve_keys(keys["curve_server_key"], keys["curve_public_key"], keys["curve_secret_key"])
+        curve_keys(keys["curve_server_key"], keys["curve_public_key"], keys["curve_secret_key"])
     except Exception as e:  # ValueError (incomplete / not 40 chars), or a key file zmq cannot read
         name = next((k for k, v in keys.items() if v is None), "curve_secret_key")
         raise OptionsError(name, f"a complete CURVE key set ({e})", "<hidden>") from e
