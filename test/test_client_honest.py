@@ -20,7 +20,7 @@ from tailguard.protocol import ProtocolError  # noqa: E402
 
 def settled(st: dict, offered: int) -> None:
     """The ledger's invariants once nothing is queued: each step recorded or dropped, exactly once."""
-    assert st["queued"] == 0, st
+    assert st["queued"] == 0 and st.get("unconfirmed", 0) == 0, st
     assert st["recorded"] + st["dropped"] == offered, st
     assert st["sent"] == st["recorded"], st  # a dropped step is not also counted as sent
     assert st["acked"] >= st["recorded"], st
@@ -89,22 +89,26 @@ def test_engine_killed_mid_run_every_step_is_recorded_or_dropped_once(start_engi
     assert st["recorded"] == 5 and st["dropped"] == 7, st
 
 
-def test_a_step_the_engine_did_not_record_counts_as_dropped():
+def test_steps_the_store_lost_count_as_dropped_and_the_rest_as_recorded():
+    """proto v1.1: a step is recorded once `recorded_through` passes it; `E_STORE` loses what it had not passed."""
     sys.path.insert(0, str(ROOT / "python-shim" / "tests"))
     from fake_engine import FakeEngine
 
-    e = FakeEngine(not_recorded=frozenset({2})).start()
+    e = FakeEngine(store_fault_at=3).start()
     rng = np.random.default_rng(3)
     try:
-        with EngineClient(e.endpoint, "unrecorded") as c:
-            c.connect(timeout=30)
-            for step in range(4):
-                assert c.send_step(step, synthetic_step(rng, n_seqs=2, mean_len=10))
-            assert c.flush(30)
-            st = c.stats
-            settled(st, 4)
-            assert st["acked"] == 4 and st["recorded"] == 3 and st["dropped"] == 1, st
-            assert c.drops_since(0)[0][0] == 2
+        c = EngineClient(e.endpoint, "store-fault", reply_timeout_s=600)
+        c.connect(timeout=30)
+        for step in range(6):
+            c.send_step(step, synthetic_step(rng, n_seqs=2, mean_len=10))
+            assert c.flush(30), c.stats
+        st = c.stats
+        assert st["recorded"] == 3 and st["unconfirmed"] == 1, st  # 0, 1, 4 recorded; 5 waits for the watermark
+        c.close()  # the bye ack's recorded_through confirms step 5
+        st = c.stats
+        settled(st, 6)
+        assert st["recorded"] == 4 and st["dropped"] == 2, st  # 2 (above the watermark) and 3 (refused) lost
+        assert sorted(s for s, _ in c.drops_since(0)) == [2, 3]
     finally:
         e.close()
 

@@ -74,6 +74,9 @@ class EngineClient:
             a `.key` file written by `tailguard keygen` holds both, so `curve_secret_key="client.key"` is enough.
         record_to (`str`, *optional*): append the `hello` and every step message, exactly as encoded, to
             this capture file, for `tailguard replay`.
+        resume (`bool`, *optional*, defaults to `None`): the first `hello`'s `resume` (proto v1.1): False for
+            a new training run (an engine refuses a run id that already holds steps with `E_RUN_EXISTS`), True
+            to continue one; None leaves it out. Every later hello (reconnects) says True.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class EngineClient:
         curve_public_key: str | None = None,
         curve_secret_key: str | None = None,
         record_to: str | None = None,
+        resume: bool | None = None,
     ):
         if queue_max_steps < 1:
             raise ValueError(f"queue_max_steps must be ≥ 1, got {queue_max_steps}")
@@ -119,6 +123,7 @@ class EngineClient:
         self.heartbeat_ms = heartbeat_ms
         self.linger_ms = linger_ms
         self.checksum = checksum
+        self.resume = resume
         self._curve = curve_keys(curve_server_key, curve_public_key, curve_secret_key)
         self._recorder = None
         if record_to:
@@ -134,6 +139,7 @@ class EngineClient:
         self.errors: collections.deque[dict] = collections.deque(maxlen=256)
         self._metrics: tuple[int | None, dict] = (None, {})
         self.welcome: dict | None = None
+        self._hellos = 0  # welcomes received: the first hello says resume=False (a new run), later ones True
         self._hello_error: dict | None = None  # a refusal that retrying cannot change: nothing is sent
         self._last_hello_error: dict | None = None  # the latest retryable refusal (E_LIMIT), for messages
         self._bye_acked = False
@@ -369,14 +375,17 @@ class EngineClient:
 
 
     def _hello_header(self) -> dict:
-        return hello_header(self, __version__)
+        # After a welcome every hello continues this run (a reconnect or an engine restart).
+        return hello_header(self, __version__, True if self._hellos else self.resume)
 
     def _on_directive(self, h: dict) -> None:
         """A `directive` reply (I/O thread): settle its step, keep the directive and the metrics."""
         step = h.get("step")
         with self._cv:
-            recorded = h.get("recorded") is not False
-            self._ledger.answer(step, recorded, why=str(h.get("error") or h.get("reason") or ""))
+            watermark = "recorded_through" in h  # proto v1.1: the step is recorded once the watermark passes it
+            self._ledger.answer(step, watermark)
+            self._ledger.confirm_through(h.get("recorded_through"))
+            self._ledger.bound_unconfirmed(self.queue_max_steps)
             self._replies[step] = h
             self._replies.move_to_end(step)
             while len(self._replies) > 4096:

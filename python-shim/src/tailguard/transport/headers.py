@@ -54,8 +54,10 @@ def step_header(sender: Any, step: int, knobs=None, logs=None, implicit: Iterabl
     return header
 
 
-def hello_header(c: Any, client_version: str) -> dict:
-    return {
+def hello_header(c: Any, client_version: str, resume: bool | None) -> dict:
+    """`resume` (v1.1): False = a new training run (the engine refuses a run id that has steps with
+    `E_RUN_EXISTS`), True = continue the run's steps; None leaves it out (v1.0: continue silently)."""
+    h = {
         "type": "hello",
         "version": list(PROTOCOL_VERSION),
         "run_id": c.run_id,
@@ -67,6 +69,9 @@ def hello_header(c: Any, client_version: str) -> dict:
         "client": {"name": "tailguard-python", "version": client_version},
         "checksum": c.checksum,
     }
+    if resume is not None:
+        h["resume"] = bool(resume)
+    return h
 
 
 def ack_header(c: Any, directive_id: str, step: int, applied: bool, changes: Iterable[Mapping[str, Any]] = (),

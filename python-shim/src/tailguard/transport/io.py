@@ -222,18 +222,22 @@ class IoThread:
             return
         if isinstance(h, dict) and h.get("type") == "directive" and isinstance(h.get("step"), int):
             with self.c._cv:
-                if self.c._ledger.answer(h["step"], recorded=h.get("recorded") is not False):
+                if self.c._ledger.answer(h["step"], watermark=False):
                     self.c._cv.notify_all()
 
     def _handle(self, h: dict) -> None:
         c, t = self.c, h["type"]
         if t == "welcome":
             self.io.backoff = 0.0
+            resume = h.get("resume") if isinstance(h.get("resume"), dict) else {}
             with c._cv:
                 c.welcome = h
                 c._last_hello_error = None
-                # Steps sent before this welcome (if any) belong to no session: send them again.
+                c._hellos += 1
+                # Steps sent before this welcome (if any) belong to no session: send them again, and so are
+                # answered steps the store does not hold (an engine killed before it wrote them).
                 c._ledger.requeue_inflight()
+                c._ledger.resume_from(resume.get("last_step"))
                 c._cv.notify_all()
         elif t == "directive":
             c._on_directive(h)
@@ -241,6 +245,8 @@ class IoThread:
             self._on_error(h)
         elif t == "ack":
             if h.get("of") == "bye":
+                with c._cv:
+                    c._ledger.confirm_through(h.get("recorded_through"))
                 c._bye_acked = True
         else:
             log.debug("tailguard: ignoring %s from engine", t)
@@ -271,9 +277,11 @@ class IoThread:
                 c._cv.notify_all()
             return
         with c._cv:
+            if code == "E_STORE":  # the run store failed: what it had not made durable is lost
+                c._ledger.lose_unconfirmed(f"dropped: the engine's run store failed ({h.get('message')})")
             if step in c._ledger.inflight and ref_type in (None, "step") and code != "E_NO_SESSION":
                 if code == "E_DUPLICATE":  # the engine already has it (a resend after a lost reply)
-                    c._ledger.answer(step, recorded=h.get("recorded") is not False, why=str(h.get("message")))
+                    c._ledger.answer(step, watermark=False)
                 elif retryable(h):
                     c._ledger.retry_later(step, self._backoff(), MAX_STEP_REFUSALS, str(code))
                 else:  # rejected (E_CHUNK, E_STORE, ...): sending the same bytes again would not help

@@ -2,10 +2,13 @@
 
 Every step offered to the client ends in exactly one fate: **recorded** (the engine answered and kept it)
 or **dropped** (it will never be recorded: no room, no engine, rejected, or answered as not recorded).
-Until then it is **queued**. So at any time `recorded + dropped + queued` = steps offered, and:
+Until then it is **queued** (held: waiting to be sent or answered) or **unconfirmed** (answered, but the
+engine's `recorded_through` watermark, proto v1.1, has not reached it yet). So at any time
+`recorded + dropped + queued + unconfirmed` = steps offered, and:
 
 - `sent`: steps that went on the wire and were not dropped afterwards (a step is never both sent and dropped);
 - `acked`: steps the engine answered, once per step (a resend answered again is not counted twice);
+- `recorded`: steps the engine holds durably (answered by a v1.0 engine, or at or below `recorded_through`);
 - `resent`: extra transmissions after a reconnect or a retryable error; `retries`: retryable refusals seen.
 
 Every method expects the caller to hold the client's lock.
@@ -40,6 +43,7 @@ class Ledger:
         self.queue_max_steps = queue_max_steps
         self.outbox: collections.deque[Step] = collections.deque()
         self.inflight: collections.OrderedDict[int, Step] = collections.OrderedDict()
+        self.unconfirmed: collections.OrderedDict[int, Step] = collections.OrderedDict()
         self.stats = dict.fromkeys(COUNTERS, 0)
         self.drop_log: list[tuple[int, str]] = []  # (step, why), newest last, bounded
         self._warned_at = 0
@@ -50,7 +54,7 @@ class Ledger:
         return len(self.outbox) + len(self.inflight)
 
     def snapshot(self) -> dict:
-        return {**self.stats, "queued": self.held}
+        return {**self.stats, "queued": self.held, "unconfirmed": len(self.unconfirmed)}
 
     # ---- fates -------------------------------------------------------------------------------------
     def drop(self, item: Step | None, why: str, step: int | None = None) -> bool:
@@ -68,18 +72,50 @@ class Ledger:
         self._warn(why)
         return False
 
-    def answer(self, step: int, recorded: bool, why: str = "") -> Step | None:
-        """The engine answered `step`. Not recorded (it says so) counts as dropped."""
+    def answer(self, step: int, watermark: bool) -> Step | None:
+        """The engine answered `step`. With a `recorded_through` watermark in the reply (`watermark`) the step
+        waits for it (`confirm_through`); a v1.0 engine's answer is its record."""
         item = self.inflight.pop(step, None)
         if item is None or item.settled:
             return None  # a late answer to a step already settled: nothing to count again
         self.stats["acked"] += 1
-        if recorded:
-            item.settled = True
-            self.stats["recorded"] += 1
+        if watermark:
+            self.unconfirmed[step] = item
+            self.unconfirmed.move_to_end(step)
         else:
-            self.drop(item, f"step {step} was answered but not recorded by the engine ({why or 'no reason given'})")
+            self._record(item)
         return item
+
+    def _record(self, item: Step) -> None:
+        item.settled = True
+        item.messages = []  # the engine has it: the frames (zero-copy views of the caller's arrays) go
+        self.stats["recorded"] += 1
+
+    def confirm_through(self, through: int | None) -> None:
+        """`recorded_through`: every answered step at or below it is on the engine's disk."""
+        if through is None:
+            return
+        for step in [s for s in self.unconfirmed if s <= through]:
+            self._record(self.unconfirmed.pop(step))
+
+    def lose_unconfirmed(self, why: str) -> None:
+        """The engine's store failed (`E_STORE`): answered steps above the watermark are not on disk."""
+        for item in list(self.unconfirmed.values()):
+            self.drop(item, f"step {item.step} {why}")
+        self.unconfirmed.clear()
+
+    def resume_from(self, last_step: int | None) -> None:
+        """A new session's `welcome.resume.last_step`: answered steps above it are not in the store (an engine
+        killed before it wrote them) and are sent again; those at or below it are recorded."""
+        self.confirm_through(last_step)
+        back = list(self.unconfirmed.values())
+        self.unconfirmed.clear()
+        for item in reversed(back):
+            if not item.messages:  # its frames were let go (bound_unconfirmed): it cannot be sent again
+                self.drop(item, f"step {item.step} dropped: the engine lost it and its frames were released")
+                continue
+            self.stats["acked"] -= 1  # answered again after the resend; counted once
+            self.outbox.appendleft(item)
 
     def reject(self, step: int, why: str) -> None:
         item = self.inflight.pop(step, None)
@@ -133,6 +169,11 @@ class Ledger:
             self.drop(item, f"step {item.step} {why}")
         self.inflight.clear()
         self.outbox.clear()
+
+    def bound_unconfirmed(self, keep: int) -> None:
+        """Answered steps waiting for the watermark keep their frames for a resend; only the newest `keep` do."""
+        for item in list(self.unconfirmed.values())[:-keep or None]:
+            item.messages = []
 
     def _warn(self, why: str) -> None:
         # The first drop, then each doubling, then at most every 10 s: visible without flooding the log.
