@@ -5,7 +5,7 @@
   DDP's first all-reduce and waited there for `ddp_timeout`).
 - sketch mode, rank 1's sketch fails before the reduce: it joins the reduce with an empty part flagged
   `failed`, rank 0 sends nothing for that step, and training goes on (fail_open) or every rank stops at
-  that step (fail_closed).
+  that step and `train()` raises `TailguardStopped` on both (fail_closed).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def test_fail_closed_connect_failure_on_one_rank_raises_on_every_rank(tmp_path):
     results, _ = run_two_ranks(tmp_path, "connect", "fail_closed")
     for r in results:
         assert r["step"] == 0, r  # nobody trained a step
-        assert r["error"] is not None and r["error"].startswith("tailguard (fail_closed): rank 1: engine unreachable"), r
+        assert r["error"] is not None and r["error"].startswith("tailguard (fail_closed): rank 1: E_UNREACHABLE: engine unreachable"), r
         assert "rank 0" not in r["error"]
     assert results[0]["error"] == results[1]["error"]
 
@@ -85,7 +85,10 @@ def test_fail_closed_connect_failure_on_one_rank_raises_on_every_rank(tmp_path):
 @pytest.mark.parametrize("fail_mode", ["fail_open", "fail_closed"])
 def test_sketch_failure_on_one_rank_still_joins_the_reduce(tmp_path, fail_mode):
     results, out = run_two_ranks(tmp_path, "sketch", fail_mode)
-    assert all(r["error"] is None for r in results), results
+    if fail_mode == "fail_open":
+        assert all(r["error"] is None for r in results), results
+    else:  # the stop's outcome: TailguardStopped from train() on both ranks
+        assert all(r["error"].startswith("tailguard (fail_closed): rank 1: E_SEND_FAILED") for r in results), results
     assert results[1]["sent"] == []  # sketch mode: only rank 0 talks to the engine
     if fail_mode == "fail_open":
         assert [r["step"] for r in results] == [6, 6]

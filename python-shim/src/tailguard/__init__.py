@@ -7,7 +7,7 @@ so `import tailguard` works with only pyzmq, msgpack and numpy installed.
 __version__ = "0.1.0"
 PROTOCOL_VERSION = (1, 0)
 
-__all__ = ["TailguardCallback", "attach", "EngineClient", "__version__", "PROTOCOL_VERSION"]
+__all__ = ["TailguardCallback", "TailguardStopped", "attach", "EngineClient", "__version__", "PROTOCOL_VERSION"]
 
 
 def __getattr__(name):
@@ -15,6 +15,10 @@ def __getattr__(name):
         from . import callback
 
         return getattr(callback, name)
+    if name == "TailguardStopped":
+        from .guard import TailguardStopped
+
+        return TailguardStopped
     if name == "EngineClient":
         from .client import EngineClient
 

@@ -228,8 +228,12 @@ class EngineClient:
         implicit: Iterable[str] = (),
         slice_names: list[str] | None = None,
         checkpoint: Mapping[str, Any] | None = None,
+        sketch: Mapping[str, Any] | None = None,
     ) -> bool:
         """Queue one rank's step. Returns False when it was dropped (counted, never raised).
+
+        The one send path of raw and sketch steps: with `sketch` (the sketch header fields, sketch.py) the
+        `arrays` are the merged sketch buffers and go as one message.
 
         `arrays` maps step buffer names to numpy arrays or CPU torch tensors; they are sent without
         copying, so do not modify them until the step is answered (see `flush`).
@@ -239,13 +243,16 @@ class EngineClient:
             header = step_header(self, step, knobs, logs, implicit, checkpoint)
             if slice_names is not None:
                 header["slice_names"] = list(slice_names)
-            messages = encode_step(header, arrays, self.limits)
+            if sketch is not None:  # one message: its size is fixed by pairs × slices
+                messages = [encode_message({**header, "chunk": {"index": 0, "count": 1}, **sketch}, arrays)]
+            else:
+                messages = encode_step(header, arrays, self.limits)
         except ProtocolError as e:
             self._record_error({"code": e.code, "message": e.message, "ref": {"type": "step", "step": step}, "local": True})
             return self._drop(f"step {step} dropped: it could not be encoded ({e})", step)
         self._last_step = int(step)
         # The one place a step's frames are final: the capture recorder (record_to=) sees them here.
-        if self._recorder is not None:
+        if self._recorder is not None and sketch is None:
             try:
                 self._recorder.write_step(messages)
             except OSError as e:  # a full disk must not take training down
@@ -340,7 +347,7 @@ class EngineClient:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        if self._recorder is not None:
+        if self._recorder is not None and sketch is None:
             self._recorder.close()
             self._recorder = None
         for s in (self._wake_r, self._wake_w):
