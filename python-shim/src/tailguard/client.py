@@ -34,9 +34,9 @@ import time
 from typing import Any, Iterable, Mapping
 
 from . import __version__
-from .protocol import DEFAULT_LIMITS, ProtocolError, encode_message, encode_step
+from .protocol import DEFAULT_LIMITS, ProtocolError, encode_message
 from .transport import IoThread, Ledger, Step, check_endpoint, curve_keys
-from .transport.headers import _plain, ack_header, bye_header, hello_header, step_header
+from .transport.headers import _plain, ack_header, bye_header, hello_header, step_header, step_messages
 
 __all__ = ["EngineClient", "step_header"]
 
@@ -240,13 +240,8 @@ class EngineClient:
         """
         self.start()
         try:
-            header = step_header(self, step, knobs, logs, implicit, checkpoint)
-            if slice_names is not None:
-                header["slice_names"] = list(slice_names)
-            if sketch is not None:  # one message: its size is fixed by pairs × slices
-                messages = [encode_message({**header, "chunk": {"index": 0, "count": 1}, **sketch}, arrays)]
-            else:
-                messages = encode_step(header, arrays, self.limits)
+            messages = step_messages(self, step, arrays, self.limits, knobs, logs, implicit, slice_names, checkpoint,
+                                     sketch)
         except ProtocolError as e:
             self._record_error({"code": e.code, "message": e.message, "ref": {"type": "step", "step": step}, "local": True})
             return self._drop(f"step {step} dropped: it could not be encoded ({e})", step)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable, Mapping
 
-from ..protocol import PROTOCOL_VERSION
+from ..protocol import PROTOCOL_VERSION, encode_message, encode_step
 
 
 def _plain(v: Any) -> Any:
@@ -98,3 +98,15 @@ def bye_header(c: Any, last_step: int | None, stats: Mapping[str, int]) -> dict:
         "last_step": last_step,
         "stats": {"sent": stats["sent"], "dropped": stats["dropped"], "reconnects": stats["reconnects"]},
     }
+
+
+def step_messages(sender: Any, step: int, arrays: Mapping[str, Any], limits: Mapping[str, int], knobs=None, logs=None,
+                  implicit: Iterable[str] = (), slice_names=None, checkpoint=None, sketch=None) -> list:
+    """One step's frame lists (one per chunk), raw or sketch: the only encoder of either (ProtocolError if not
+    encodable). A sketch step (`sketch` = its header fields) is one message: its size is fixed by pairs × slices."""
+    header = step_header(sender, step, knobs, logs, implicit, checkpoint)
+    if slice_names is not None:
+        header["slice_names"] = list(slice_names)
+    if sketch is not None:
+        return [encode_message({**header, "chunk": {"index": 0, "count": 1}, **sketch}, arrays)]
+    return encode_step(header, arrays, limits)
