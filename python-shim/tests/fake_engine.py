@@ -14,7 +14,8 @@ from tailguard.protocol import DEFAULT_LIMITS, ProtocolError, decode_message, en
 
 class FakeEngine:
     def __init__(self, port: int | None = None, reply_steps: bool = True, delay_s: float = 0.0,
-                 bad_directives: bool = False, watermark: bool = False, store_fault_at: int | None = None):
+                 bad_directives: bool = False, watermark: bool = False, store_fault_at: int | None = None,
+                 reject_steps: frozenset = frozenset()):
         self.ctx = zmq.Context()
         self.port = port
         self.reply_steps = reply_steps
@@ -25,6 +26,7 @@ class FakeEngine:
         self.watermark = watermark or store_fault_at is not None
         self.store_fault_at = store_fault_at
         self.faulted = False
+        self.reject_steps = set(reject_steps)  # answered with a non-retryable error: never recorded
         self.sessions: dict[bytes, dict] = {}
         self.steps: list[tuple[int, int, int, int]] = []  # (rank, step, chunk index, tokens)
         self.acks: list[dict] = []
@@ -106,6 +108,9 @@ class FakeEngine:
                 del self.sessions[ident]
                 self._send(ident, {"type": "error", "code": "E_STORE", "message": "disk full", "fatal": True,
                                    "ref": {"type": "step", "step": h["step"], "rank": h["rank"]}})
+            elif t == "step" and h["step"] in self.reject_steps:
+                self._send(ident, {"type": "error", "code": "E_TOO_LARGE", "message": "rejected by the test",
+                                   "fatal": False, "ref": {"type": "step", "step": h["step"], "rank": h["rank"]}})
             elif t == "step":
                 self.steps.append((h["rank"], h["step"], h["chunk"]["index"], h["tokens"]))
                 key = (h["run_id"], h["rank"], h["step"])

@@ -32,15 +32,20 @@ WORKER = textwrap.dedent(
 
     case, fail_mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
     rank = int(os.environ["RANK"])
-    engine = FakeEngine().start()
+    mode = "sketch" if case.endswith("sketch") else "raw"
+    engine = FakeEngine(reject_steps=frozenset({{{fail_at}}} if case.startswith("drop") else ())).start()
     endpoint = engine.endpoint
-    opts = dict(fail_mode=fail_mode, connect_timeout_s=1.0)
+    opts = dict(fail_mode=fail_mode, connect_timeout_s=1.0, mode=mode)
+    if case == "absent-sketch":  # no engine at all
+        engine.stop()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            endpoint = f"tcp://127.0.0.1:{{s.getsockname()[1]}}"
     if case == "connect" and rank == 1:
         with socket.socket() as s:  # a port nobody listens on
             s.bind(("127.0.0.1", 0))
             endpoint = f"tcp://127.0.0.1:{{s.getsockname()[1]}}"
     if case == "sketch":
-        opts["mode"] = "sketch"
         if rank == 1:
             original = tailguard.sketch.sketch_payload
             def sketch_payload(arrays, names, knobs=None, device=None):
@@ -56,8 +61,10 @@ WORKER = textwrap.dedent(
     except RuntimeError as e:
         error = str(e)
     engine.stop()
+    drops = cb.last_client.stats["dropped"] if cb.last_client is not None else None
     with open(os.path.join(out, f"result.rank{{rank}}.json"), "w") as f:
-        json.dump({{"step": tr.state.global_step, "error": error, "sent": sorted({{s for _, s, _, _ in engine.steps}})}}, f)
+        json.dump({{"step": tr.state.global_step, "error": error, "sent": sorted({{s for _, s, _, _ in engine.steps}}),
+                   "dropped": drops}}, f)
     torch.distributed.destroy_process_group()  # else gloo's threads can abort the exit (pytorch#190489)
     """
 )
@@ -69,7 +76,7 @@ def run_two_ranks(tmp_path, case: str, fail_mode: str) -> list[dict]:
     out = tmp_path / "out"
     out.mkdir()
     env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1"}
-    run_torchrun(script, case, fail_mode, out, env=env, timeout=180)
+    run_torchrun(script, case, fail_mode, out, env=env, timeout=240)  # fails the test unless both exit 0
     return [json.load(open(out / f"result.rank{r}.json")) for r in (0, 1)], out
 
 
@@ -100,3 +107,28 @@ def test_sketch_failure_on_one_rank_still_joins_the_reduce(tmp_path, fail_mode):
             (stop,) = [x for x in read_jsonl(out / f"tailguard-directives.rank{r}.jsonl") if x["event"] == "rank_stop"]
             assert stop["step"] == FAIL_AT and list(stop["reasons"]) == ["1"], stop
             assert "injected sketch failure" in stop["reasons"]["1"]
+
+
+@pytest.mark.parametrize("case", ["drop-raw", "drop-sketch"])
+def test_fail_closed_a_step_the_engine_rejects_stops_every_rank_together(tmp_path, case):
+    """The engine rejects step FAIL_AT from rank 0 (sketch mode: the only sender). The drop is seen
+    asynchronously, so the stop comes at the first boundary after it is known, the same on both ranks, and
+    `train()` raises on both. Before: sketch mode never noticed (the step was "queued"), and a drop seen at
+    send time stopped rank 0 alone (a collective mismatch under gloo, a hang under NCCL)."""
+    results, out = run_two_ranks(tmp_path, case, "fail_closed")
+    steps = {r["step"] for r in results}
+    assert len(steps) == 1 and FAIL_AT <= steps.pop() < 6, results
+    for r in results:
+        assert r["error"] is not None and "E_STEP_DROPPED" in r["error"] and "rank 0" in r["error"], r
+    assert results[0]["dropped"] >= 1
+    for r in (0, 1):
+        (stop,) = [x for x in read_jsonl(out / f"tailguard-directives.rank{r}.jsonl") if x["event"] == "rank_stop"]
+        assert "0" in stop["reasons"] and stop["reasons"]["0"].startswith("E_STEP_DROPPED"), stop
+
+
+def test_sketch_mode_without_an_engine_trains_and_shuts_down_cleanly(tmp_path):
+    """fail_open, no engine: rank 0 counts every step dropped while it closes its client; both ranks leave
+    tailguard's shutdown together (a barrier), and both processes exit 0 (run_torchrun checks)."""
+    results, _ = run_two_ranks(tmp_path, "absent-sketch", "fail_open")
+    assert [r["step"] for r in results] == [6, 6] and all(r["error"] is None for r in results), results
+    assert results[0]["dropped"] == 6 and results[1]["dropped"] is None  # rank 1 holds no client in sketch mode
