@@ -16,10 +16,11 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   step_timeout_ms: 30_000,
 });
 
-export const DTYPE_SIZE: Readonly<Record<Dtype, number>> = { f32: 4, u8: 1, i32: 4, u16: 2, u32: 4, f64: 8 };
+// Null-prototype tables: they are indexed by client strings (`constructor`, `__proto__` are not dtypes or buffer names).
+export const DTYPE_SIZE: Readonly<Record<Dtype, number>> = Object.assign(Object.create(null), { f32: 4, u8: 1, i32: 4, u16: 2, u32: 4, f64: 8 });
 
 /** Step buffer names: dtype and what the length counts (T tokens, n_seqs, or n_seqs+1). */
-export const STEP_BUFFERS: Readonly<Record<string, { dtype: Dtype; per: 'token' | 'seq' | 'offsets' }>> = {
+export const STEP_BUFFERS: Readonly<Record<string, { dtype: Dtype; per: 'token' | 'seq' | 'offsets' }>> = Object.assign(Object.create(null), {
   policy_vs_old: { dtype: 'f32', per: 'token' },
   policy_vs_ref: { dtype: 'f32', per: 'token' },
   old_vs_rollout: { dtype: 'f32', per: 'token' },
@@ -32,7 +33,7 @@ export const STEP_BUFFERS: Readonly<Record<string, { dtype: Dtype; per: 'token' 
   rewards: { dtype: 'f32', per: 'seq' },
   group_ids: { dtype: 'i32', per: 'seq' },
   seq_ids: { dtype: 'i32', per: 'seq' },
-};
+});
 export const REQUIRED_STEP_BUFFERS = ['completion_mask', 'tool_mask', 'offsets'] as const;
 
 export const RUN_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
