@@ -38,6 +38,8 @@ export interface Pipeline {
    * `minApplyAt`: the earliest `apply_at_step` every rank can meet (engine/outbox.ts); a lower one is raised.
    */
   onStepResult?(r: StepResult, o?: { minApplyAt?: number }): Directive | null;
+  /** After onStepResult: `findings/n`, and `findings/severity` (info 0 … critical 3) when there are any, of that step, for the reply's metrics. */
+  findingMetrics?(): Record<string, number>;
   /** After onStepResult: persist metrics, windows and the directive. */
   onFinalized?(r: StepResult, directive: Directive | null): void;
   /** A checkpoint the shim saved (step header `checkpoint`), for certification. */
@@ -99,6 +101,7 @@ export const buildPipeline: PipelineFactory = (ctx) => {
     addSketchStep: (d) => stats.addSketchStep(d),
     finalizeReady: (now) => stats.finalizeReady(now),
     onStepResult: (r, o) => control.onStepResult(r, o),
+    findingMetrics: () => control.findingMetrics(),
     onAck: (a) => control.onAck(a),
     onCheckpoint: (step, path) => control.onCheckpoint(step, path),
     noop: (step) => control.noop(step),
