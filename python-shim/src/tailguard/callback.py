@@ -82,7 +82,9 @@ class TailguardCallback(TrainerCallback):
         metric_names (`list[str]`, *optional*, defaults to `None`):
             Only these metric names (e.g. `["abs_q99", "ess"]`) are logged, for every measured pair and slice.
         send_token_ids (`bool`, *optional*, defaults to `False`):
-            Also send completion token ids (for decoded forensics in the engine).
+            Also send completion token ids, so each finding's top tokens by |ℓ| (`evidence.top_tokens`) name
+            their token id, and their decoded text when the trainer's tokenizer is a fast one (its
+            `tokenizer.json` goes to the engine as hello's `config.tokenizer`; docs/detection.md "Evidence").
         pin_memory (`bool`, *optional*, defaults to `True`):
             Stage device tensors in reused pinned host buffers (CUDA only).
         retain_captured (`bool`, *optional*, defaults to `False`):
@@ -228,6 +230,12 @@ class TailguardCallback(TrainerCallback):
 
         acc = self.trainer.accelerator
         cfg = {**self.capture.config(), **self.capture.knobs()}
+        if self.options.send_token_ids:  # the engine decodes findings' top tokens with it (forensics.py)
+            from .forensics import tokenizer_json
+
+            path = tokenizer_json(getattr(self.trainer, "processing_class", None))
+            if path is not None:
+                cfg["tokenizer"] = path
         return EngineClient(
             resolve_endpoint(self.endpoint),
             self.run_id,

@@ -19,6 +19,7 @@ import { controlHooks } from '../policy/hooks.ts';
 import type { ControllerSnapshot } from '../policy/controller.ts';
 import { openStoreHooks } from '../store/hooks.ts';
 import { RunStats } from '../stats/index.ts';
+import { attachTopTokens, runDecoder } from './forensics.ts';
 
 export interface Pipeline {
   /** A run's first hello (and every later one: a rank (re)joined). */
@@ -79,7 +80,11 @@ export const buildPipeline: PipelineFactory = (ctx) => {
   // detect/ + policy/: audit lines go to `control.sink` (set it to RunStore.appendDirective with the store).
   // store/: open <runDir>/<runId> first; its state.json (if any) restores stats and controller (resume).
   const store = openStoreHooks(ctx);
-  const control = controlHooks({ policyFile: ctx.options.policy as string | undefined, snapshot: (store.state?.controller ?? null) as ControllerSnapshot | null, sink: store.audit });
+  const decoder = runDecoder(ctx.config, (msg) => ctx.log.warn(msg));
+  const control = controlHooks({
+    policyFile: ctx.options.policy as string | undefined, snapshot: (store.state?.controller ?? null) as ControllerSnapshot | null, sink: store.audit,
+    evidence: (findings, r) => attachTopTokens(findings, r, decoder),
+  });
   // stats/: per-rank steps in, final StepResults out (window/timeout from the serve options).
   const statsOpts = {
     worldSize: ctx.worldSize, runId: ctx.runId,

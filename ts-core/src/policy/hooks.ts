@@ -25,9 +25,14 @@ export interface ControlHooks {
 // The shim's scale too (python-shim events.py): info 0, warn 1, high 2, critical 3.
 const SEVERITY_LEVEL: Record<Severity, number> = { info: 0, warn: 1, high: 2, critical: 3 };
 
-export function controlHooks(o: { policy?: Policy; policyFile?: string; snapshot?: ControllerSnapshot | null; sink?: (line: AuditLine) => void } = {}): ControlHooks {
+export function controlHooks(o: {
+  policy?: Policy; policyFile?: string; snapshot?: ControllerSnapshot | null; sink?: (line: AuditLine) => void;
+  /** Adds evidence to the step's findings before they are audited (engine/forensics.ts: top tokens). */
+  evidence?: (findings: Finding[], r: StepResult) => void;
+} = {}): ControlHooks {
   const controller = new Controller(o.policy ?? loadPolicy(o.policyFile));
   if (o.snapshot) controller.restore(o.snapshot);
+  const evidence = o.evidence;
   let last: Finding[] = [];
   const hooks: ControlHooks = {
     controller,
@@ -36,6 +41,7 @@ export function controlHooks(o: { policy?: Policy; policyFile?: string; snapshot
       // apply_at_step = max(step, nowStep) + lag: nowStep = minApplyAt - lag makes it max(step + lag, minApplyAt).
       const nowStep = o?.minApplyAt === undefined ? undefined : Math.max(r.step, o.minApplyAt - controller.policy.lag);
       const d = controller.onStepResult(r, { nowStep });
+      evidence?.(d.findings, r);
       last = d.findings;
       for (const line of auditRecords(d)) hooks.sink?.(line);
       return d.directive;
