@@ -151,9 +151,12 @@ def resolve_endpoint(endpoint: str | None) -> str:
             "start one with `npx tailguard serve`",
             None,
         )
-    if not isinstance(endpoint, str) or "://" not in endpoint:
-        raise OptionsError("endpoint", "a ZeroMQ endpoint like 'tcp://127.0.0.1:5599' or 'ipc:///tmp/tg.sock'", endpoint)
-    return endpoint
+    from .transport.keys import check_endpoint
+
+    try:  # checked at attach: an http:// or inproc:// endpoint would fail only in the client's thread
+        return check_endpoint(endpoint)
+    except ValueError as e:
+        raise OptionsError("endpoint", f"a tcp:// or ipc:// ZeroMQ endpoint ({e})", endpoint) from None
 
 
 def default_run_id(args: Any) -> str:
