@@ -32,8 +32,8 @@ class Options:
     queue_max_steps: int = 8
     connect_timeout_s: float = 5.0
     fail_mode: str = "fail_open"
-    log_metrics: bool = True
-    log_wait_s: float = 0.0
+    log_metrics: bool | str = True  # True: the curated headline set (logmetrics.py); "full": every measured metric
+    log_wait_s: float = 1.0  # step N's metrics in step N's log when the engine answers within this
     metric_names: tuple[str, ...] | None = None
     send_token_ids: bool = False
     pin_memory: bool = True
@@ -112,6 +112,9 @@ def parse_options(**kwargs: Any) -> Options:
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise OptionsError(name, "None or a file path" if name == "record_to" else "None, a Z85 key or a key file", value)
             value = None if value is None else os.fspath(value)
+        elif name == "log_metrics":
+            if not (isinstance(value, bool) or value == "full"):  # not `in (True, False, ...)`: 1 == True
+                raise OptionsError(name, "True (the headline set), False or 'full'", value)
         elif name == "fail_mode":
             if value not in FAIL_MODES:
                 raise OptionsError(name, f"one of {list(FAIL_MODES)}", value)
@@ -148,9 +151,12 @@ def resolve_endpoint(endpoint: str | None) -> str:
             "start one with `npx tailguard serve`",
             None,
         )
-    if not isinstance(endpoint, str) or "://" not in endpoint:
-        raise OptionsError("endpoint", "a ZeroMQ endpoint like 'tcp://127.0.0.1:5599' or 'ipc:///tmp/tg.sock'", endpoint)
-    return endpoint
+    from .transport.keys import check_endpoint
+
+    try:  # checked at attach: an http:// or inproc:// endpoint would fail only in the client's thread
+        return check_endpoint(endpoint)
+    except ValueError as e:
+        raise OptionsError("endpoint", f"a tcp:// or ipc:// ZeroMQ endpoint ({e})", endpoint) from None
 
 
 def default_run_id(args: Any) -> str:
