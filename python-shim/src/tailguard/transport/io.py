@@ -287,6 +287,16 @@ class IoThread:
                 else:  # rejected (E_CHUNK, E_STORE, ...): sending the same bytes again would not help
                     c._ledger.reject(step, f"step {step} rejected by the engine ({code}: {h.get('message')})")
                 c._cv.notify_all()
+        if code == "E_SESSION":  # another client took this (run_id, rank) over: taking it back would ping-pong
+            with c._cv:
+                c._hello_error = h
+                c._ledger.drop_all(f"dropped: this session was taken over by another client ({h.get('message')})")
+                c.welcome = None
+                c._cv.notify_all()
+            log.error("tailguard: another client took over run %s rank %d (E_SESSION); this one stops sending",
+                      c.run_id, c.rank)
+            self._close_socket()
+            return
         if code == "E_NO_SESSION" or h.get("fatal") is True:
             # The engine restarted or dropped the session: a fresh hello, then the unanswered steps again.
             self._reset(f"{code} from the engine")
