@@ -287,8 +287,14 @@ class TailguardCallback(TrainerCallback):
             try:
                 self.client.connect()
             except Exception as e:
-                if self.options.fail_mode != "fail_closed":
+                refused = getattr(e, "code", None)  # ProtocolError: the engine answered no (E_RUN_EXISTS, E_RANK, ...)
+                if refused and self.options.fail_mode != "fail_closed":
+                    logger.error("tailguard: the engine refused run %s: %s; this run is NOT monitored (every step "
+                                 "is counted in tailguard/client/dropped)", self.run_id, e)
+                elif self.options.fail_mode != "fail_closed":
                     self._warn_once("connect", f"tailguard: engine not reachable yet ({e}); training goes on and the client keeps retrying")
+                elif refused:
+                    failure = f"rank {rank}: E_REFUSED: the engine refused run {self.run_id}: {e}"
                 else:
                     failure = f"rank {rank}: E_UNREACHABLE: engine unreachable at {self.client.endpoint}: {e}"
         if self.options.fail_mode == "fail_closed":

@@ -13,6 +13,8 @@ import secrets
 import time
 from typing import Any
 
+from .options import default_run_id
+
 logger = logging.getLogger("tailguard")
 
 RUN_FILE = "tailguard-run.json"  # <output_dir>/: the run id a resumed trainer continues
@@ -69,12 +71,6 @@ def find_trainer(cb: Any) -> Any | None:
 # ---- run identity ------------------------------------------------------------------------------------
 
 
-def _base_id(args: Any) -> str:
-    base = getattr(args, "run_name", None) or os.path.basename(os.path.normpath(getattr(args, "output_dir", "") or ""))
-    rid = re.sub(r"[^A-Za-z0-9._-]+", "-", str(base)).strip("-._")[:100]
-    return rid or "run"
-
-
 def _broadcast(obj: Any) -> Any:
     try:
         import torch.distributed as dist
@@ -106,7 +102,8 @@ def run_identity(args: Any, explicit: str | None, resuming: bool, rank: int) -> 
             except (OSError, ValueError, KeyError, TypeError):
                 run_id = None
         if not run_id:
-            run_id = f"{_base_id(args)}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+            base = default_run_id(args)[:100]  # the run name or output dir's name, as every rank derives it
+            run_id = f"{base}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
             resuming = False
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -160,7 +160,8 @@ def resolve_endpoint(endpoint: str | None) -> str:
 
 
 def default_run_id(args: Any) -> str:
-    """A run id every rank derives identically (no clocks, no randomness): the run name or output dir."""
+    """The base every rank derives identically (no clocks, no randomness): the run name or output dir's name.
+    guard.run_identity appends a time and a random tag on rank 0, so each training run gets its own id."""
     base = getattr(args, "run_name", None) or os.path.basename(os.path.normpath(getattr(args, "output_dir", "") or ""))
     rid = re.sub(r"[^A-Za-z0-9._-]+", "-", str(base)).strip("-._")[:128]
     return rid if rid and RUN_ID_RE.match(rid) else "run"
