@@ -54,10 +54,10 @@ export const PAGE_SCRIPT = String.raw`
     tb.textContent = '';
     vis.slice(S.page * PAGE, (S.page + 1) * PAGE).forEach(function (r) {
       var tr = document.createElement('tr');
-      tr.className = 'k-' + r[1] + (r[2] ? ' ' + r[2] : '') + (r[0] === S.step ? ' hlrow' : '');
+      tr.className = 'k-' + r[1] + (r[2] ? (r[1] === 'finding' ? ' sev-' : ' act-') + r[2] : '') + (r[0] === S.step ? ' hlrow' : '');
       tr.setAttribute('data-step', r[0]);
       var a = document.createElement('a'); a.href = '#step-' + r[0]; a.setAttribute('data-step', r[0]); a.textContent = r[0];
-      td(tr, '').appendChild(a); td(tr, r[1]); td(tr, r[3]); td(tr, r[4]); td(tr, r[5]);
+      td(tr, '').appendChild(a); td(tr, r[1]); td(tr, r[2] ? r[2] + ' ' + r[3] : r[3]); td(tr, r[4]); td(tr, r[5]);
       var ev = td(tr, '');
       var evs = r[6] && typeof r[6] === 'object' ? JSON.stringify(r[6]) : ''; if (evs && evs !== '{}') { var d = document.createElement('details'), s = document.createElement('summary'), c = document.createElement('code'); s.textContent = 'evidence'; c.textContent = evs; d.appendChild(s); d.appendChild(c); ev.appendChild(d); }
       tb.appendChild(tr);
