@@ -3,7 +3,7 @@
 import { Router } from 'zeromq';
 import type { Logger } from 'pino';
 import { decodeMessage, encodeHeader, encodeMessage, type Message } from '../protocol/codec.ts';
-import { ProtocolError, type ErrorRef } from '../protocol/errors.ts';
+import { ProtocolError } from '../protocol/errors.ts';
 import { CLIENT_TYPES, type AckHeader, type ByeHeader, type HelloHeader, type Limits, type StepHeader } from '../protocol/messages.ts';
 import { DEFAULT_LIMITS, PROTOCOL_MAJOR, PROTOCOL_MINOR, refOf } from '../protocol/validate.ts';
 import { VERSION } from '../version.ts';
