@@ -9,7 +9,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from tailguard.protocol import ProtocolError, decode_message, pack_header
+from tailguard.wire import ProtocolError, decode_message, pack_header
 
 PROTO = Path(__file__).resolve().parents[2] / "proto" / "v1"
 FILES = sorted((PROTO / "vectors").glob("*.json"))
