@@ -43,8 +43,32 @@ function prepare(schema: Schema): Prepared {
 }
 
 const PREPARED = Object.fromEntries(SCHEMA_TYPES.map((t) => [t, prepare(SCHEMAS[t])])) as Record<string, Prepared>;
-const ajv = new Ajv({ strict: true, strictRequired: false, allErrors: false }) // if/then branches require properties declared at the top;
+// strictRequired off: if/then branches require properties declared at the top. strictNumbers off: NaN/Inf in
+// logs and knobs are data (findings), not protocol errors; `finite` fields say so with min/max bounds.
+const ajv = new Ajv({ strict: true, strictRequired: false, strictNumbers: false, allErrors: false });
 const COMPILED = Object.fromEntries(SCHEMA_TYPES.map((t) => [t, ajv.compile(SCHEMAS[t])]));
+
+/**
+ * For tests: ajv's verdict and the walk's first failure on a header that passed B3/B4. They must agree,
+ * except where ajv rejects only a stage-D (sketch payload) field, which the walk leaves to stage D.
+ */
+export function schemaVerdicts(h: H): { ajv: boolean; ajvPaths: string[]; walk: string | null } {
+  const validate = COMPILED[h.type as string];
+  const ok = validate(h);
+  const ajvPaths = (validate.errors ?? []).map((e) => `${e.instancePath}${e.keyword === 'required' ? `/${(e.params as { missingProperty: string }).missingProperty}` : ''}`);
+  let walk: string | null = null;
+  const prep = PREPARED[h.type as string];
+  try {
+    checkObject(prep.fields, h, '', {});
+    for (const b of (h.buffers ?? []) as BufferDesc[]) {
+      checkValue(prep.bufferItem, b, 'buffers[]', {});
+      if (!prep.dtypes.includes(b.dtype)) throw new ProtocolError('E_DTYPE', b.dtype);
+    }
+  } catch (e) {
+    walk = (e as ProtocolError).code;
+  }
+  return { ajv: ok, ajvPaths, walk };
+}
 
 /** Where an error in this header points, from whatever fields are readable. */
 export function refOf(h: H): ErrorRef {
