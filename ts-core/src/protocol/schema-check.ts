@@ -47,10 +47,11 @@ const regex = (p: string) => patterns.get(p) ?? patterns.set(p, new RegExp(p)).g
 
 /** Check one value against a schema; throws the first failure as a ProtocolError. */
 export function checkValue(s: Schema, v: unknown, path: string, ref: ErrorRef): void {
-  if (s.oneOf) {
-    // proto/v1 uses oneOf only as "nil or X": nil passes the nil branch, anything else is checked against X.
-    if (v === null && s.oneOf.some((b) => b.type === 'null')) return;
-    const nonNull = s.oneOf.filter((b) => b.type !== 'null');
+  const alts = s.oneOf ?? s.anyOf;
+  if (alts) {
+    // proto/v1 uses oneOf/anyOf only as "nil or X": nil passes the nil branch, anything else is checked against X.
+    if (v === null && alts.some((b) => b.type === 'null')) return;
+    const nonNull = alts.filter((b) => b.type !== 'null');
     for (const b of nonNull.slice(0, -1)) if (matches(b, v)) return;
     return checkValue(nonNull[nonNull.length - 1], v, path, ref);
   }

@@ -21,6 +21,7 @@ export interface Schema {
   minItems?: number;
   maxItems?: number;
   oneOf?: Schema[];
+  anyOf?: Schema[];
   if?: Schema;
   then?: Schema;
   else?: Schema;

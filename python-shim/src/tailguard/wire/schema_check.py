@@ -77,11 +77,12 @@ def check_value(s: Schema, v: Any, path: str) -> None:
     ...
     tailguard.wire.errors.ProtocolError: E_FIELD_TYPE: count must be a positive integer, got int 0
     """
-    if "oneOf" in s:
-        # proto/v1 uses oneOf only as "nil or X": nil passes the nil branch, anything else is checked against X.
-        if v is None and any(b.get("type") == "null" for b in s["oneOf"]):
+    alts = s.get("oneOf") or s.get("anyOf")
+    if alts:
+        # proto/v1 uses oneOf/anyOf only as "nil or X": nil passes the nil branch, anything else is checked against X.
+        if v is None and any(b.get("type") == "null" for b in alts):
             return
-        non_null = [b for b in s["oneOf"] if b.get("type") != "null"]
+        non_null = [b for b in alts if b.get("type") != "null"]
         if any(matches(b, v) for b in non_null[:-1]):
             return
         return check_value(non_null[-1], v, path)
