@@ -13,7 +13,7 @@ import { CDF_GRID, GRID_I50, GRID_I90, GRID_I95, GRID_I99, GRID_I999, attributio
 import { S_ABS_MAX, S_N, S_NONFINITE, S_SUM_ABS, metricsFromSums, mergeSums } from './sums.ts';
 import { WindowState } from './window.ts';
 import { StatsError } from './errors.ts';
-import type { SketchStepData } from '../engine/sketch.ts';
+import type { SketchStepData } from '../types.ts';
 
 export interface RunStatsOptions {
   /** Ranks per step. */

@@ -3,8 +3,7 @@
 // and audit line, fsync once per step. state.json (~0.5-5 MB of JSON) is replaced every `stateEvery`
 // steps (`--state-every`, default 10), after every decision (a directive, an ack, a checkpoint) and at
 // close. A store failure is logged, never thrown into the engine: training must not stop because a disk filled up.
-import type { PipelineContext } from '../engine/pipeline.ts';
-import type { Directive, StepResult } from '../types.ts';
+import type { Directive, PipelineContext, StepResult } from '../types.ts';
 import { RunStore, type AuditEntry, type RunState } from './index.ts';
 
 export interface StoreHooks {
