@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .wire import SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_SUMS_FIELDS
+from .wire import PAIRS, SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_SUMS_FIELDS
 
 log = logging.getLogger("tailguard")
 
@@ -44,7 +44,6 @@ _BITS_MIN = (127 + HIST_EXP_MIN) << 23  # float32 bits of 2^-24
 _BITS_MAX = (127 + HIST_EXP_MAX) << 23  # float32 bits of 2^8
 _SHIFT = 23 - HIST_MANT_BITS
 
-PAIRS = ("policy_vs_old", "policy_vs_ref", "old_vs_rollout")
 BUILTIN_SLICES = ("all", "pre_tool", "post_tool", "tool_output")
 # Disjoint base slices computed in one pass; "all" = pre_tool + post_tool (model tokens).
 _BASE = ("pre_tool", "post_tool", "tool_output")
