@@ -252,6 +252,11 @@ def test_injected_post_tool_drift_tightens_then_rolls_back(tmp_path, caplog):
     # After the rollback the loop settles: no further control directive.
     assert [r["action"] for r in engine_directives.values() if r["action"] != "warn"] == ["tighten", "rollback"]
     assert not cb.last_client.errors, cb.last_client.errors
+    # 4. The findings and directives are events in the trainer's own logs (W&B, TensorBoard see them).
+    events = {k: v for e in tr.state.log_history for k, v in e.items() if k.startswith("tailguard/event/")}
+    assert events.get("tailguard/event/directive/tighten") == 0.5, events  # partly applied: beta refused
+    assert events.get("tailguard/event/directive/rollback") == 1.0, events
+    assert events.get("tailguard/event/post_tool_tail_growth", 0) >= 1, events
 
 
 def test_fail_closed_stops_training_when_the_engine_is_killed(tmp_path):

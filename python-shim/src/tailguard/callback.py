@@ -14,6 +14,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from .capture import CaptureError, capture_for, check_trl_version
+from .events import EventLog
 from .options import ENV_ALLOW_UNTESTED_TRL, ENV_ENDPOINT, Options, OptionsError, default_run_id, disabled_by_env, parse_options, resolve_endpoint
 
 logger = logging.getLogger("tailguard")
@@ -119,6 +120,7 @@ class TailguardCallback(TrainerCallback):
         self._log_wrapped = False
         self._warned: set[str] = set()
         self.directives = None  # DirectiveApplier (directives.py), made by attach()
+        self._events = EventLog()
         self._embedded = False  # attach() started (rank 0) or joined an embedded engine
         self._local_stop: str | None = None  # this rank's stop reason at the current step boundary
 
@@ -156,6 +158,8 @@ class TailguardCallback(TrainerCallback):
             raise
         self.trainer, self.capture = trainer, capture
         self.directives = _make_directives(trainer, self.options)  # control-shim hook
+        if self.directives is not None:
+            self._events.tap(self.directives)  # events.py: findings/directives into the trainer's logs
         self._wrap_log(trainer)
         trainer.add_callback(self)
         return self
@@ -343,6 +347,7 @@ class TailguardCallback(TrainerCallback):
             if added or counters != self._last_client_stats:
                 self._last_client_stats = counters
                 added.update({f"tailguard/client/{k}": v for k, v in counters.items()})
+            added.update(self._events.drain())
             logs.update(added)
         except Exception as e:  # logging must never fail training
             self._warn_once("log", f"tailguard: could not add metrics to the logs: {e!r}")

@@ -34,8 +34,11 @@ export interface Pipeline {
   addSketchStep?(data: SketchStepData): void;
   /** Steps that are final now (all ranks in, or timed out), in step order. */
   finalizeReady?(nowMs: number): StepResult[];
-  /** Detect + decide for one final step; a non-null, non-noop directive is sent to rank 0. */
-  onStepResult?(r: StepResult): Directive | null;
+  /**
+   * Detect + decide for one final step; a non-null, non-noop directive is sent to every rank.
+   * `minApplyAt`: the earliest `apply_at_step` every rank can meet (engine/outbox.ts); a lower one is raised.
+   */
+  onStepResult?(r: StepResult, o?: { minApplyAt?: number }): Directive | null;
   /** After onStepResult: persist metrics, windows and the directive. */
   onFinalized?(r: StepResult, directive: Directive | null): void;
   /** A checkpoint the shim saved (step header `checkpoint`), for certification. */
@@ -46,6 +49,12 @@ export interface Pipeline {
   onAck?(ack: AckHeader): void;
   /** The highest complete step known for this run (e.g. from the run store), for welcome.resume. */
   resumeStep?(): number | null;
+  /** The highest step durably in the run store (reply `recorded_through`); absent: nothing is recorded. */
+  recordedThrough?(): number | null;
+  /** A store failure since the run opened (the run's replies become E_STORE until it is reopened). */
+  storeFault?(): Error | null;
+  /** A rank said bye: make what is stored durable, state included. */
+  onBye?(rank: number): void;
   /** Flush and release (shutdown). */
   close?(): void | Promise<void>;
 }
@@ -71,11 +80,14 @@ export const buildPipeline: PipelineFactory = (ctx) => {
   return {
     onFinalized: (r, d) => store.onFinalized(r, d),
     resumeStep: () => store.resumeStep(),
+    recordedThrough: () => store.recordedThrough(),
+    storeFault: () => store.fault(),
+    onBye: () => store.flush(),
     close: () => store.close(),
     addRankStep: (d) => stats.addRankStep(d),
     addSketchStep: (d) => stats.addSketchStep(d),
     finalizeReady: (now) => stats.finalizeReady(now),
-    onStepResult: (r) => control.onStepResult(r),
+    onStepResult: (r, o) => control.onStepResult(r, o),
     onAck: (a) => control.onAck(a),
     onCheckpoint: (step, path) => control.onCheckpoint(step, path),
     noop: (step) => control.noop(step),

@@ -11,7 +11,8 @@ export interface ControlHooks {
   controller: Controller;
   /** Where audit lines go (RunStore.appendDirective). Settable after construction. */
   sink: ((line: AuditLine) => void) | null;
-  onStepResult(r: StepResult): Directive | null;
+  /** `minApplyAt`: the earliest apply_at_step every rank can meet (engine/outbox.ts). */
+  onStepResult(r: StepResult, o?: { minApplyAt?: number }): Directive | null;
   onAck(a: Ack): void;
   onCheckpoint(step: number, path: string): void;
   /** The no-op reply, carrying the certified checkpoints the shim must protect. */
@@ -25,8 +26,10 @@ export function controlHooks(o: { policy?: Policy; policyFile?: string; snapshot
   const hooks: ControlHooks = {
     controller,
     sink: o.sink ?? null,
-    onStepResult(r) {
-      const d = controller.onStepResult(r);
+    onStepResult(r, o) {
+      // apply_at_step = max(step, nowStep) + lag: nowStep = minApplyAt - lag makes it max(step + lag, minApplyAt).
+      const nowStep = o?.minApplyAt === undefined ? undefined : Math.max(r.step, o.minApplyAt - controller.policy.lag);
+      const d = controller.onStepResult(r, { nowStep });
       for (const line of auditRecords(d)) hooks.sink?.(line);
       return d.directive;
     },

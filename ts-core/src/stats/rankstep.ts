@@ -5,6 +5,7 @@ import type { PairName, StepData } from '../types.ts';
 import { PAIRS } from '../types.ts';
 import { HIST_BINS, histAdd } from './hist.ts';
 import { addSeqParts, foldHist, kernelRuns, type Band, type Cand, type Runs } from './kernel.ts';
+import { WASM_KERNEL, kernelStaged, stage } from './kernel-wasm.ts';
 import type { BufPool } from './pool.ts';
 import type { KeptSource, ValueBuf } from './select.ts';
 import { clipBand, emptySums, mergeSums } from './sums.ts';
@@ -233,6 +234,7 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
       src = { vals, runs: keptRuns, nRuns: R.n, pooled: true };
       rs.kept.push(src);
     }
+    if (WASM_KERNEL) stage(x, R); // one bulk copy into the module per pair and chunk
     for (let c = 0; c < 3; c++) {
       const st = rs.slice(`${pair}/${BASE_SLICES[c]}`);
       if (band && scratchCand.vals.length < counts[c]) {
@@ -240,7 +242,8 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
         scratchCand.tags = new Uint8Array(scratchCand.vals.length);
       }
       scratchCand.n = 0;
-      kernelRuns(x, bits, R, c, st.sh, st.sums, clip.lo, clip.hi, seqL, seqC, c * nSeqs, band, band ? scratchCand : null);
+      if (WASM_KERNEL) kernelStaged(x, R, c, st.sh, st.sums, clip.lo, clip.hi, seqL, seqC, c * nSeqs, band, band ? scratchCand : null);
+      else kernelRuns(x, bits, R, c, st.sh, st.sums, clip.lo, clip.hi, seqL, seqC, c * nSeqs, band, band ? scratchCand : null);
       if (band && scratchCand.n) keepCand(st, scratchCand);
       if (src) st.srcs.push({ src, code: c });
       addSeqParts(st.sums, seqL, seqC, c * nSeqs, (c + 1) * nSeqs);

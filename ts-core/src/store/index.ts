@@ -2,18 +2,20 @@
 // replaced run.json and state.json. See docs/observability.md for the layout and guarantees.
 //
 // Durability: every append* call writes its lines immediately (one write() per call); `commitStep()`
-// fsyncs all files written since the previous commit, then (optionally) replaces state.json.
-// The engine calls it once per finalised step, so a crash loses at most the step in flight.
+// fsyncs all files written since the previous commit, then (optionally) replaces state.json. A failure
+// anywhere rolls every log back to the previous commit (no partial line stays) and is rethrown.
+// Opening repairs the directory first (store/recover.ts).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RUN_ID_RE } from '../protocol/validate.ts';
 import { PROTOCOL_VERSION, VERSION } from '../version.ts';
 import type { MetricRecord, StepResult, WindowRecord } from '../types.ts';
 import { JsonlAppender, lastLine, readIfExists, readJsonl, writeFileAtomic, type JsonlRead, type TornLine } from './jsonl.ts';
+import { recoverRunDir, type Recovered } from './recover.ts';
 import type { AuditEntry, RunMeta, RunState, StepEntry } from './types.ts';
 
 export * from './types.ts';
-export { readJsonl, toJsonLine, type JsonlRead, type TornLine } from './jsonl.ts';
+export { readJsonl, storeFaults, toJsonLine, type JsonlRead, type TornLine } from './jsonl.ts';
 
 export { RUN_ID_RE }; // one pattern for the wire (E_RUN_ID) and the run directory name
 
@@ -49,7 +51,7 @@ export function checkRunId(runId: unknown): string {
   return runId;
 }
 
-/** A torn tail found (and cut off) when the store was opened. */
+/** A torn line found (and moved to `<file>.torn`) when the store was opened. */
 export interface Recovery {
   file: string;
   torn: TornLine;
@@ -65,6 +67,8 @@ export interface OpenOptions {
 export class RunStore {
   readonly dir: string;
   readonly recovery: Recovery[] = [];
+  /** What opening repaired: torn lines, uncommitted lines, unanswered steps (store/recover.ts). */
+  readonly recovered: Recovered;
   private logs: Record<LogName, JsonlAppender>;
   private closed = false;
 
@@ -76,12 +80,15 @@ export class RunStore {
     this.dir = path.join(path.resolve(root), runId);
     fs.mkdirSync(this.dir, { recursive: true });
     if (!opts.noLock) this.lock();
-    this.logs = {} as Record<LogName, JsonlAppender>;
-    for (const name of LOGS) {
-      const a = new JsonlAppender(path.join(this.dir, FILES[name]), opts.durable !== false);
-      if (a.recovered) this.recovery.push({ file: FILES[name], torn: a.recovered });
-      this.logs[name] = a;
+    try {
+      this.recovered = recoverRunDir(this.dir, opts.durable !== false);
+    } catch (e) {
+      if (!opts.noLock) fs.rmSync(this.path('lock'), { force: true });
+      throw e;
     }
+    for (const r of this.recovered.repairs) for (const t of r.repair.torn) this.recovery.push({ file: r.file, torn: t });
+    this.logs = {} as Record<LogName, JsonlAppender>;
+    for (const name of LOGS) this.logs[name] = new JsonlAppender(path.join(this.dir, FILES[name]), opts.durable !== false);
   }
 
   /** Open (create or resume) the run directory `rootDir/runId`. */
@@ -141,10 +148,21 @@ export class RunStore {
     this.appendSteps([stepEntry(r)]);
   }
 
-  /** Make every append so far durable; then replace state.json when given. */
+  /** Make every append so far durable; then replace state.json when given. On failure nothing of this commit stays. */
   commitStep(state?: Omit<RunState, 'version' | 'saved_at'>): void {
-    for (const name of LOGS) this.logs[name].sync();
-    if (state) this.saveState(state);
+    try {
+      for (const name of LOGS) this.logs[name].sync();
+      if (state) this.saveState(state);
+    } catch (e) {
+      this.rollback();
+      throw e;
+    }
+    for (const name of LOGS) this.logs[name].markCommitted();
+  }
+
+  /** Truncate every log back to the last commit (after a failed append or commit). */
+  rollback(): void {
+    for (const name of LOGS) this.logs[name].rollback();
   }
 
   /** The last step in steps.jsonl (null: none). state.json may be older (it is saved every K steps). */
@@ -166,17 +184,27 @@ export class RunStore {
     writeFileAtomic(this.path('state'), JSON.stringify(full), this.opts.durable !== false);
   }
 
+  /** state.json as checked when the store was opened (a corrupt one refused the open). */
   loadState(): RunState | null {
-    const s = readJsonFile<RunState>(this.path('state'));
-    if (s && s.version !== 1) throw new StoreError('E_STATE', `state.json version ${s.version} is not supported`);
-    return s;
+    return this.recovered.state;
   }
 
-  close(): void {
+  /** Close the files. `discard`: after a fault, roll back what was not committed instead of syncing it. */
+  close(discard = false): void {
     if (this.closed) return;
     this.closed = true;
-    for (const name of LOGS) this.logs[name].close();
-    if (!this.opts.noLock) fs.rmSync(this.path('lock'), { force: true });
+    if (discard) this.rollback();
+    try {
+      for (const name of LOGS) {
+        try {
+          this.logs[name].close();
+        } catch (e) {
+          if (!discard) throw e;
+        }
+      }
+    } finally {
+      if (!this.opts.noLock) fs.rmSync(this.path('lock'), { force: true });
+    }
   }
 
   /** One writer per run directory; a lock left by a dead process (kill -9) is taken over. */
