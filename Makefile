@@ -9,7 +9,7 @@ export TAILGUARD_PYTHON := $(abspath $(PY))
 OMP_NUM_THREADS ?= 1
 export OMP_NUM_THREADS
 
-.PHONY: setup setup-node setup-python setup-browser demo test test-ts test-py bench fuzz load clean
+.PHONY: setup setup-node setup-python setup-browser demo test test-ts test-py test-long bench fuzz fuzz-long load clean
 
 setup: setup-node setup-python
 
@@ -43,11 +43,20 @@ test-ts:
 test-py:
 	$(PY) -m pytest -q
 
+# The 2000-step, 8-rank report test (about 3 min of engine time on 2 cores); `make test` runs it at 250 steps.
+test-long: setup setup-browser
+	npm run test:long
+
 bench: setup
 	npm run bench
 
 fuzz: setup
 	npm run fuzz
+
+# 10^6 cases over a real socket (about 25 min on 2 cores), the engine's RSS and run-dir size sampled
+# every 50,000 cases (docs/reliability.md, "Fuzzing"). FUZZ_SEED picks the seed.
+fuzz-long: setup
+	npx tsx ts-core/bench/fuzz.ts --cases 1000000 --socket-cases 1000000 --in-process-cases 200000 --sample-every 50000 $(if $(FUZZ_SEED),--seed $(FUZZ_SEED),) --json fuzz-long.json
 
 load: setup
 	npm run load

@@ -8,7 +8,7 @@ embedded (`attach()` with no endpoint starts `tailguard serve`). Then, from each
   which the aggregate views moved: the trainer's loss, reward and entropy, and the engine's all-token mean |ℓ|
   of old_vs_rollout (beta = 0, so TRL logs no KL), all with one rule (`onset` below);
 - the directives the engine issued; final reward (training, and a fresh on-policy evaluation) and stability;
-- `tailguard report` writes each run's HTML report.
+- `tailguard report` writes each run's HTML report, and `tailguard report A B` both runs overlaid.
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ def main() -> int:
         report = out / run_id / "report.html"
         r = tailguard_cli("report", str(out / run_id), "--out", str(report), check=False, capture=True)
         results[mode]["report"] = str(report) if r.returncode == 0 else f"(report failed: {r.stderr.strip()[-200:]})"
+    compare = out / "compare-observe-control.html"  # both runs overlaid (`tailguard report A B`)
+    r = tailguard_cli("report", str(out / "demo-observe"), str(out / "demo-control"), "--out", str(compare), check=False, capture=True)
+    results["control"]["compare"] = str(compare) if r.returncode == 0 else f"(compare failed: {r.stderr.strip()[-200:]})"
     print_summary(results, time.monotonic() - t0)
     (out / "demo_summary.json").write_text(json.dumps(
         {m: {k: v for k, v in r.items() if k not in ("summary", "acks", "q99", "ess", "pre_q99")}
@@ -159,11 +162,13 @@ def print_summary(results: dict, seconds: float) -> None:
         print(f"\ndirectives ({mode}): {len(r['directives'])}")
         for d in r["directives"]:
             ack = r["acks"].get(d["id"], {})
-            how = "applied" if ack.get("applied") else (f"refused: {ack['refused']}" if ack.get("refused") else "no ack")
+            how = ("partly applied, refused: " + ack["refused"][:40] if ack.get("refused") else "applied") if ack.get("applied") \
+                else (f"refused: {ack['refused']}" if ack.get("refused") else "no ack")
             params = {k: v for k, v in d.get("params", {}).items() if k != "certified_checkpoints"}
             print(f"  step {d['step']:>3} -> {d['action']:<10} {json.dumps(params, default=str)[:60]:<60} [{how}]")
             print(f"            {d.get('reason', '')[:100]}")
         print(f"report: {r['report']}")
+    print(f"\nobserve vs control overlaid: {results['control'].get('compare')}")
 
 
 if __name__ == "__main__":

@@ -42,10 +42,10 @@ program
   .action(async (opts) => (await import('./commands/serve.ts')).serve(opts));
 
 program
-  .command('report <runDir>')
-  .description('write a self-contained HTML report of a run directory')
-  .option('-o, --out <file>', 'output HTML file (default RUN_DIR/report.html)')
-  .action(async (runDir, opts) => (await import('./commands/report.ts')).report(runDir, opts));
+  .command('report <runDir> [otherRunDir]')
+  .description('write a self-contained HTML report of a run directory; with two, overlay them (e.g. observe vs control)')
+  .option('-o, --out <file>', 'output HTML file (default RUN_DIR/report.html, or compare-A-B.html beside A)')
+  .action(async (runDir, other, opts) => (await import('./commands/report.ts')).report(runDir, other, opts));
 
 program
   .command('ui')

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaptureWriter } from '../src/capture/index.ts';
 import { helloFrames, stepFrames } from '../src/capture/synthetic.ts';
 import { replayToDir } from '../src/commands/replay.ts';
+import { writeControlRun } from '../src/report/control-run.ts';
 import { downsample, lineChart } from '../src/report/svg.ts';
 
 const CLI = path.resolve('ts-core/bin/tailguard.mjs');
@@ -111,3 +112,26 @@ describe('tailguard report', () => {
     expect(lineChart({ id: 'e', title: 'empty', series: [], empty: 'no tokens in this slice' })).toContain('no tokens in this slice');
   });
 });
+
+describe('tailguard report A B', () => {
+  it('overlays an observe run and a control run of the real engine: both verdicts, onsets side by side, A solid and B dashed', async () => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'tg-compare-'));
+    try {
+      const obs = await writeControlRun({ runDir: d, runId: 'obs', steps: 50, mode: 'observe' });
+      const ctl = await writeControlRun({ runDir: d, runId: 'ctl', steps: 50 });
+      const out = path.join(d, 'cmp.html');
+      const r = spawnSync(process.execPath, [CLI, 'report', obs.dir, ctl.dir, '-o', out], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      const page = fs.readFileSync(out, 'utf8');
+      expect(/<p class="verdict" id="verdict-a">A: ([^<]*)</.exec(page)?.[1]).not.toMatch(/rolled back/);
+      expect(/<p class="verdict" id="verdict-b">B: ([^<]*)</.exec(page)?.[1]).toMatch(/rolled back at step \d+ to checkpoint step \d+ \(applied\)/);
+      const q99 = /<svg[^>]*id="cmp-policy_vs_ref-abs_q99"[\s\S]*?<\/svg>/.exec(page)![0];
+      expect(q99).toContain('data-name="A post_tool"');
+      expect(q99).toMatch(/data-name="B post_tool"[^>]*stroke-dasharray="5 3"/);
+      expect(page).toMatch(/<tr><td>policy_vs_ref · post_tool q99 \|ℓ\|<\/td><td>[\d–]+<\/td><td>[\d–]+<\/td><\/tr>/);
+    } finally {
+      fs.rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
+

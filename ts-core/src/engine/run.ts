@@ -119,20 +119,26 @@ export class Run {
     if (ck && Number.isInteger(ck.step) && typeof ck.path === 'string') this.pipeline.onCheckpoint?.(ck.step as number, ck.path);
     if (h.sketch) return this.sketchStep(msg, s.checksum, nowMs);
     const before = s.assembler.pending;
+    const completeBefore = s.assembler.lastComplete;
     const done = s.assembler.add(msg);
     if (before !== null && before !== h.step) this.log.warn({ run_id: this.runId, rank: h.rank, step: before }, 'incomplete step discarded: a newer step started');
     if (!done) return null;
-    this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
     const data = toStepData(done, this.trainer, nowMs);
     // A rank step the statistics keep until the step's last rank is in is charged to the memory budget.
     // The rank that completes a step is not charged (its step finalises now), so a full budget never blocks the ranks it waits for.
     const held = this.charged.get(h.step);
     if (this.worldSize > 1 && this.pipeline.addRankStep && h.step > this.finalHigh && (held?.ranks.size ?? 0) + 1 < this.worldSize) {
       const cost = PENDING_STEP_OVERHEAD + done.received.tokens * 16;
-      this.budget.take(this.runId, cost, `step ${h.step} of rank ${h.rank}, waiting for the other ranks`);
+      try {
+        this.budget.take(this.runId, cost, `step ${h.step} of rank ${h.rank}, waiting for the other ranks`);
+      } catch (e) {
+        s.assembler.lastComplete = completeBefore; // refused, not received: a resend later is accepted (not E_DUPLICATE)
+        throw e;
+      }
       if (held) (held.bytes += cost), held.ranks.add(h.rank);
       else this.charged.set(h.step, { bytes: cost, ranks: new Set([h.rank]) });
     }
+    this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
     const directive = this.ingestStep(data);
     this.checkStore();
     // The stats pass already counted the masks; count here only when it did not run (no stats, late step).

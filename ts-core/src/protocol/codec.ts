@@ -3,6 +3,7 @@
 import { Packr } from 'msgpackr';
 import { ProtocolError, type ErrorRef } from './errors.ts';
 import { checkSketchStep } from './sketch.ts';
+import { invalidUtf8At } from './utf8.ts';
 import type { BufferDesc, Dtype, Header, Limits, StepHeader, TypedArray } from './messages.ts';
 export type { TypedArray } from './messages.ts';
 import { DEFAULT_LIMITS, DTYPE_SIZE, REQUIRED_STEP_BUFFERS, STEP_BUFFERS, refOf, validateHeader } from './validate.ts';
@@ -58,6 +59,8 @@ export function decodeHeader(frame: Uint8Array): Record<string, unknown> {
     throw new ProtocolError('E_HEADER_DECODE', `frame 0 is not one valid msgpack object (${(e as Error).message})`, { cause: e });
   }
   if (tooDeep(raw)) throw new ProtocolError('E_HEADER_DECODE', `frame 0 nests arrays/maps deeper than ${MAX_HEADER_DEPTH} levels`);
+  const bad = invalidUtf8At(frame); // msgpackr decodes invalid UTF-8 lossily: check the bytes
+  if (bad >= 0) throw new ProtocolError('E_HEADER_DECODE', `frame 0 has a str that is not valid UTF-8 (at byte ${bad})`);
   const out = plain(raw, 'header');
   if (typeof out !== 'object' || out === null || Array.isArray(out))
     throw new ProtocolError('E_HEADER_TYPE', `frame 0 must be a msgpack map, got ${Array.isArray(out) ? 'array' : out === null ? 'nil' : typeof out}`);
@@ -139,7 +142,7 @@ export function decodeMessage(frames: readonly Uint8Array[], limits: Limits = DE
     // C1, C2
     if (frames.length - 1 !== descs.length)
       throw new ProtocolError('E_FRAME_COUNT', `header lists ${descs.length} buffers but ${frames.length - 1} buffer frames follow`);
-    const buffers: Record<string, TypedArray> = {};
+    const buffers: Record<string, TypedArray> = Object.create(null); // names come from the client (`__proto__`)
     for (let i = 0; i < descs.length; i++) {
       const d = descs[i];
       const want = d.length * DTYPE_SIZE[d.dtype];

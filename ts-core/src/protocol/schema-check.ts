@@ -114,7 +114,7 @@ function fieldOrder(base: Schema, branch: Schema | undefined): Field[] {
 export function checkObject(s: Schema, h: H, prefix: string, ref: ErrorRef): void {
   const branch = s.if ? (matches(s.if, h) ? s.then : s.else) : undefined;
   for (const [name, required, sub] of fieldOrder(s, branch)) {
-    const v = h[name];
+    const v = Object.hasOwn(h, name) ? h[name] : undefined;
     if (v === undefined) {
       if (required) fail('E_MISSING_FIELD', `missing required field ${prefix}${name}`, ref);
       continue;
@@ -124,6 +124,6 @@ export function checkObject(s: Schema, h: H, prefix: string, ref: ErrorRef): voi
   const extra = s.additionalProperties;
   if (typeof extra === 'object') {
     const known = s.properties ?? {};
-    for (const [k, x] of Object.entries(h)) if (!(k in known)) checkValue(extra, x, prefix + k, ref);
+    for (const [k, x] of Object.entries(h)) if (!Object.hasOwn(known, k)) checkValue(extra, x, prefix + k, ref);
   }
 }

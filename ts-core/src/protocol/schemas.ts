@@ -44,9 +44,11 @@ interface StepBufferTable {
 }
 const table = require('../../../proto/v1/step-buffers.json') as StepBufferTable;
 
-export const DTYPE_SIZE: Readonly<Record<Dtype, number>> = Object.freeze(table.dtype_bytes);
+// Null-prototype tables: they are indexed by client strings (`constructor`, `__proto__` are not dtypes or buffer names).
+const bare = <T extends object>(o: T): T => Object.freeze(Object.assign(Object.create(null), o));
+export const DTYPE_SIZE: Readonly<Record<Dtype, number>> = bare(table.dtype_bytes);
 /** Step buffer names: dtype and what the length counts (T tokens, n_seqs, or n_seqs+1). */
-export const STEP_BUFFERS: Readonly<StepBufferTable['buffers']> = Object.freeze(table.buffers);
+export const STEP_BUFFERS: Readonly<StepBufferTable['buffers']> = bare(table.buffers);
 export const REQUIRED_STEP_BUFFERS: readonly string[] = Object.freeze(table.required);
 
 const limitProps = SCHEMAS.welcome.properties!.limits.properties!;
