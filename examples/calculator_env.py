@@ -126,7 +126,9 @@ class CalculatorEnv:
             for i in calls[allowed:]:
                 uses[i] = False
         n = len(texts)
-        completion_ids, logprobs, env_mask = [None] * n, [None] * n, [None] * n
+        completion_ids: list[list[int]] = [[] for _ in range(n)]
+        logprobs: list[list[float]] = [[] for _ in range(n)]
+        env_mask: list[list[int]] = [[] for _ in range(n)]
         for use in (False, True):
             rows = [i for i in range(n) if uses[i] == use]
             if not rows:

@@ -44,7 +44,7 @@ def onset(series: dict[int, float], lower_is_worse: bool = False, run: int = 3, 
     mad = statistics.median(abs(v - med) for v in base)
     band = max(4 * mad, 0.25 * abs(med), 0.01)
     steps = sorted(s for s in series if s >= BASE[1])
-    streak = []
+    streak: list[int] = []
     for s in steps:
         v = series[s]
         out = abs(v - med) > band if both else (med - v > band) if lower_is_worse else (v - med > band)

@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 // `tailguard` command line. Each subcommand lives in commands/<name>.ts and is imported lazily,
 // so `tailguard --help` stays fast and a broken optional part cannot break the others.
 import { Command, Option } from 'commander';

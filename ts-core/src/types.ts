@@ -42,6 +42,8 @@ export interface StepData {
   advantages?: Float32Array; // per sequence
   rewards?: Float32Array; // per sequence
   groupIds?: Int32Array; // per sequence
+  /** Token ids (`send_token_ids`), length T: they name the top-k tokens of findings (stats/topk.ts). */
+  tokenIds?: Int32Array;
   knobs: Knobs;
   logs: TrainerLogs;
   receivedAt: number; // ms epoch
@@ -125,6 +127,24 @@ export interface StepResult {
   perRank: RankSummary[];
   knobs: Knobs;
   logs: TrainerLogs;
+  /** Forensics: `${pair}/${slice}` → the top-k tokens by |ℓ| of the step, best first (stats/topk.ts). */
+  topTokens?: Record<string, TopToken[]>;
+  /** The same per trainer rank (rank → key → list), so a rank finding names its own tokens. */
+  rankTopTokens?: Record<number, Record<string, TopToken[]>>;
+}
+
+/** One token of a top-k |ℓ| list (forensics). `rank` is the trainer rank; list order is the top-k order. */
+export interface TopToken {
+  rank: number;
+  /** Sequence index within that rank's step (the order of `offsets`). */
+  seq: number;
+  /** Position of the token within its sequence (0 = first completion token). */
+  pos: number;
+  /** The signed log-ratio ℓ (float32 as sent). */
+  value: number;
+  token_id?: number;
+  /** Decoded text of the token, when the engine has the run's tokenizer (docs/detection.md "Evidence"). */
+  text?: string;
 }
 
 export type Severity = 'info' | 'warn' | 'high' | 'critical';

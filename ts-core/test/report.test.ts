@@ -9,6 +9,7 @@ import { helloFrames, stepFrames } from '../src/capture/synthetic.ts';
 import { replayToDir } from '../src/commands/replay.ts';
 import { writeControlRun } from '../src/report/control-run.ts';
 import { downsample, lineChart } from '../src/report/svg.ts';
+import { auditLeaves } from '../src/report/audit.ts';
 
 const CLI = path.resolve('ts-core/bin/tailguard.mjs');
 let dir: string;
@@ -92,6 +93,15 @@ describe('tailguard report', () => {
     expect(rows.filter((r) => r[1] === 'finding').length).toBe((html.match(/<dt>findings<\/dt><dd>(\d+)/) ?? [])[1] ? Number(/<dt>findings<\/dt><dd>(\d+)/.exec(html)![1]) : -1);
     expect(Object.keys(rows.find((r) => r[1] === 'finding')[6])).toContain('values'); // evidence, once
     expect(audit).toContain('data-filter="checkpoint"');
+  });
+
+  it('lists a finding\'s top tokens (evidence.top_tokens) in its audit row, out of the evidence JSON', () => {
+    const f = { kind: 'finding' as const, detector: 'post_tool_tail_growth', severity: 'high' as const, step: 7, pair: 'policy_vs_ref' as const, slice: 'post_tool' as const, message: 'tail grows', evidence: { values: { q99: 1.5 }, top_tokens: [{ rank: 1, seq: 3, pos: 12, value: -2.5, token_id: 42, text: '<tool>' }, { rank: 0, seq: 0, pos: 4, value: 2.25, token_id: 7 }] } };
+    const { bodies } = auditLeaves([f], new Map());
+    const row = JSON.parse(/>(\[.*\])</.exec(bodies[0][1])![1])[0];
+    expect(row[5]).toBe('tail grows | top tokens: "<tool>" (|ℓ| 2.5, rank 1, seq 3, pos 12); token 7 (|ℓ| 2.25, rank 0, seq 0, pos 4)');
+    expect(row[6]).toEqual({ values: { q99: 1.5 } });
+    expect(bodies[0][1]).not.toContain('<tool>'); // escaped inside the JSON script
   });
 
   it('shows the trainer logs and per-rank attribution', () => {

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from transformers import TrainerCallback
 
+if TYPE_CHECKING:
+    from .client import EngineClient
+
 from .capture import CaptureError, capture_for, check_trl_version
 from .events import EventLog
-from .options import ENV_ALLOW_UNTESTED_TRL, ENV_ENDPOINT, Options, OptionsError, default_run_id, disabled_by_env, parse_options, resolve_endpoint
+from .logmetrics import curate
+from .options import DEFAULTS, ENV_ALLOW_UNTESTED_TRL, ENV_ENDPOINT, Options, OptionsError, default_run_id, disabled_by_env, parse_options, resolve_endpoint
 
 logger = logging.getLogger("tailguard")
 
@@ -56,15 +62,20 @@ class TailguardCallback(TrainerCallback):
             `"fail_open"`: an unreachable engine warns and training goes on. `"fail_closed"`: training
             stops when the engine cannot be reached or a step is dropped; every rank stops at the same
             point (a connect failure on any rank raises on all ranks in `on_train_begin`).
-        log_metrics (`bool`, *optional*, defaults to `True`):
-            Add the engine's metrics to the trainer's logs (rank 0 only).
-        log_wait_s (`float`, *optional*, defaults to `0.0`):
-            How long a log call may wait for the engine's reply to the step just sent. 0 logs what has
-            arrived (usually the previous step's metrics).
+        log_metrics (`bool` or `"full"`, *optional*, defaults to `True`):
+            Add the engine's metrics to the trainer's logs (rank 0 only). `True` logs a curated headline set
+            (at most about 24 keys: per pair post_tool/pre_tool/all q99, ESS and k3 KL, alpha once, findings);
+            `"full"` every measured metric of every pair and slice; `False` none.
+        log_wait_s (`float`, *optional*, defaults to `1.0`):
+            How long a log call may wait for the engine's reply to the step just sent, so step N's metrics
+            land in step N's log line. 0 logs what has arrived (usually the previous step's). No wait while
+            the engine is unreachable.
         metric_names (`list[str]`, *optional*, defaults to `None`):
-            Only these metric names (e.g. `["abs_q99", "ess"]`) are logged; `None` logs all the engine sends.
+            Only these metric names (e.g. `["abs_q99", "ess"]`) are logged, for every measured pair and slice.
         send_token_ids (`bool`, *optional*, defaults to `False`):
-            Also send completion token ids (for decoded forensics in the engine).
+            Also send completion token ids, so each finding's top tokens by |ℓ| (`evidence.top_tokens`) name
+            their token id, and their decoded text when the trainer's tokenizer is a fast one (its
+            `tokenizer.json` goes to the engine as hello's `config.tokenizer`; docs/detection.md "Evidence").
         pin_memory (`bool`, *optional*, defaults to `True`):
             Stage device tensors in reused pinned host buffers (CUDA only).
         retain_captured (`bool`, *optional*, defaults to `False`):
@@ -112,8 +123,8 @@ class TailguardCallback(TrainerCallback):
         self.endpoint = endpoint
         self.trainer = None
         self.capture = None
-        self.client = None
-        self.last_client = None  # kept after training ends, for inspection (stats, reply_for)
+        self.client: EngineClient | None = None
+        self.last_client: EngineClient | None = None  # kept after training ends, for inspection (stats, reply_for)
         self.disabled = disabled_by_env()
         self._last_metrics_step: int | None = None
         self._last_client_stats: dict | None = None
@@ -205,6 +216,12 @@ class TailguardCallback(TrainerCallback):
 
         acc = self.trainer.accelerator
         cfg = {**self.capture.config(), **self.capture.knobs()}
+        if self.options.send_token_ids:  # the engine decodes findings' top tokens with it (forensics.py)
+            from .forensics import tokenizer_json
+
+            path = tokenizer_json(getattr(self.trainer, "processing_class", None))
+            if path is not None:
+                cfg["tokenizer"] = path
         return EngineClient(
             resolve_endpoint(self.endpoint),
             self.options.run_id or default_run_id(args),
@@ -234,7 +251,7 @@ class TailguardCallback(TrainerCallback):
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            logger.warning(message)
+            logger.warning(_one_prefix(message))
 
     # ---- callback events ----------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
@@ -335,12 +352,8 @@ class TailguardCallback(TrainerCallback):
             added = {}
             if step is not None and step != self._last_metrics_step:
                 self._last_metrics_step = step
-                names = self.options.metric_names
-                for key, value in metrics.items():
-                    if names is not None and key.rsplit("/", 1)[-1] not in names:
-                        continue
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        added[f"tailguard/{key}"] = float(value)
+                curated = curate(metrics, full=self.options.log_metrics == "full", names=self.options.metric_names)
+                added = {f"tailguard/{k}": v for k, v in curated.items()}
                 added["tailguard/metrics_step"] = step
             stats = self.client.stats
             counters = {k: stats.get(k, 0) for k in ("sent", "dropped", "errors", "reconnects")}
@@ -353,12 +366,21 @@ class TailguardCallback(TrainerCallback):
             self._warn_once("log", f"tailguard: could not add metrics to the logs: {e!r}")
 
     def _wait_metrics(self, want_step: int) -> tuple[int | None, dict]:
+        """The newest metrics, waiting up to `log_wait_s` for this step's: step N's metrics land in step N's log
+        whenever the engine answers within the budget. No wait while the engine is away."""
         step, metrics = self.client.latest_metrics()
         deadline = time.monotonic() + self.options.log_wait_s
-        while (step is None or step < want_step) and time.monotonic() < deadline:
+        while (step is None or step < want_step) and time.monotonic() < deadline and self.client.connected:
             time.sleep(0.005)
             step, metrics = self.client.latest_metrics()
         return step, metrics
+
+
+def _one_prefix(message: str) -> str:
+    """One `tailguard:` prefix, also when a message embeds another tailguard message (an exception's text)."""
+    while "tailguard: tailguard: " in message:
+        message = message.replace("tailguard: tailguard: ", "tailguard: ")
+    return message
 
 
 def _check_curve(options: Options) -> None:
@@ -397,7 +419,31 @@ def _make_directives(trainer: Any, options: Options):
     )  # fmt: skip
 
 
-def attach(trainer: Any, endpoint: str | None = None, **options: Any) -> TailguardCallback:
+def attach(
+    trainer: Any,
+    endpoint: str | None = None,
+    *,
+    run_id: str | None = None,
+    pairs: Sequence[str] = DEFAULTS.pairs,
+    send_budget_s: float = DEFAULTS.send_budget_s,
+    queue_max_steps: int = DEFAULTS.queue_max_steps,
+    connect_timeout_s: float = DEFAULTS.connect_timeout_s,
+    fail_mode: Literal["fail_open", "fail_closed"] = "fail_open",
+    log_metrics: bool | Literal["full"] = True,
+    log_wait_s: float = DEFAULTS.log_wait_s,
+    metric_names: Sequence[str] | None = DEFAULTS.metric_names,
+    send_token_ids: bool = DEFAULTS.send_token_ids,
+    pin_memory: bool = DEFAULTS.pin_memory,
+    retain_captured: bool = DEFAULTS.retain_captured,
+    checkpoint_every: int = DEFAULTS.checkpoint_every,
+    keep_certified: int = DEFAULTS.keep_certified,
+    engine_lost_after_s: float = DEFAULTS.engine_lost_after_s,
+    mode: Literal["raw", "sketch"] = "raw",
+    record_to: str | os.PathLike[str] | None = DEFAULTS.record_to,
+    curve_server_key: str | os.PathLike[str] | None = DEFAULTS.curve_server_key,
+    curve_public_key: str | os.PathLike[str] | None = DEFAULTS.curve_public_key,
+    curve_secret_key: str | os.PathLike[str] | None = DEFAULTS.curve_secret_key,
+) -> TailguardCallback:
     r"""
     Attach tailguard to a constructed TRL trainer: install the capture, add the callback, return it.
 
@@ -406,8 +452,8 @@ def attach(trainer: Any, endpoint: str | None = None, **options: Any) -> Tailgua
             The trainer, after construction and before `train()`.
         endpoint (`str`, *optional*, defaults to `None`):
             Engine endpoint; `None` reads `TAILGUARD_ENDPOINT`, and with neither a private engine is started.
-        **options:
-            Any [`TailguardCallback`] option (`run_id`, `pairs`, `send_budget_s`, `fail_mode`, ...).
+        run_id, pairs, send_budget_s, ... (keyword-only):
+            The [`TailguardCallback`] options, with the same names, types and defaults (docs/trl.md).
 
     Returns:
         [`TailguardCallback`]: the attached callback (`cb.client.stats`, `cb.detach()`).
@@ -424,4 +470,5 @@ def attach(trainer: Any, endpoint: str | None = None, **options: Any) -> Tailgua
 
     ```
     """
+    options = {k: v for k, v in locals().items() if k not in ("trainer", "endpoint")}
     return TailguardCallback(endpoint, **options).attach(trainer)

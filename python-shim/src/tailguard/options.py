@@ -33,8 +33,8 @@ class Options:
     queue_max_steps: int = 8
     connect_timeout_s: float = 5.0
     fail_mode: str = "fail_open"
-    log_metrics: bool = True
-    log_wait_s: float = 0.0
+    log_metrics: bool | str = True  # True: the curated headline set (logmetrics.py); "full": every measured metric
+    log_wait_s: float = 1.0  # step N's metrics in step N's log when the engine answers within this
     metric_names: tuple[str, ...] | None = None
     send_token_ids: bool = False
     pin_memory: bool = True
@@ -113,6 +113,9 @@ def parse_options(**kwargs: Any) -> Options:
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise OptionsError(name, "None or a file path" if name == "record_to" else "None, a Z85 key or a key file", value)
             value = None if value is None else os.fspath(value)
+        elif name == "log_metrics":
+            if not (isinstance(value, bool) or value == "full"):  # not `in (True, False, ...)`: 1 == True
+                raise OptionsError(name, "True (the headline set), False or 'full'", value)
         elif name == "fail_mode":
             if value not in FAIL_MODES:
                 raise OptionsError(name, f"one of {list(FAIL_MODES)}", value)

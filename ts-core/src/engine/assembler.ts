@@ -176,6 +176,7 @@ export function toStepData(a: Assembled, trainer: string, receivedAt: number): S
   if (b.advantages) data.advantages = b.advantages as Float32Array;
   if (b.rewards) data.rewards = b.rewards as Float32Array;
   if (b.group_ids) data.groupIds = b.group_ids as Int32Array;
+  if (b.token_ids) data.tokenIds = b.token_ids as Int32Array;
   return data;
 }
 

@@ -20,6 +20,7 @@ import { controlHooks } from '../policy/hooks.ts';
 import type { ControllerSnapshot } from '../policy/controller.ts';
 import { openStoreHooks } from '../store/hooks.ts';
 import { RunStats } from '../stats/index.ts';
+import { attachTopTokens, runDecoder } from './forensics.ts';
 
 export interface Pipeline {
   /** A run's first hello (and every later one: a rank (re)joined). */
@@ -39,6 +40,8 @@ export interface Pipeline {
    * `minApplyAt`: the earliest `apply_at_step` every rank can meet (engine/outbox.ts); a lower one is raised.
    */
   onStepResult?(r: StepResult, o?: { minApplyAt?: number }): Directive | null;
+  /** After onStepResult: `findings/n`, and `findings/severity` (info 0 … critical 3) when there are any, of that step, for the reply's metrics. */
+  findingMetrics?(): Record<string, number>;
   /** After onStepResult: persist metrics, windows and the directive. */
   onFinalized?(r: StepResult, directive: Directive | null): void;
   /** A checkpoint the shim saved (step header `checkpoint`), for certification. */
@@ -66,7 +69,11 @@ export const buildPipeline: PipelineFactory = (ctx) => {
   // detect/ + policy/: audit lines go to `control.sink` (set it to RunStore.appendDirective with the store).
   // store/: open <runDir>/<runId> first; its state.json (if any) restores stats and controller (resume).
   const store = openStoreHooks(ctx);
-  const control = controlHooks({ policyFile: ctx.options.policy as string | undefined, snapshot: (store.state?.controller ?? null) as ControllerSnapshot | null, sink: store.audit });
+  const decoder = runDecoder(ctx.config, (msg) => ctx.log.warn(msg));
+  const control = controlHooks({
+    policyFile: ctx.options.policy as string | undefined, snapshot: (store.state?.controller ?? null) as ControllerSnapshot | null, sink: store.audit,
+    evidence: (findings, r) => attachTopTokens(findings, r, decoder),
+  });
   // stats/: per-rank steps in, final StepResults out (window/timeout from the serve options).
   const statsOpts = {
     worldSize: ctx.worldSize, runId: ctx.runId,
@@ -88,6 +95,7 @@ export const buildPipeline: PipelineFactory = (ctx) => {
     addSketchStep: (d) => stats.addSketchStep(d),
     finalizeReady: (now) => stats.finalizeReady(now),
     onStepResult: (r, o) => control.onStepResult(r, o),
+    findingMetrics: () => control.findingMetrics(),
     onAck: (a) => control.onAck(a),
     onCheckpoint: (step, path) => control.onCheckpoint(step, path),
     noop: (step) => control.noop(step),

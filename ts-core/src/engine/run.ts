@@ -8,13 +8,12 @@ import type { AckHeader, HelloHeader, Limits, Received, StepHeader, WireDirectiv
 import type { Directive, StepData, StepResult } from '../types.ts';
 import { StepAssembler, toStepData } from './assembler.ts';
 import type { Pipeline } from './pipeline.ts';
+import { headlineMetrics } from '../stats/index.ts';
 import { addChunk, countSlices, emptyReceived, setSlices, type MaskCounts } from './received.ts';
 import { decodeSketchStep } from './sketch.ts';
 import { DirectiveOutbox } from './outbox.ts';
 import { PENDING_STEP_OVERHEAD, PendingBudget } from './budget.ts';
 
-/** Headline metrics sent back in each directive reply (`"<pair>/<slice>/<metric>"`). */
-export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_q999', 'abs_max', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
 
 interface RankSession {
   session: string;
@@ -204,7 +203,7 @@ export class Run {
         this.outbox.push(d);
       }
       this.pipeline.onFinalized?.(r, d); // store/
-      this.metrics = headline(r);
+      this.metrics = { ...headlineMetrics(r), ...this.pipeline.findingMetrics?.() };
       this.metricsStep = r.step;
       this.finalHigh = Math.max(this.finalHigh, r.step);
     }
@@ -279,15 +278,3 @@ const toWire = (d: Directive): WireDirective => ({
   reason: d.reason,
   evidence: d.evidence,
 });
-
-function headline(r: StepResult): Record<string, number | null> {
-  const out: Record<string, number | null> = {};
-  for (const rec of r.records) {
-    if (rec.implicit) continue;
-    for (const m of HEADLINE_METRICS) {
-      const v = rec[m];
-      if (typeof v === 'number') out[`${rec.pair}/${rec.slice}/${m}`] = v;
-    }
-  }
-  return out;
-}

@@ -24,7 +24,7 @@ function row(e: AuditEntry, outcome: Map<string, string>): AuditRow | null {
   if (e.kind === 'finding') {
     const { top_tokens: tt, ...rest } = e.evidence ?? {};
     const ev = Object.fromEntries(Object.entries(rest).filter(([k]) => !DROP.has(k)));
-    const top = Array.isArray(tt) && tt.length ? ` | top tokens: ${tt.slice(0, 10).map((t: Record<string, unknown>) => `${t.text ?? t.token ?? t.token_id ?? '?'} (|ℓ| ${fmtL(t)}${t.rank !== undefined ? `, rank ${t.rank}` : ''})`).join(', ')}` : '';
+    const top = Array.isArray(tt) && tt.length ? ` | top tokens: ${tt.slice(0, 10).map((t: Record<string, unknown>) => `${t.text !== undefined ? JSON.stringify(t.text) : t.token_id !== undefined ? `token ${t.token_id}` : '?'} (|ℓ| ${fmtL(t)}${['rank', 'seq', 'pos'].filter((k) => t[k] !== undefined).map((k) => `, ${k} ${t[k]}`).join('')})`).join('; ')}` : '';
     return [e.step, 'finding', `sev-${e.severity}`, `${e.severity} ${e.detector}`, [e.pair, e.slice, e.rank !== undefined ? `rank ${e.rank}` : ''].filter(Boolean).join(' / '), e.message + top, round(ev)];
   }
   if (e.kind === 'directive') {
