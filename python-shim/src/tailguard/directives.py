@@ -167,6 +167,7 @@ class DirectiveApplier:
         self._lost_warned = False
         self._down_since: float | None = None
         self.lost_after_s = float(lost_after_s)
+        self.stopped: tuple[int, str] | None = None  # fail_closed: (step, why) every rank stopped at
 
     # --- persistence -------------------------------------------------------------------------
 
@@ -248,6 +249,7 @@ class DirectiveApplier:
         payload, stops = self._exchange(payload, local_stop)
         if stops:
             control.should_training_stop = True
+            self.stopped = self.stopped or (step, "; ".join(f"rank {r}: {why}" for r, why in sorted(stops.items())))
             logger.error("tailguard: fail_closed: stopping every rank at step %d: %s", step, stops)
             self._log({"event": "rank_stop", "step": step, "reasons": {str(r): why for r, why in stops.items()}, "stop": True})
         if payload.get("lost"):
@@ -340,6 +342,7 @@ class DirectiveApplier:
     def _on_engine_lost(self, step, control, why):
         if self.fail_mode == "fail_closed":
             control.should_training_stop = True
+            self.stopped = self.stopped or (step, why)
             logger.error("tailguard: engine lost (%s); fail_closed: stopping training at step %d", why, step)
             self._log({"event": "engine_lost", "step": step, "fail_mode": self.fail_mode, "reason": why, "stop": True})
         elif not self._lost_warned:

@@ -152,13 +152,17 @@ def resolve_endpoint(endpoint: str | None) -> str:
             "start one with `npx tailguard serve`",
             None,
         )
-    if not isinstance(endpoint, str) or "://" not in endpoint:
-        raise OptionsError("endpoint", "a ZeroMQ endpoint like 'tcp://127.0.0.1:5599' or 'ipc:///tmp/tg.sock'", endpoint)
-    return endpoint
+    from .transport.keys import check_endpoint
+
+    try:  # checked at attach: an http:// or inproc:// endpoint would fail only in the client's thread
+        return check_endpoint(endpoint)
+    except ValueError as e:
+        raise OptionsError("endpoint", f"a tcp:// or ipc:// ZeroMQ endpoint ({e})", endpoint) from None
 
 
 def default_run_id(args: Any) -> str:
-    """A run id every rank derives identically (no clocks, no randomness): the run name or output dir."""
+    """The base every rank derives identically (no clocks, no randomness): the run name or output dir's name.
+    guard.run_identity appends a time and a random tag on rank 0, so each training run gets its own id."""
     base = getattr(args, "run_name", None) or os.path.basename(os.path.normpath(getattr(args, "output_dir", "") or ""))
     rid = re.sub(r"[^A-Za-z0-9._-]+", "-", str(base)).strip("-._")[:128]
     return rid if rid and RUN_ID_RE.fullmatch(rid) else "run"

@@ -531,16 +531,10 @@ def encode_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, imp
 
 
 def send_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=(), checkpoint=None) -> bool:
-    """Queue a merged sketch on rank 0's `EngineClient`; False when dropped (never raises, never blocks
-    beyond the client's send budget)."""
-    from .wire import ProtocolError
-
-    try:
-        frames = encode_sketch_step(client, step, sk, knobs, logs, implicit, checkpoint)
-    except ProtocolError as e:
-        log.warning("tailguard: sketch step %d could not be encoded (%s)", step, e)
-        return False
-    return client.send_encoded(int(step), [frames])
+    """Queue a merged sketch on rank 0's `EngineClient` through its one step path (`send_step`): False when
+    dropped, and then counted like any dropped step (never raises, never blocks beyond the send budget)."""
+    return client.send_step(int(step), sk.buffers(), knobs=knobs, logs=logs, implicit=implicit,
+                            checkpoint=checkpoint, sketch=step_header_fields(sk))
 
 
 def _with_pairs(sk: Sketch, names: Sequence[str]) -> Sketch:
@@ -592,9 +586,10 @@ def _empty_sketch(names: Sequence[str]) -> Sketch:
     return _with_pairs(none, names)
 
 
-def send_capture_step(cb, state, control, per_rank: bool = False) -> None:
+def send_capture_step(cb, state, control, per_rank: bool = False) -> bool:
     """The callback's step flush in sketch mode. Every rank calls it (the reduce is a collective);
-    rank 0 alone holds a client and sends. Hook: `TailguardCallback._send_step`.
+    rank 0 alone holds a client and sends. Hook: `TailguardCallback._send_step`. Returns False when this
+    rank's client dropped the step; fail_closed then stops every rank at the step-end exchange.
 
     A rank whose part fails before the reduce still joins it with an empty part flagged `failed` (else the
     other ranks would wait in the reduce until the DDP timeout); rank 0 then sends nothing for the step,
@@ -622,16 +617,14 @@ def send_capture_step(cb, state, control, per_rank: bool = False) -> None:
         if cb.client is not None:  # a partial step would misstate the tail: send nothing for it
             log.warning("tailguard: sketch step %d not sent: %d rank(s) could not compute their part",
                         state.global_step, reduced.failed)
-        return
+        return True  # the failing rank raised above: the exchange carries its reason
     sk = _present(reduced)
     if cb.client is None:
-        return
+        return True
     logs = cb.capture.step_logs()
     if payload is not None and payload.loss is not None and math.isfinite(payload.loss):
         logs["loss"] = payload.loss
     directives = getattr(cb, "directives", None)
     extras = directives.step_extras(cb.client) if directives is not None else {}
-    ok = send_sketch_step(cb.client, state.global_step, sk, knobs=knobs, logs=logs, implicit=implicit,
-                          checkpoint=extras.get("checkpoint"))
-    if not ok and cb.options.fail_mode == "fail_closed":
-        control.should_training_stop = True
+    return send_sketch_step(cb.client, state.global_step, sk, knobs=knobs, logs=logs, implicit=implicit,
+                            checkpoint=extras.get("checkpoint"))

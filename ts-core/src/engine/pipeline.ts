@@ -56,8 +56,8 @@ export interface Pipeline {
   recordedThrough?(): number | null;
   /** A store failure since the run opened (the run's replies become E_STORE until it is reopened). */
   storeFault?(): Error | null;
-  /** A rank said bye: make what is stored durable, state included. */
-  onBye?(rank: number): void;
+  /** A rank said bye: make what is stored durable, state included (a promise: once it settles). */
+  onBye?(rank: number): void | Promise<void>;
   /** Flush and release (shutdown). */
   close?(): void | Promise<void>;
 }

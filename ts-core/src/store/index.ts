@@ -138,6 +138,31 @@ export class RunStore {
     for (const name of LOGS) this.logs[name].markCommitted();
   }
 
+  /**
+   * `--commit async`: the same commit off the reply path. Appends are already written; their fsyncs run on the
+   * thread pool, then `state` (serialised now, so it matches the logs) is replaced, then the commit counts.
+   * Commits must be chained by the caller (one at a time); a failure rolls back like commitStep.
+   */
+  async commitStepAsync(stateJson?: string, aborted: () => boolean = () => false): Promise<boolean> {
+    const at = LOGS.map((name) => this.logs[name].offset);
+    try {
+      for (const name of LOGS) await this.logs[name].syncAsync();
+      // A fault elsewhere rolled the logs back meanwhile: this commit no longer exists.
+      if (aborted() || this.closed) return false;
+      if (stateJson !== undefined) writeFileAtomic(this.path('state'), stateJson, this.opts.durable !== false);
+    } catch (e) {
+      this.rollback();
+      throw e;
+    }
+    LOGS.forEach((name, i) => this.logs[name].markCommitted(at[i]));
+    return true;
+  }
+
+  /** state.json's text for `state` (what saveState writes). */
+  stateJson(state: Omit<RunState, 'version' | 'saved_at'>): string {
+    return JSON.stringify({ version: 1, ...state, saved_at: new Date().toISOString() } satisfies RunState);
+  }
+
   /** Truncate every log back to the last commit (after a failed append or commit). */
   rollback(): void {
     for (const name of LOGS) this.logs[name].rollback();
@@ -158,8 +183,7 @@ export class RunStore {
   // ---- state.json (resume) ----
 
   saveState(state: Omit<RunState, 'version' | 'saved_at'>): void {
-    const full: RunState = { version: 1, ...state, saved_at: new Date().toISOString() };
-    writeFileAtomic(this.path('state'), JSON.stringify(full), this.opts.durable !== false);
+    writeFileAtomic(this.path('state'), this.stateJson(state), this.opts.durable !== false);
   }
 
   /** state.json as checked when the store was opened (a corrupt one refused the open). */

@@ -186,9 +186,13 @@ export class EngineServer {
   }
 
   private onBye(id: Buffer, h: ByeHeader): void {
+    const ack = (recorded: number | null) => {
+      this.log.info({ run_id: h.run_id, rank: h.rank, last_step: h.last_step, stats: h.stats, recorded_through: recorded }, 'bye');
+      this.reply(id, { type: 'ack', version: V, of: 'bye', run_id: h.run_id, rank: h.rank, recorded_through: recorded });
+    };
     const recorded = this.registry.get(h.run_id)?.bye(h.rank, connOf(id)) ?? null;
-    this.log.info({ run_id: h.run_id, rank: h.rank, last_step: h.last_step, stats: h.stats, recorded_through: recorded }, 'bye');
-    this.reply(id, { type: 'ack', version: V, of: 'bye', run_id: h.run_id, rank: h.rank, recorded_through: recorded });
+    if (recorded instanceof Promise) void recorded.then(ack); // --commit async: the ack waits for the flush
+    else ack(recorded);
   }
 
   private sendError(id: Buffer, e: ProtocolError): void {
