@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 from synthetic_steps import synthetic_step  # noqa: E402
 from tailguard.client import EngineClient  # noqa: E402
-from tailguard.protocol import ProtocolError  # noqa: E402
+from tailguard.wire import ProtocolError  # noqa: E402
 
 
 def settled(st: dict, offered: int) -> None:

@@ -9,7 +9,7 @@ import time
 import msgpack
 import zmq
 
-from tailguard.protocol import DEFAULT_LIMITS, ProtocolError, decode_message, encode_message, step_checksum
+from tailguard.wire import DEFAULT_LIMITS, ProtocolError, decode_message, encode_message, step_checksum
 
 
 class FakeEngine:
