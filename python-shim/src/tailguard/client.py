@@ -304,6 +304,19 @@ class EngineClient:
             self._control.append(encode_message(h))
         self._wake()
 
+    def wait_answered(self, through: int, timeout: float) -> bool:
+        """Wait (at most `timeout` s, and never without a session) until every held step ≤ `through` is
+        answered or dropped: the directive contract's client rule (proto/README.md, "Timing (client)")."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            led = self._ledger
+            while self.welcome is not None and any(i.step <= through for i in [*led.outbox, *led.inflight.values()]):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+            return True
+
     def poll_directives(self) -> list[dict]:
         """Directives received since the last call (no-ops included), oldest first. Never blocks."""
         with self._cv:
