@@ -17,7 +17,7 @@ import msgpack
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from ..protocol import ProtocolError, decode_message, encode_message
+from ..wire import ProtocolError, decode_message, encode_message
 
 log = logging.getLogger("tailguard.client")
 
