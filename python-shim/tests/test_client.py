@@ -7,7 +7,7 @@ import pytest
 
 from fake_engine import FakeEngine
 from tailguard.client import EngineClient
-from tailguard.protocol import ProtocolError, step_checksum
+from tailguard.wire import ProtocolError, step_checksum
 
 
 def arrays(T=12, seed=0):

@@ -34,7 +34,7 @@ import time
 from typing import Any, Iterable, Mapping
 
 from . import __version__
-from .protocol import DEFAULT_LIMITS, ProtocolError, encode_message
+from .wire import DEFAULT_LIMITS, ProtocolError, encode_message
 from .transport import IoThread, Ledger, Step, check_endpoint, curve_keys
 from .transport.headers import _plain, ack_header, bye_header, hello_header, step_header, step_messages
 
@@ -66,7 +66,7 @@ class EngineClient:
         heartbeat_ms (`int`, *optional*, defaults to `1000`): ZMQ heartbeat interval (timeout 3×).
         linger_ms (`int`, *optional*, defaults to `100`): socket linger, so closing never hangs.
         checksum (`bool`, *optional*, defaults to `False`): ask the engine to echo `received.checksum`
-            (FNV-1a over every buffer byte, `protocol.step_checksum`). A verification aid for tests and
+            (FNV-1a over every buffer byte, `wire.step_checksum`). A verification aid for tests and
             debugging: it costs the engine about 2 ns per byte (~12 ns per token), more than its statistics.
         curve_server_key (`str`, *optional*): the engine's CURVE public key (Z85), or a key file
             (`tailguard keygen` / zcert format). Set it to connect to an engine started with `--curve-secret`.
@@ -303,6 +303,19 @@ class EngineClient:
         with self._cv:
             self._control.append(encode_message(h))
         self._wake()
+
+    def wait_answered(self, through: int, timeout: float) -> bool:
+        """Wait (at most `timeout` s, and never without a session) until every held step ≤ `through` is
+        answered or dropped: the directive contract's client rule (proto/README.md, "Timing (client)")."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            led = self._ledger
+            while self.welcome is not None and any(i.step <= through for i in [*led.outbox, *led.inflight.values()]):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+            return True
 
     def poll_directives(self) -> list[dict]:
         """Directives received since the last call (no-ops included), oldest first. Never blocks."""
