@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import Any
 
-from .options import default_run_id
+from .options import Options, OptionsError, default_run_id
 
 logger = logging.getLogger("tailguard")
 
@@ -66,6 +66,25 @@ def find_trainer(cb: Any) -> Any | None:
     finally:
         del frame
     return None
+
+
+def check_curve(options: Options) -> None:
+    """Bad or incomplete CURVE keys fail at attach (E_OPTION), not in `on_train_begin`."""
+    from .transport import curve_keys
+
+    keys = {k: getattr(options, k) for k in ("curve_server_key", "curve_secret_key", "curve_public_key")}
+    try:
+        curve_keys(keys["curve_server_key"], keys["curve_public_key"], keys["curve_secret_key"])
+    except Exception as e:  # ValueError (incomplete / not 40 chars), or a key file zmq cannot read
+        name = next((k for k, v in keys.items() if v is None), "curve_secret_key")
+        raise OptionsError(name, f"a complete CURVE key set ({e})", "<hidden>") from e
+
+
+def record_path(path: str | None, rank: int, world_size: int) -> str | None:
+    """Each rank records its own steps; with several ranks the file name gets a `.rank<R>` suffix."""
+    if path is None or world_size == 1:
+        return path
+    return f"{path}.rank{rank}"
 
 
 # ---- run identity ------------------------------------------------------------------------------------
@@ -156,3 +175,16 @@ def barrier() -> None:
         return
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def all_gather(obj: Any) -> list:
+    """`obj` from every rank of the trainer's process group (just `[obj]` outside one)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return [obj]
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    box = [None] * dist.get_world_size()
+    dist.all_gather_object(box, obj)
+    return box
