@@ -434,6 +434,7 @@ def _make_directives(trainer: Any, options: Options):
         trainer, None, rank=int(acc.process_index), world_size=int(acc.num_processes),
         fail_mode=options.fail_mode, checkpoint_every=options.checkpoint_every,
         keep_certified=options.keep_certified, lost_after_s=options.engine_lost_after_s,
+        reply_wait_s=options.log_wait_s,  # the reply that carries a directive due at this boundary
     )  # fmt: skip
 
 

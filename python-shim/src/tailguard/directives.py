@@ -54,11 +54,13 @@ class DirectiveApplier:
         checkpoint_every (`int`, *optional*, defaults to `0`): also save every N steps (0: the trainer's own cadence).
         lost_after_s (`float`, *optional*, defaults to `3.0`): no engine session this long = engine lost.
         keep_certified (`int`, *optional*, defaults to `2`): certified checkpoints kept from rotation (K).
+        reply_wait_s (`float`, *optional*, defaults to `0.0`): rank 0 waits this long at most for the replies
+            that carry the directives due at a boundary (the callback passes `log_wait_s`).
     """
 
     def __init__(
         self, trainer, client=None, *, rank=0, world_size=1, fail_mode="fail_open", keeper=None, checkpoint_every=0,
-        lost_after_s=3.0, keep_certified=2,
+        lost_after_s=3.0, keep_certified=2, reply_wait_s=0.0,
     ):
         if fail_mode not in ("fail_open", "fail_closed"):
             raise ValueError(f"fail_mode must be 'fail_open' or 'fail_closed', got {fail_mode!r}")
@@ -83,6 +85,7 @@ class DirectiveApplier:
         self._down_since: float | None = None
         self.lost_after_s = float(lost_after_s)
         self.stopped: tuple[int, str] | None = None  # fail_closed: (step, why) every rank stopped at
+        self.reply_wait_s = float(reply_wait_s)
 
     # --- persistence -------------------------------------------------------------------------
 
@@ -175,6 +178,7 @@ class DirectiveApplier:
 
     def _rank0_payload(self, step: int) -> dict:
         if self.client is not None:
+            self._await_replies(step)
             try:
                 received = self.client.poll_directives()
             except Exception as e:  # the monitor must not take the trainer down
@@ -193,6 +197,18 @@ class DirectiveApplier:
         due = [d for d in self.pending if int(d.get("apply_at_step", step)) <= step]
         self.pending = [d for d in self.pending if d not in due]
         return {"apply": due, "lost": self._engine_lost()}
+
+    def _await_replies(self, step: int) -> None:
+        """The contract's client rule: before applying at boundary b, wait (bounded by `reply_wait_s`) for the
+        replies to steps ≤ b − D, D = `welcome.directive_lag`; a directive due at b is in one of them."""
+        wait = getattr(self.client, "wait_answered", None)
+        if wait is None or self.reply_wait_s <= 0:
+            return
+        lag = int(((getattr(self.client, "welcome", None) or {}).get("directive_lag")) or 1)
+        try:
+            wait(step - lag, self.reply_wait_s)
+        except Exception as e:  # the monitor must not take the trainer down
+            logger.warning("tailguard: waiting for the engine's replies failed: %s", e)
 
     def _note_certified(self, raw) -> None:
         """The engine's verdicts on checkpoints (no-op params ``certified_checkpoints``, ``rejected_checkpoints``)."""
@@ -318,8 +334,13 @@ class DirectiveApplier:
             logger.info("tailguard: applied %s %s at step %d: %s", action, d.get("id"), step, changes)
         if applied:
             self.applied_ids.append(str(d.get("id")))
+        late = isinstance(d.get("apply_at_step"), int) and d["apply_at_step"] < step
+        if late:
+            logger.warning("tailguard: %s %s applied late: due at step %d, applied at %d", action, d.get("id"),
+                           d["apply_at_step"], step)
         rec = {
             "event": "directive",
+            "late": late,
             "directive_id": d.get("id"),
             "action": action,
             "apply_at_step": d.get("apply_at_step"),
