@@ -76,7 +76,7 @@ def test_wheel_is_a_platform_wheel_carrying_the_engine(wheel: Path):
         assert "manylinux_" in wheel.name
     names = zipfile.ZipFile(wheel).namelist()
     assert "tailguard/_engine/cli.mjs" in names and "tailguard/_engine/policy/default.yaml" in names
-    assert "tailguard/_engine/worker-entry.mjs" in names
+    assert "tailguard/_engine/ui-worker.mjs" in names
     assert "tailguard/_engine/kernel.wasm" in names  # beside the chunks, or the engine silently runs the JS kernel
     assert sum(n.endswith("addon.node") for n in names) == 1  # one prebuilt: the platform's
     assert "tailguard/py.typed" in names and any(n.endswith("licenses/LICENSE") for n in names)
@@ -125,7 +125,7 @@ def test_wheel_trains_offline_outside_the_checkout(work: Path, venv: Path):
     run.mkdir()
     shutil.copy(TINY, run / "tiny.py")
     (run / "train.py").write_text(TRAIN)
-    # --ui: the live page runs in a worker thread, a separate bundled entry (worker-entry.mjs) of the engine.
+    # --ui: the live page runs in a worker thread, a separate bundled entry (ui-worker.mjs) of the engine.
     r = _run([venv / "bin" / "python", "train.py"], cwd=run, timeout=400, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
              TAILGUARD_ENGINE_ARGS="--ui 0")
     out = json.loads(r.stdout.strip().splitlines()[-1])

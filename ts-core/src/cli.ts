@@ -40,6 +40,7 @@ program
   .option('--max-run-pending-bytes <bytes>', 'memory budget for incomplete steps of one run (E_BUDGET beyond)', int(1), 1024 ** 3)
   .option('--retain-runs <n>', 'keep only the N most recently updated run directories (0: all)', int(0), 0)
   .option('--retain-days <days>', 'remove run directories not updated for this many days (default: never)', positive)
+  .addOption(new Option('--commit <mode>', 'sync: a reply waits for its step\'s fsync; async: fsyncs leave the reply path and recorded_through trails the replies').choices(['sync', 'async']).default('sync'))
   .action(async (opts) => (await import('./commands/serve.ts')).serve(opts));
 
 program

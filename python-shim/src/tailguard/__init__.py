@@ -28,7 +28,7 @@ def _version() -> str:
 __version__ = _version()
 PROTOCOL_VERSION = (1, 0)
 
-__all__ = ["TailguardCallback", "attach", "EngineClient", "__version__", "PROTOCOL_VERSION"]
+__all__ = ["TailguardCallback", "TailguardStopped", "attach", "EngineClient", "__version__", "PROTOCOL_VERSION"]
 
 from typing import TYPE_CHECKING
 
@@ -42,6 +42,10 @@ def __getattr__(name: str) -> object:
         from . import callback
 
         return getattr(callback, name)
+    if name == "TailguardStopped":
+        from .guard import TailguardStopped
+
+        return TailguardStopped
     if name == "EngineClient":
         from .client import EngineClient
 

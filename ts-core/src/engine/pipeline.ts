@@ -12,8 +12,9 @@
 //   close    flush files on shutdown           -> Pipeline.close
 import type { Logger } from 'pino';
 import type { AckHeader, HelloHeader } from '../protocol/messages.ts';
-import type { Directive, StepData, StepResult } from '../types.ts';
-import type { SketchStepData } from './sketch.ts';
+import type { Directive, PipelineContext, StepData, StepResult } from '../types.ts';
+export type { PipelineContext } from '../types.ts';
+import type { SketchStepData } from '../types.ts';
 import type { MaskCounts } from './received.ts';
 import { controlHooks } from '../policy/hooks.ts';
 import type { ControllerSnapshot } from '../policy/controller.ts';
@@ -55,22 +56,10 @@ export interface Pipeline {
   recordedThrough?(): number | null;
   /** A store failure since the run opened (the run's replies become E_STORE until it is reopened). */
   storeFault?(): Error | null;
-  /** A rank said bye: make what is stored durable, state included. */
-  onBye?(rank: number): void;
+  /** A rank said bye: make what is stored durable, state included (a promise: once it settles). */
+  onBye?(rank: number): void | Promise<void>;
   /** Flush and release (shutdown). */
   close?(): void | Promise<void>;
-}
-
-export interface PipelineContext {
-  runId: string;
-  worldSize: number;
-  trainer: string;
-  config: Record<string, unknown>;
-  /** Root of run stores (`--run-dir`); a run's store lives in `<runDir>/<runId>`. */
-  runDir: string;
-  /** The serve options as parsed by the CLI (window, step timeout, policy file, ...). */
-  options: Record<string, unknown>;
-  log: Logger;
 }
 
 export type PipelineFactory = (ctx: PipelineContext) => Pipeline;

@@ -223,14 +223,15 @@ export class Run {
   }
 
   /** bye: the session ends (only its own connection ends it); what is stored is made durable first. */
-  bye(rank: number, conn?: string): number | null {
+  bye(rank: number, conn?: string): number | null | Promise<number | null> {
     const s = this.sessions.get(rank);
     if (s && (conn === undefined || s.conn === undefined || s.conn === conn)) {
       s.assembler.discard();
       this.sessions.delete(rank);
     }
-    if (!this.failed) this.pipeline.onBye?.(rank);
-    return this.pipeline.recordedThrough?.() ?? null;
+    const flushed = this.failed ? undefined : this.pipeline.onBye?.(rank);
+    const recorded = () => this.pipeline.recordedThrough?.() ?? null;
+    return flushed instanceof Promise ? flushed.then(recorded, recorded) : recorded();
   }
 
   /** The run store failed: every message of the run gets E_STORE until a hello reopens it (registry). */

@@ -14,7 +14,7 @@ import { S_ABS_MAX, S_N, S_NONFINITE, S_SUM_ABS, metricsFromSums, mergeSums } fr
 import { WindowState } from './window.ts';
 import { StatsError } from './errors.ts';
 import { TOPK_DEFAULT, mergeTopTokens } from './topk.ts';
-import type { SketchStepData } from '../engine/sketch.ts';
+import type { SketchStepData } from '../types.ts';
 
 export interface RunStatsOptions {
   /** Ranks per step. */
@@ -391,7 +391,7 @@ export class RunStats {
       const m = merged.get(key) ?? empty;
       const w = this.window(key);
       w.push(step, m.hist, m.sums[S_N], m.sums[S_SUM_ABS], m.sums[S_N] > 0 ? m.sums[S_ABS_MAX] : 0);
-      if (w.runN === 0) {
+      if (w.winN === 0) {
         w.atBoundary(new Float64Array(CDF_GRID.length));
         continue;
       }
@@ -402,7 +402,7 @@ export class RunStats {
       if (w.ewmaQ) shape.drift_aware = shapeChange(cdf, w.ewmaQ);
       w.atBoundary(cdf);
       const rec: WindowRecord = {
-        step, first_step: w.firstStep, pair, slice: slice as SliceName, n: w.runN, alpha: NaN,
+        step, first_step: w.firstStep, pair, slice: slice as SliceName, n: w.winN, alpha: NaN,
         abs_q50: cdf[GRID_I50], abs_q90: cdf[GRID_I90], abs_q95: cdf[GRID_I95], abs_q99: cdf[GRID_I99], abs_q999: cdf[GRID_I999],
         cdf: { p: [...CDF_GRID], q: [...cdf] },
       };
@@ -410,14 +410,14 @@ export class RunStats {
       recs.push(rec);
     }
     const pre = this.windows.get(`${pair}/pre_tool`)!, post = this.windows.get(`${pair}/post_tool`)!;
-    const alpha = pre.runN + post.runN > 0 ? post.runN / (pre.runN + post.runN) : NaN;
+    const alpha = pre.winN + post.winN > 0 ? post.winN / (pre.winN + post.winN) : NaN;
     for (const r of recs) {
       r.alpha = alpha;
       if (r.slice === 'all' && this.windows.get(`${pair}/all`)!.fixedReady && pre.fixedReady && post.fixedReady) {
         const a0 = pre.fixedN + post.fixedN > 0 ? post.fixedN / (pre.fixedN + post.fixedN) : 0;
         r.attribution = attribution(
           a0, pre.fixedSumAbs / pre.fixedN, post.fixedSumAbs / post.fixedN,
-          Number.isFinite(alpha) ? alpha : 0, pre.runSumAbs / pre.runN, post.runSumAbs / post.runN,
+          Number.isFinite(alpha) ? alpha : 0, pre.winSumAbs / pre.winN, post.winSumAbs / post.winN,
         );
       }
       out.push(r);

@@ -6,8 +6,7 @@
 // write rolls the logs back to the last commit and sets `fault` (the run's next reply is E_STORE; the
 // engine closes the run without saving state, and a new hello reopens it from what is durable).
 import * as fs from 'node:fs';
-import type { PipelineContext } from '../engine/pipeline.ts';
-import type { Directive, StepResult } from '../types.ts';
+import type { Directive, PipelineContext, StepResult } from '../types.ts';
 import { RunStore, type AuditEntry, type RunState } from './index.ts';
 
 export interface StoreHooks {
@@ -25,9 +24,10 @@ export interface StoreHooks {
   recordedThrough(): number | null;
   /** The first store failure since open, or null. */
   fault(): Error | null;
-  /** A rank said bye: make everything durable (state included) so the bye ack's recorded_through is final. */
-  flush(): void;
-  close(): void;
+  /** A rank said bye: make everything durable (state included) so the bye ack's recorded_through is final
+   *  (with `--commit async`, once the returned promise settles). */
+  flush(): void | Promise<void>;
+  close(): void | Promise<void>;
 }
 
 export const DEFAULT_STATE_EVERY = 10;
@@ -36,6 +36,10 @@ export function openStoreHooks(ctx: PipelineContext): StoreHooks {
   // `durable: false` (replay): same files in the same order, without an fsync per step; state.json only at close.
   const durable = ctx.options.durable !== false;
   const stateEvery = stateEveryOf(ctx.options.stateEvery);
+  // `--commit async`: fsyncs leave the reply path; recorded_through then trails the replies (it only ever
+  // names what is on disk). Default `sync`: the reply waits for the fsync, so it names its own step.
+  const asyncCommit = ctx.options.commit === 'async' && durable;
+  let chain: Promise<void> = Promise.resolve();
   const store = RunStore.open(ctx.runDir, ctx.runId, { durable }); // throws: the hello gets E_STORE
   let state: RunState | null;
   try {
@@ -75,6 +79,23 @@ export function openStoreHooks(ctx: PipelineContext): StoreHooks {
     }
   };
   const commit = (withState: boolean) => {
+    if (asyncCommit) {
+      // The state is serialised now (it must match the logs as written); the disk work runs in order, later.
+      const json = withState ? store.stateJson(currentState()) : undefined;
+      const step = lastStep;
+      if (withState) (savedStep = lastStep), (sinceState = 0);
+      chain = chain.then(async () => {
+        if (fault) return;
+        try {
+          if ((await store.commitStepAsync(json, () => fault !== null)) && !fault) recorded = step;
+        } catch (e) {
+          if (fault) return;
+          fault = e as Error;
+          ctx.log.error({ err: e, dir: store.dir, recorded_through: recorded }, "run store: commit failed; the run's next reply is E_STORE");
+        }
+      });
+      return;
+    }
     store.commitStep(withState ? currentState() : undefined);
     if (withState) (savedStep = lastStep), (sinceState = 0);
     recorded = lastStep;
@@ -113,22 +134,30 @@ export function openStoreHooks(ctx: PipelineContext): StoreHooks {
       guard('flush', () => {
         if (durable && lastStep !== null && savedStep !== lastStep) commit(true);
       });
+      if (asyncCommit) return chain;
     },
     close() {
-      if (fault) {
-        // What is in memory includes steps the files do not hold: never save it.
-        store.close(true);
-        return;
-      }
-      guard('close', () => {
-        if (lastStep !== null) store.saveState(currentState()); // the final state, also when not saved per step
-        store.close();
-        // A run that never stored a step leaves nothing behind (fuzzers and misconfigured clients).
-        if (lastStep === null) removeIfEmpty(store.dir);
-      });
-      if (fault) store.close(true);
+      // Synchronous when nothing can be in flight: the files are released before a reopen of the same run.
+      if (asyncCommit) return chain.then(() => closeNow());
+      closeNow();
     },
   };
+
+  function closeNow(): void {
+    if (fault) {
+      // What is in memory includes steps the files do not hold: never save it.
+      store.close(true);
+      return;
+    }
+    guard('close', () => {
+      if (lastStep !== null) store.saveState(currentState()); // the final state, also when not saved per step
+      store.close();
+      // A run that never stored a step leaves nothing behind (fuzzers and misconfigured clients).
+      if (lastStep === null) removeIfEmpty(store.dir);
+    });
+    if (fault) store.close(true);
+  }
+
 
   function currentState(): Omit<RunState, 'version' | 'saved_at'> {
     return {

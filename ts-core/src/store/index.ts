@@ -11,6 +11,7 @@ import { RUN_ID_RE } from '../protocol/validate.ts';
 import { PROTOCOL_VERSION, VERSION } from '../version.ts';
 import type { MetricRecord, StepResult, WindowRecord } from '../types.ts';
 import { JsonlAppender, lastLine, readIfExists, readJsonl, writeFileAtomic, type JsonlRead, type TornLine } from './jsonl.ts';
+import { FILES, LOGS, StoreError, type LogName } from './layout.ts';
 import { recoverRunDir, type Recovered } from './recover.ts';
 import type { AuditEntry, RunMeta, RunState, StepEntry } from './types.ts';
 
@@ -18,30 +19,7 @@ export * from './types.ts';
 export { readJsonl, storeFaults, toJsonLine, type JsonlRead, type TornLine } from './jsonl.ts';
 
 export { RUN_ID_RE }; // one pattern for the wire (E_RUN_ID) and the run directory name
-
-export const FILES = {
-  run: 'run.json',
-  metrics: 'metrics.jsonl',
-  windows: 'windows.jsonl',
-  directives: 'directives.jsonl',
-  steps: 'steps.jsonl',
-  state: 'state.json',
-  lock: 'engine.lock',
-} as const;
-
-/** The append-only JSONL logs of a run directory. */
-export type LogName = 'metrics' | 'windows' | 'directives' | 'steps';
-export const LOGS: readonly LogName[] = ['metrics', 'windows', 'directives', 'steps'];
-
-export class StoreError extends Error {
-  constructor(
-    readonly code: 'E_RUN_ID' | 'E_RUN_LOCKED' | 'E_STATE',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'StoreError';
-  }
-}
+export { FILES, LOGS, StoreError, type LogName } from './layout.ts';
 
 /** Throws E_RUN_ID unless `runId` is safe to use as a single path component. */
 export function checkRunId(runId: unknown): string {
@@ -160,6 +138,31 @@ export class RunStore {
     for (const name of LOGS) this.logs[name].markCommitted();
   }
 
+  /**
+   * `--commit async`: the same commit off the reply path. Appends are already written; their fsyncs run on the
+   * thread pool, then `state` (serialised now, so it matches the logs) is replaced, then the commit counts.
+   * Commits must be chained by the caller (one at a time); a failure rolls back like commitStep.
+   */
+  async commitStepAsync(stateJson?: string, aborted: () => boolean = () => false): Promise<boolean> {
+    const at = LOGS.map((name) => this.logs[name].offset);
+    try {
+      for (const name of LOGS) await this.logs[name].syncAsync();
+      // A fault elsewhere rolled the logs back meanwhile: this commit no longer exists.
+      if (aborted() || this.closed) return false;
+      if (stateJson !== undefined) writeFileAtomic(this.path('state'), stateJson, this.opts.durable !== false);
+    } catch (e) {
+      this.rollback();
+      throw e;
+    }
+    LOGS.forEach((name, i) => this.logs[name].markCommitted(at[i]));
+    return true;
+  }
+
+  /** state.json's text for `state` (what saveState writes). */
+  stateJson(state: Omit<RunState, 'version' | 'saved_at'>): string {
+    return JSON.stringify({ version: 1, ...state, saved_at: new Date().toISOString() } satisfies RunState);
+  }
+
   /** Truncate every log back to the last commit (after a failed append or commit). */
   rollback(): void {
     for (const name of LOGS) this.logs[name].rollback();
@@ -180,8 +183,7 @@ export class RunStore {
   // ---- state.json (resume) ----
 
   saveState(state: Omit<RunState, 'version' | 'saved_at'>): void {
-    const full: RunState = { version: 1, ...state, saved_at: new Date().toISOString() };
-    writeFileAtomic(this.path('state'), JSON.stringify(full), this.opts.durable !== false);
+    writeFileAtomic(this.path('state'), this.stateJson(state), this.opts.durable !== false);
   }
 
   /** state.json as checked when the store was opened (a corrupt one refused the open). */

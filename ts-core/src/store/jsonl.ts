@@ -121,16 +121,32 @@ export class JsonlAppender {
     this.dirty = false;
   }
 
-  /** Everything appended so far belongs to a complete commit. */
-  markCommitted(): void {
-    this.committed = this.end;
+  /** Everything appended so far (or up to `at`, an earlier `offset`) belongs to a complete commit. */
+  markCommitted(at = this.end): void {
+    this.committed = Math.max(this.committed, at);
+  }
+
+  /** Bytes appended so far (a line boundary). */
+  get offset(): number {
+    return this.end;
+  }
+
+  /** fsync on the libuv thread pool (the event loop, and so replies, go on meanwhile). */
+  syncAsync(): Promise<void> {
+    const fault = storeFaults.hook?.('fsync', this.file, 0) ?? null;
+    if (fault) return Promise.reject('partial' in fault ? fault.error : fault);
+    if (!this.durable || this.fd < 0) return Promise.resolve();
+    this.dirty = false;
+    const fd = this.fd;
+    return new Promise((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
   }
 
   /** Drop what was appended since the last commit (after a failure); best effort, the caller closes the run. */
   rollback(): void {
     try {
-      fs.ftruncateSync(this.fd, this.committed);
-      this.end = this.committed;
+      const to = Math.min(this.committed, fs.fstatSync(this.fd).size); // never extends a file
+      fs.ftruncateSync(this.fd, to);
+      this.end = this.committed = to;
       this.dirty = false;
     } catch {
       // the file keeps a tail the next open repairs (repairJsonl)
