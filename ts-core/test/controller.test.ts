@@ -197,7 +197,7 @@ describe('Controller ladder', () => {
     const ramp = (n: number) => ({ alpha: 0.2 + 0.01 * n });
     // ESS collapses while α climbs: the first control directive is the tighten, and no ceiling
     // is set while the collapse is latched.
-    const withRamp = feed(c, [...range(1, 20, (n) => step(n, { all: ramp(n) })), ...range(21, 40, (n) => step(n, { all: { ...ramp(n), ess: 0.1 }, post: { ess: 0.1 } }))]);
+    const withRamp = feed(c, [...range(1, 20, (n) => step(n, { all: ramp(n) })), ...range(21, 40, (n) => step(n, { pair: 'old_vs_rollout', all: { ...ramp(n), ess: 0.1 }, post: { ess: 0.1 } }))]);
     expect(withRamp.some((d) => d.action === 'curriculum' && d.step <= 20)).toBe(true); // the ramp alone did act
     // A ceiling at 22 (the collapse is not latched yet) does not hold back the tighten at 23.
     expect(withRamp.find((d) => d.action === 'tighten')).toMatchObject({ step: 23 });

@@ -88,7 +88,7 @@ describe('detectors', () => {
   });
 
   it('exceedance fires on the configured metric only', () => {
-    const { out } = run([1, 2, 3].map((n) => step(n, { pre: { exceed_2: 0.03, exceed_3: 0.2 } })));
+    const { out } = run([1, 2, 3].map((n) => step(n, { pair: 'old_vs_rollout', pre: { exceed_2: 0.03, exceed_3: 0.2 } })));
     const f = raised(out, 'exceedance');
     expect(f).toHaveLength(1);
     expect(f[0]).toMatchObject({ slice: 'pre_tool', severity: 'warn' });

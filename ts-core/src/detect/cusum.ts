@@ -9,17 +9,21 @@
 import { median } from './series.ts';
 
 export interface CusumOptions {
-  /** Readings that fix the reference (mean and noise). */
+  /** Readings before the first judgement (the reference's first estimate). */
   anchor_steps: number;
-  /** CUSUM allowance k, in noise sd: drifts below it are absorbed. */
+  /** The reference keeps learning from readings up to this many (robustly: median/MAD, clipped at
+   *  ±3 sd), then is frozen but for `adapt_rate`. */
+  anchor_max: number;
+  /** CUSUM allowance k, in noise sd: drifts below it are absorbed. The reference's own uncertainty
+   *  (1/√N sd with N readings) is added at half weight. */
   k: number;
   /** One step adds at most this (in sd): a single wild step cannot fire on its own. */
   z_cap: number;
-  /** The anchored noise sd is multiplied by this (a 12-step estimate is itself uncertain). */
+  /** The estimated noise sd is multiplied by this (an estimate from tens of steps is itself uncertain). */
   sd_inflate: number;
   /** Noise sd floor in the reading's units (quantiles tied at 0 would give sd 0). */
   sd_floor: number;
-  /** Per-step weight of a new reading in the reference while S < k·2 (0 = never adapt). */
+  /** Per-step weight of a new reading in the frozen reference while S < 2k (0 = never adapt). */
   adapt_rate: number;
 }
 
@@ -30,14 +34,12 @@ export interface CusumState {
   /** Noise sd for v = 1 (per unit of relative variance). */
   sdUnit: number | null;
   s: number;
-  /** Largest S since the last time it was 0 (for the report). */
-  peak: number;
   z: number;
   lastStep: number | null;
 }
 
 export function newCusum(): CusumState {
-  return { anchor: [], anchorV: [], mean: null, sdUnit: null, s: 0, peak: 0, z: 0, lastStep: null };
+  return { anchor: [], anchorV: [], mean: null, sdUnit: null, s: 0, z: 0, lastStep: null };
 }
 
 export interface CusumReading {
@@ -49,40 +51,54 @@ export interface CusumReading {
   x: number;
 }
 
+/** Robust reference of the anchor readings: centre and noise per unit variance. */
+function reference(xs: number[], vs: number[]): { mean: number; sdUnit: number } {
+  const u = xs.map((x, i) => x / Math.sqrt(vs[i]));
+  const m = median(xs);
+  const mad = median(xs.map((x, i) => Math.abs(x - m) / Math.sqrt(vs[i])));
+  const s0 = 1.4826 * mad || Math.sqrt(u.reduce((a, b) => a + b * b, 0) / u.length) || 0;
+  let sum = 0;
+  let ss = 0;
+  const clip = (x: number, i: number) => {
+    const lim = 3 * s0 * Math.sqrt(vs[i]);
+    return Math.max(m - lim, Math.min(m + lim, x));
+  };
+  for (let i = 0; i < xs.length; i++) sum += clip(xs[i], i);
+  const mean = sum / xs.length;
+  for (let i = 0; i < xs.length; i++) ss += (clip(xs[i], i) - mean) ** 2 / vs[i];
+  return { mean, sdUnit: Math.sqrt(ss / Math.max(1, xs.length - 1)) };
+}
+
 /** Feed one reading `x` with relative variance `v` (> 0). Mutates `st`. */
 export function updateCusum(st: CusumState, step: number, x: number, v: number, o: CusumOptions): CusumReading {
   if (!Number.isFinite(x) || !(v > 0) || (st.lastStep !== null && step <= st.lastStep)) {
-    return { ready: st.mean !== null, s: st.s, z: st.z, mean: st.mean ?? NaN, sd: NaN, x };
+    return { ready: st.anchor.length >= o.anchor_steps, s: st.s, z: st.z, mean: st.mean ?? NaN, sd: NaN, x };
   }
   st.lastStep = step;
-  if (st.mean === null) {
-    st.anchor.push(x);
-    st.anchorV.push(v);
-    if (st.anchor.length < o.anchor_steps) return { ready: false, s: 0, z: 0, mean: NaN, sd: NaN, x };
-    // Median for the centre (robust to one odd early step); RMS residual per unit variance for the noise.
-    const m = median(st.anchor);
-    let ss = 0;
-    for (let i = 0; i < st.anchor.length; i++) ss += (st.anchor[i] - m) ** 2 / st.anchorV[i];
-    st.mean = m;
-    st.sdUnit = Math.sqrt(ss / Math.max(1, st.anchor.length - 1));
-    return { ready: false, s: 0, z: 0, mean: m, sd: st.sdUnit * Math.sqrt(v), x };
+  const n = st.anchor.length;
+  let out: CusumReading = { ready: false, s: 0, z: 0, mean: st.mean ?? NaN, sd: NaN, x };
+  if (n >= o.anchor_steps && st.mean !== null && st.sdUnit !== null) {
+    // Judge against the reference as it stood before this reading.
+    const sd = Math.max(st.sdUnit * Math.sqrt(v * (1 + 1 / n)) * o.sd_inflate, o.sd_floor);
+    const z = (x - st.mean) / sd;
+    st.z = z;
+    st.s = Math.max(0, st.s + Math.min(z, o.z_cap) - (o.k + 0.5 / Math.sqrt(n)));
+    out = { ready: true, s: st.s, z, mean: st.mean, sd, x };
+    if (n >= o.anchor_max) {
+      // Frozen: follow a slow wander (clipped to ±2 sd) only while quiet, never a climb.
+      if (o.adapt_rate > 0 && st.s < 2 * o.k) st.mean += o.adapt_rate * Math.max(-2 * sd, Math.min(2 * sd, x - st.mean));
+      return out;
+    }
   }
-  const sd = Math.max(st.sdUnit! * Math.sqrt(v) * o.sd_inflate, o.sd_floor);
-  const z = (x - st.mean) / sd;
-  st.z = z;
-  st.s = Math.max(0, st.s + Math.min(z, o.z_cap) - o.k);
-  st.peak = st.s === 0 ? 0 : Math.max(st.peak, st.s);
-  if (o.adapt_rate > 0 && st.s < 2 * o.k) {
-    // Clipped to ±2 sd, so the reference follows a slow wander but not a jump.
-    st.mean += o.adapt_rate * Math.max(-2 * sd, Math.min(2 * sd, x - st.mean));
-  }
-  return { ready: true, s: st.s, z, mean: st.mean, sd, x };
+  st.anchor.push(x);
+  st.anchorV.push(v);
+  if (st.anchor.length >= Math.min(o.anchor_steps, o.anchor_max)) Object.assign(st, reference(st.anchor, st.anchorV));
+  return out;
 }
 
 /** After a rollback: the evidence described a trajectory that is gone; the reference stays. */
 export function resetEvidence(st: CusumState): void {
   st.s = 0;
-  st.peak = 0;
   st.z = 0;
   st.lastStep = null;
 }

@@ -90,8 +90,8 @@ export const postToolTailGrowth: Detector<PostToolTailGrowthOptions> = {
             n_post: post.n,
             n_pre: pre?.n ?? 0,
           },
-          thresholds: { evidence: o.evidence, k: o.k, z_cap: o.z_cap, anchor_steps: o.anchor_steps, adapt_rate: o.adapt_rate },
-          windows: { reference: `first ${o.anchor_steps} steps with tail tokens, adapting ${o.adapt_rate}/step while quiet`, step: r.step },
+          thresholds: { evidence: o.evidence, k: o.k, z_cap: o.z_cap, anchor_steps: o.anchor_steps, anchor_max: o.anchor_max, adapt_rate: o.adapt_rate },
+          windows: { reference: `first ${o.anchor_max} steps with tail tokens (judged from ${o.anchor_steps}), then adapting ${o.adapt_rate}/step while quiet`, step: r.step },
         },
       });
     }
