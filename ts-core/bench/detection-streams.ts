@@ -4,7 +4,7 @@
 // changes one thing; the law of ℓ, α, tokens per rank-step and ranks vary by seed.
 import { RunStats } from '../src/stats/index.ts';
 import type { PairName, StepData, StepResult } from '../src/types.ts';
-import { gauss, mulberry32 } from '../src/util/prng.ts';
+import { mulberry32 } from '../src/util/prng.ts';
 
 export type Law = 'normal' | 't3' | 't4' | 't5' | 'laplace';
 export const FAMILIES = ['healthy', 'weight_growth', 'tail_scale', 'benign_drift', 'alpha_ramp', 'seq_len', 'shape_wander', 'rank_outlier', 'mismatch', 'nonfinite'] as const;
@@ -100,17 +100,31 @@ export function lawAt(spec: StreamSpec, step: number): StepLaw {
   return law;
 }
 
+// Box–Muller gives two normals per draw: keep the second (per rng, so streams stay independent).
+const spare = new WeakMap<() => number, number>();
+function normal(rng: () => number): number {
+  const s = spare.get(rng);
+  if (s !== undefined) {
+    spare.delete(rng);
+    return s;
+  }
+  let u = 0;
+  while (u === 0) u = rng();
+  const r = Math.sqrt(-2 * Math.log(u));
+  const a = 2 * Math.PI * rng();
+  spare.set(rng, r * Math.sin(a));
+  return r * Math.cos(a);
+}
+const expo = (rng: () => number) => -Math.log(1 - rng());
+
 /** Standardised draw of the base law. */
 export function drawBase(rng: () => number, law: Law): number {
-  if (law === 'normal') return gauss(rng);
-  if (law === 'laplace') {
-    const u = rng() - 0.5;
-    return -Math.sign(u) * Math.log(1 - 2 * Math.abs(u) + 1e-300);
-  }
+  if (law === 'normal') return normal(rng);
+  if (law === 'laplace') return (rng() < 0.5 ? -1 : 1) * expo(rng);
+  // Student-t: z / √(χ²_ν/ν), with χ²_2 = 2·Exp(1) and χ²_1 = z².
   const nu = law === 't3' ? 3 : law === 't4' ? 4 : 5;
-  let chi = 0;
-  for (let i = 0; i < nu; i++) chi += gauss(rng) ** 2;
-  return gauss(rng) / Math.sqrt(chi / nu);
+  const chi = nu === 3 ? 2 * expo(rng) + normal(rng) ** 2 : nu === 4 ? 2 * (expo(rng) + expo(rng)) : 2 * (expo(rng) + expo(rng)) + normal(rng) ** 2;
+  return normal(rng) / Math.sqrt(chi / nu);
 }
 
 const LGAMMA_T: Record<number, number> = {};

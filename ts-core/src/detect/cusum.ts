@@ -15,7 +15,7 @@ export interface CusumOptions {
    *  ±3 sd), then is frozen but for `adapt_rate`. */
   anchor_max: number;
   /** CUSUM allowance k, in noise sd: drifts below it are absorbed. The reference's own uncertainty
-   *  (1/√N sd with N readings) is added at half weight. */
+   *  (its sd relative to the reading's) is added to it. */
   k: number;
   /** One step adds at most this (in sd): a single wild step cannot fire on its own. */
   z_cap: number;
@@ -79,10 +79,13 @@ export function updateCusum(st: CusumState, step: number, x: number, v: number, 
   let out: CusumReading = { ready: false, s: 0, z: 0, mean: st.mean ?? NaN, sd: NaN, x };
   if (n >= o.anchor_steps && st.mean !== null && st.sdUnit !== null) {
     // Judge against the reference as it stood before this reading.
-    const sd = Math.max(st.sdUnit * Math.sqrt(v * (1 + 1 / n)) * o.sd_inflate, o.sd_floor);
+    // The reference's own error (variance v̄/N per unit) does not shrink when this slice's n grows
+    // (α ramp): it widens the noise and, as one sd of it, the allowance k.
+    const refVar = st.anchorV.reduce((a, b) => a + b, 0) / (n * n);
+    const sd = Math.max(st.sdUnit * Math.sqrt(v + refVar) * o.sd_inflate, o.sd_floor);
     const z = (x - st.mean) / sd;
     st.z = z;
-    st.s = Math.max(0, st.s + Math.min(z, o.z_cap) - (o.k + 0.5 / Math.sqrt(n)));
+    st.s = Math.max(0, st.s + Math.min(z, o.z_cap) - (o.k + Math.sqrt(refVar / (v + refVar))));
     out = { ready: true, s: st.s, z, mean: st.mean, sd, x };
     if (n >= o.anchor_max) {
       // Frozen: follow a slow wander (clipped to ±2 sd) only while quiet, never a climb.
