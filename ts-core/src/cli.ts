@@ -19,7 +19,8 @@ program
   .option('--window <steps>', 'rolling window length W in steps', '20')
   .option('--step-timeout <ms>', 'finalise a step after this long even if ranks are missing', '30000')
   .option('--ui [port]', 'serve the live dashboard on 127.0.0.1:PORT (default 7860)')
-  .option('--ui-host <host>', 'dashboard bind address', '127.0.0.1')
+  .option('--ui-host <host>', 'dashboard bind address (non-loopback needs --ui-token)', '127.0.0.1')
+  .option('--ui-token <token>', 'required for a non-loopback --ui-host: pages are opened with ?token=TOKEN (env TAILGUARD_UI_TOKEN)')
   .option('--curve-secret <file>', 'server CURVE secret key file (from `tailguard keygen`)')
   .option('--curve-allow <file>', 'file of allowed client CURVE public keys, one per line')
   .option('--insecure', 'allow binding a non-loopback address without CURVE (loud warning)')
@@ -37,6 +38,16 @@ program
   .description('write a self-contained HTML report of a run directory')
   .option('-o, --out <file>', 'output HTML file (default RUN_DIR/report.html)')
   .action(async (runDir, opts) => (await import('./commands/report.ts')).report(runDir, opts));
+
+program
+  .command('ui')
+  .description('serve the live page over a run store root, in its own process (the engine keeps its CPU)')
+  .option('--run-dir <dir>', 'root directory of the run stores', process.env.TAILGUARD_RUN_DIR ?? 'runs')
+  .option('--port <port>', 'port (0: any free port)', '7860')
+  .option('--host <host>', 'bind address (non-loopback needs --token)', '127.0.0.1')
+  .option('--token <token>', 'access token, required for a non-loopback --host (env TAILGUARD_UI_TOKEN)')
+  .addOption(new Option('--log-level <level>', 'pino log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'))
+  .action(async (opts) => (await import('./commands/ui.ts')).ui(opts));
 
 program
   .command('replay <capture>')

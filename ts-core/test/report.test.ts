@@ -37,55 +37,77 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 const svg = (id: string) => new RegExp(`<svg[^>]*id="${id}"[^>]*>([\\s\\S]*?)</svg>`).exec(html)?.[0] ?? '';
 
 describe('tailguard report', () => {
-  it('is self-contained: no scripts, no external resources', () => {
-    expect(html).not.toMatch(/<script/i);
-    expect(html.replace(/xmlns="http:\/\/www\.w3\.org\/2000\/svg"/g, '')).not.toMatch(/https?:\/\//);
-    expect(html).not.toMatch(/<link|<img|@import|url\(/i);
+  it('is self-contained: inline script and style only, no external resources', () => {
+    expect(html).not.toMatch(/<script[^>]*src=/i);
+    expect(html.replace(/xmlns="http:\/\/www\.w3\.org\/2000\/svg"|'http:\/\/www\.w3\.org\/2000\/svg'/g, '')).not.toMatch(/https?:\/\//);
+    expect(html.replace(/<script>[\s\S]*?<\/script>/g, '')).not.toMatch(/<link|<img|@import|url\(/i);
   });
 
-  it('draws the CDF of |ℓ| per slice, one curve per window, pre_tool beside post_tool', () => {
+  it('draws the CDF and the survival curve (1 − F, log y) of |ℓ| per slice, pre_tool before post_tool', () => {
     for (const pair of ['policy_vs_ref', 'policy_vs_old']) {
-      const pre = svg(`cdf-${pair}-pre_tool`), post = svg(`cdf-${pair}-post_tool`);
-      expect(post).toMatch(/data-curves="24"/); // a rolling window record per step
-      expect((post.match(/class="series"/g) ?? []).length).toBe(24);
-      expect(pre).toMatch(/\|ℓ\| \(log\)/);
+      const pre = svg(`cdf-${pair}-pre_tool`), post = svg(`cdf-${pair}-post_tool`), surv = svg(`surv-${pair}-post_tool`);
+      expect(post).toMatch(/data-curves="1[23]"/); // 24 windows thinned to about 12 curves
+      expect(post).toContain('24 windows');
+      expect(pre).toMatch(/\|ℓ\| \(nats, log\)/);
+      expect(surv).toMatch(/data-ylog="1"/);
+      expect(surv).toContain('P(|ℓ| &gt; x)');
       expect(html.indexOf(`cdf-${pair}-pre_tool`)).toBeLessThan(html.indexOf(`cdf-${pair}-post_tool`));
-      // colour grade: first and last curve differ
       const colours = [...post.matchAll(/class="series"[^>]*stroke="([^"]+)"/g)].map((m) => m[1]);
       expect(new Set(colours).size).toBeGreaterThan(5);
     }
   });
 
-  it('has timelines per slice for the tail, ESS, α, KL and exceedance', () => {
-    for (const m of ['abs_q95', 'abs_q99', 'abs_q999', 'ess', 'ess_seq', 'alpha', 'kl_k3', 'exceed_2']) {
+  it('has timelines per slice, log y for tails, KL and exceedance, post_tool drawn last, with a text summary', () => {
+    for (const [m, log] of [['abs_q95', true], ['abs_q99', true], ['abs_q999', true], ['ess', false], ['ess_seq', false], ['alpha', false], ['kl_k3', true], ['exceed_2', true]] as const) {
       const s = svg(`tl-policy_vs_ref-${m}`);
       expect(s, m).toMatch(/data-last-x="24"/);
-      if (m !== 'alpha') for (const slice of ['all', 'pre_tool', 'post_tool']) expect(s, `${m} ${slice}`).toContain(`data-name="${slice}"`);
+      expect(s.includes('data-ylog="1"'), m).toBe(log);
+      expect(s, m).toMatch(/<desc>[^<]+<\/desc>/);
+      if (m !== 'alpha') {
+        const names = [...s.matchAll(/class="series" data-name="([^"]+)"/g)].map((x) => x[1]);
+        expect(names.at(-1), m).toBe('post_tool');
+        for (const slice of ['all', 'pre_tool']) expect(names, `${m} ${slice}`).toContain(slice);
+      }
     }
-    // 24 points per slice series: one per step.
     const d = /data-name="post_tool" d="([^"]+)"/.exec(svg('tl-policy_vs_ref-abs_q99'))![1];
     expect(d.split(/[ML]/).filter(Boolean).length).toBe(24);
+    expect(svg('tl-policy_vs_ref-abs_q99')).toMatch(/aria-label="q99 \|ℓ\|\. [^"]*post_tool (rose|fell)/);
     expect(svg('tl-policy_vs_ref-shape')).toContain('data-name="post drift-aware"');
+    expect(html).toContain('id="defs"'); // ℓ and its units
+    expect(html).toMatch(/in <b>nats<\/b>/);
   });
 
-  it('shows the trainer logs, findings with evidence on hover, and per-rank attribution', () => {
+  it('leads with what happened; episodes are bands on one event lane per section; evidence only in the table', () => {
+    expect(html.indexOf('id="what-happened"')).toBeLessThan(html.indexOf('id="pair-'));
+    expect(html).toMatch(/<p id="verdict"[^>]*>[^<]*post_tool_tail_growth[^<]*from step \d+/);
+    const lane = svg('lane-policy_vs_ref');
+    expect(lane).toMatch(/class="band sev-(warn|high)"/);
+    expect(lane).toMatch(/<a class="ev" href="#step-\d+"/);
+    expect(svg('tl-policy_vs_ref-abs_q99')).toMatch(/class="band sev-/);
+    expect(svg('tl-policy_vs_ref-abs_q99')).not.toMatch(/evidence|<title>/);
+    expect(html).toMatch(/<svg[^>]*class="legendbar"/);
+    const audit = html.slice(html.indexOf('<section id="audit"'));
+    const rows = [...audit.matchAll(/<script type="application\/json" class="audit-data" id="audit-b\d+">([^<]*)<\/script>/g)].flatMap((m) => JSON.parse(m[1]));
+    expect(rows.filter((r) => r[1] === 'finding').length).toBe((html.match(/<dt>findings<\/dt><dd>(\d+)/) ?? [])[1] ? Number(/<dt>findings<\/dt><dd>(\d+)/.exec(html)![1]) : -1);
+    expect(Object.keys(rows.find((r) => r[1] === 'finding')[6])).toContain('values'); // evidence, once
+    expect(audit).toContain('data-filter="checkpoint"');
+  });
+
+  it('shows the trainer logs and per-rank attribution', () => {
     for (const k of ['loss', 'reward', 'kl']) expect(svg(`logs-${k}`), k).toMatch(/data-points="24"/);
     expect(svg('knobs')).toContain('data-name="beta"');
-    const markers = [...svg('tl-policy_vs_ref-abs_q99').matchAll(/<g class="marker ([^"]+)"><title>([^<]+)<\/title>/g)];
-    expect(markers.length).toBeGreaterThan(0);
-    expect(markers.some(([, , title]) => /evidence|q99|threshold|baseline/i.test(title))).toBe(true);
-    expect(html).toContain('id="audit"');
     const rank = svg('rank-policy_vs_ref-post_tool');
     expect(rank).toContain('data-name="rank 0"');
     expect(rank).toContain('data-name="rank 1"');
     expect(html).toMatch(/torn last line/);
   });
 
-  it('keeps spikes when it downsamples long series, and draws an empty chart without data', () => {
+  it('keeps spikes when it downsamples long series, and says why a chart is empty', () => {
     const pts: [number, number][] = Array.from({ length: 10_000 }, (_, i) => [i, i === 7777 ? 100 : 1]);
-    const ds = downsample(pts, 600);
-    expect(ds.length).toBeLessThanOrEqual(600);
+    const ds = downsample(pts, 300);
+    expect(ds.length).toBeLessThanOrEqual(300);
     expect(ds.some(([x, y]) => x === 7777 && y === 100)).toBe(true);
     expect(lineChart({ id: 'e', title: 'empty', series: [] })).toContain('no data yet');
+    expect(lineChart({ id: 'e', title: 'empty', series: [], empty: 'no tokens in this slice' })).toContain('no tokens in this slice');
   });
 });

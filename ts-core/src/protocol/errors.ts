@@ -20,6 +20,11 @@ export const ERROR_CODES = [
   'E_CHUNK',
   'E_SKETCH_LAYOUT',
   'E_LIMIT',
+  // v1.1: the run store failed; a run id already holds a run; the memory budget is spent; the session was taken over.
+  'E_STORE',
+  'E_RUN_EXISTS',
+  'E_BUDGET',
+  'E_SESSION',
   'E_INTERNAL',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -31,6 +31,10 @@ export interface Limits {
   max_header_bytes: number;
   max_tokens_per_step: number;
   step_timeout_ms: number;
+  /** v1.1: buffer bytes of one rank's step over all its chunks. */
+  max_step_bytes?: number;
+  /** v1.1: `chunk.count` of a step. */
+  max_step_chunks?: number;
 }
 
 export interface HelloHeader extends Base {
@@ -44,6 +48,8 @@ export interface HelloHeader extends Base {
   client?: Record<string, unknown>;
   /** Ask for `received.checksum` in directives (default true; false saves ~2 ns/byte on the engine). */
   checksum?: boolean;
+  /** v1.1: false = a new run (E_RUN_EXISTS over stored steps), true = continue; absent = v1.0 (continue). */
+  resume?: boolean;
 }
 
 export interface WelcomeHeader extends Base {
@@ -54,6 +60,8 @@ export interface WelcomeHeader extends Base {
   engine: { name: string; version: string };
   limits: Limits;
   resume: { last_step: number | null } | null;
+  /** v1.1: D of the directive contract (proto/README.md). */
+  directive_lag?: number;
 }
 
 export interface StepHeader extends Base {
@@ -107,6 +115,8 @@ export interface DirectiveHeader extends Base {
   received: Received;
   metrics: Record<string, number | null>;
   metrics_step: number | null;
+  /** v1.1: highest step of the run durably in the run store (null: none). */
+  recorded_through?: number | null;
 }
 
 /** Client form: a directive was applied or refused. */
@@ -127,6 +137,8 @@ export interface EngineAckHeader extends Base {
   of: string;
   run_id: string;
   rank: number;
+  /** v1.1 (bye ack): as in DirectiveHeader. */
+  recorded_through?: number | null;
 }
 
 export interface ErrorHeader extends Base {

@@ -3,8 +3,9 @@ import { readRun, type RunData } from '../store/index.ts';
 import { page } from './html.ts';
 import { renderRun } from './views.ts';
 
-export { renderRun } from './views.ts';
+export { renderRun, type Rendered } from './views.ts';
 export { page } from './html.ts';
+export { story, type Story } from './story.ts';
 
 export function reportHtml(run: RunData): string {
   const { html } = renderRun(run);

@@ -1,5 +1,5 @@
-// SVG chart primitives shared by the HTML report and the live dashboard. Pure functions from data
-// to SVG strings: no DOM, no scripts; hover text is native SVG <title>, so the report stays static.
+// SVG chart primitives shared by the HTML report and the live page. Pure functions from data to SVG
+// strings (no DOM); colours of bands and events come from the page's CSS classes (dark mode, legend).
 
 export interface Series {
   name: string;
@@ -9,19 +9,18 @@ export interface Series {
   width?: number;
 }
 
-export interface Marker {
-  x: number;
-  color: string;
-  label: string; // short text (in the title)
-  detail: string; // evidence, shown on hover
-  kind: string; // css class suffix: finding-warn, directive-tighten, ...
+/** A shaded x range behind the data: a detector episode (class `band sev-<severity>`). */
+export interface Band {
+  x0: number;
+  x1: number;
+  cls: string;
 }
 
 export interface ChartOptions {
   id: string;
   title: string;
   series: Series[];
-  markers?: Marker[];
+  bands?: Band[];
   width?: number;
   height?: number;
   xLog?: boolean;
@@ -29,12 +28,15 @@ export interface ChartOptions {
   yMin?: number;
   yMax?: number;
   xLabel?: string;
+  yLabel?: string;
   /** Fixed x domain (e.g. shared by charts that are compared side by side). */
   xDomain?: [number, number];
   yFormat?: (v: number) => string;
   legend?: boolean;
-  /** Extra SVG drawn on top (already in pixel coordinates of the plot area); receives the scales. */
-  overlay?: (sx: (x: number) => number, sy: (y: number) => number) => string;
+  /** Text summary for screen readers (<desc>, aria-label); computed from the series when absent. */
+  desc?: string;
+  /** What an empty chart says (default "no data yet"). */
+  empty?: string;
 }
 
 const M = { l: 48, r: 10, t: 22, b: 30 };
@@ -73,7 +75,7 @@ function logTicks(lo: number, hi: number): number[] {
 }
 
 /** Keep at most `max` points, preserving each bucket's min and max so spikes survive. */
-export function downsample(points: [number, number][], max = 600): [number, number][] {
+export function downsample(points: [number, number][], max = 240): [number, number][] {
   if (points.length <= max) return points;
   const per = Math.ceil(points.length / (max / 2));
   const out: [number, number][] = [];
@@ -109,21 +111,26 @@ function scale(lo: number, hi: number, a: number, b: number, log: boolean): (v: 
   return (v) => a + ((v - lo) / (hi - lo)) * (b - a);
 }
 
-/** A line chart with axes, optional legend and vertical markers (findings, directives). */
+/** A line chart with axes, axis labels, an optional legend and shaded episode bands. Series are downsampled
+ *  (min/max per bucket: spikes survive) and carry no hover text: evidence lives once, in the audit table.
+ *  data-* attributes give the page script the plot box and domains (step highlight, CSV export). */
 export function lineChart(o: ChartOptions): string {
   const W = o.width ?? 420, H = o.height ?? 200;
   const xl = !!o.xLog, yl = !!o.yLog;
   const series = o.series.map((s) => ({ ...s, points: downsample(s.points.filter((p) => Number.isFinite(p[0]))) }));
-  const xs = series.flatMap((s) => s.points.map((p) => p[0])).concat((o.markers ?? []).map((m) => m.x));
+  const xs = series.flatMap((s) => s.points.map((p) => p[0]));
   const ys = series.flatMap((s) => s.points.map((p) => p[1]));
   const xe = o.xDomain ?? extent(xs, xl);
   let ye = extent(ys, yl);
-  const head = `<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="${esc(o.id)}" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(o.title)}"`;
-  const title = `<text class="ctitle" x="${M.l}" y="14">${esc(o.title)}</text>`;
-  if (!xe || !ye) {
-    return `${head} data-points="0">${title}<text class="empty" x="${W / 2}" y="${H / 2}" text-anchor="middle">no data yet</text></svg>`;
+  const desc = o.desc ?? describe(o.title, series, yl);
+  const head = `<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="${esc(o.id)}" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(`${o.title}. ${desc}`)}"`;
+  const title = `<text class="ctitle" x="${M.l}" y="14">${esc(o.title)}</text><desc>${esc(desc)}</desc>`;
+  if (!xe || !ye || !xs.length) {
+    const zeros = yl && xs.length > 0 && ys.some((y) => y === 0) && !ys.some((y) => y > 0);
+    const why = zeros ? 'every value is 0 (nothing to draw on a log axis)' : o.empty ?? 'no data yet';
+    return `${head} data-points="0">${title}<text class="empty" x="${W / 2}" y="${H / 2}" text-anchor="middle">${esc(why)}</text></svg>`;
   }
-  if (o.yMin !== undefined) ye = [Math.min(o.yMin, ye[0]), ye[1]];
+  if (o.yMin !== undefined && !(yl && o.yMin <= 0)) ye = [Math.min(o.yMin, ye[0]), ye[1]];
   if (o.yMax !== undefined) ye = [ye[0], Math.max(o.yMax, ye[1])];
   const withLegend = o.legend !== false && series.length > 1 && series.length <= 8;
   const top = withLegend ? M.t + 12 : M.t;
@@ -132,6 +139,10 @@ export function lineChart(o: ChartOptions): string {
   const yf = o.yFormat ?? fmt;
   const parts: string[] = [];
   parts.push(`<rect class="plot" x="${M.l}" y="${top}" width="${W - M.l - M.r}" height="${H - top - M.b}"/>`);
+  for (const b of o.bands ?? []) {
+    const x0 = Math.max(M.l, sx(b.x0) - 1), x1 = Math.min(W - M.r, sx(b.x1) + 1);
+    if (x1 > x0) parts.push(`<rect class="band ${esc(b.cls)}" x="${x0.toFixed(1)}" y="${top}" width="${(x1 - x0).toFixed(1)}" height="${H - top - M.b}"/>`);
+  }
   for (const t of yl ? logTicks(ye[0], ye[1]) : niceTicks(ye[0], ye[1], 4)) {
     const y = sy(t).toFixed(1);
     parts.push(`<line class="grid" x1="${M.l}" x2="${W - M.r}" y1="${y}" y2="${y}"/><text class="tick" x="${M.l - 4}" y="${y}" dy="3" text-anchor="end">${esc(yf(t))}</text>`);
@@ -141,10 +152,7 @@ export function lineChart(o: ChartOptions): string {
     parts.push(`<line class="grid" x1="${x}" x2="${x}" y1="${top}" y2="${H - M.b}"/><text class="tick" x="${x}" y="${H - M.b + 12}" text-anchor="middle">${esc(fmt(t))}</text>`);
   }
   if (o.xLabel) parts.push(`<text class="axis" x="${W - M.r}" y="${H - 4}" text-anchor="end">${esc(o.xLabel)}</text>`);
-  for (const m of o.markers ?? []) {
-    const x = sx(m.x).toFixed(1);
-    parts.push(`<g class="marker ${esc(m.kind)}"><title>${esc(m.label)}\n${esc(m.detail)}</title><line x1="${x}" x2="${x}" y1="${top}" y2="${H - M.b}" stroke="${esc(m.color)}"/><rect x="${(+x - 3).toFixed(1)}" y="${top - 1}" width="6" height="6" fill="${esc(m.color)}"/></g>`);
-  }
+  if (o.yLabel) parts.push(`<text class="axis" transform="translate(10 ${(top + H - M.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}${yl ? ' (log)' : ''}</text>`);
   let npts = 0;
   for (const s of series) {
     const d: string[] = [];
@@ -155,13 +163,9 @@ export function lineChart(o: ChartOptions): string {
       pen = true;
       npts++;
     }
-    const last = s.points.at(-1);
-    const tip = last ? `${s.name}: ${fmt(last[1])} at ${fmt(last[0])}` : s.name;
-    parts.push(`<path class="series" data-name="${esc(s.name)}" d="${d.join('')}" fill="none" stroke="${esc(s.color)}" stroke-width="${s.width ?? 1.5}"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}><title>${esc(tip)}</title></path>`);
+    parts.push(`<path class="series" data-name="${esc(s.name)}" d="${d.join('')}" fill="none" stroke="${esc(s.color)}" stroke-width="${s.width ?? 1.5}"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/>`);
   }
-  if (o.overlay) parts.push(o.overlay(sx, sy));
   if (withLegend) {
-    // One row under the title; wraps are avoided by shrinking the per-item width.
     const per = Math.min(110, (W - M.l - M.r) / series.length);
     series.forEach((s, i) => {
       const x = M.l + i * per;
@@ -169,7 +173,24 @@ export function lineChart(o: ChartOptions): string {
     });
   }
   const lastX = series.reduce((m, s) => Math.max(m, s.points.at(-1)?.[0] ?? -Infinity), -Infinity);
-  return `${head} data-points="${npts}" data-last-x="${Number.isFinite(lastX) ? lastX : ''}">${title}${parts.join('')}</svg>`;
+  const box = `data-box="${M.l},${W - M.r},${top},${H - M.b}" data-xd="${+xe[0].toPrecision(8)},${+xe[1].toPrecision(8)}" data-yd="${+ye[0].toPrecision(8)},${+ye[1].toPrecision(8)}"${xl ? ' data-xlog="1"' : ''}${yl ? ' data-ylog="1"' : ''}`;
+  return `${head} data-points="${npts}" data-last-x="${Number.isFinite(lastX) ? lastX : ''}" ${box}>${title}${parts.join('')}</svg>`;
+}
+
+/** "post_tool rose 0.02→3.4 between steps 10–25; last 3.1 at step 30": the largest move of each series. */
+export function describe(title: string, series: Series[], log = false): string {
+  const out: string[] = [];
+  for (const s of series.slice(0, 4)) {
+    const pts = s.points.filter((p) => Number.isFinite(p[1]) && (!log || p[1] > 0));
+    if (pts.length < 2) continue;
+    let lo = pts[0], hi = pts[0];
+    for (const p of pts) { if (p[1] < lo[1]) lo = p; if (p[1] > hi[1]) hi = p; }
+    const [a, b] = lo[0] <= hi[0] ? [lo, hi] : [hi, lo];
+    const verb = a === lo ? 'rose' : 'fell';
+    const last = pts[pts.length - 1];
+    out.push(`${s.name} ${hi[1] === lo[1] ? 'flat at ' + fmt(lo[1]) : `${verb} ${fmt(a[1])}→${fmt(b[1])} between ${fmt(a[0])}–${fmt(b[0])}`}, last ${fmt(last[1])} at ${fmt(last[0])}`);
+  }
+  return out.length ? out.join('; ') : `${title}: no data`;
 }
 
 /** Colour for position t in [0,1] on a perceptual ramp (viridis-like), early = purple, late = yellow. */
@@ -189,19 +210,23 @@ export interface CdfCurve {
   q: number[];
 }
 
-/** Empirical CDFs of |ℓ|, one curve per window, colour-graded by time, log x axis. */
-export function cdfChart(o: { id: string; title: string; curves: CdfCurve[]; width?: number; height?: number; firstStep?: number; lastStep?: number; xDomain?: [number, number] }): string {
+/** Empirical CDFs of |ℓ| (or, `survival`, 1 − F on log y: the tail above p 0.99 gets room), one curve per
+ *  window, colour-graded by time, log x axis. */
+export function cdfChart(o: { id: string; title: string; curves: CdfCurve[]; width?: number; height?: number; firstStep?: number; lastStep?: number; xDomain?: [number, number]; survival?: boolean; empty?: string }): string {
   const n = o.curves.length;
   const first = o.firstStep ?? o.curves[0]?.step ?? 0;
   const last = o.lastStep ?? o.curves.at(-1)?.step ?? 1;
+  const sv = !!o.survival;
   const series: Series[] = o.curves.map((c, i) => ({
     name: c.label,
     color: ramp(last > first ? (c.step - first) / (last - first) : 1),
     width: i === n - 1 ? 2.5 : 1.2,
-    points: c.q.map((q, k) => [q, c.p[k]] as [number, number]).filter((p) => p[0] > 0),
+    points: c.q.map((q, k) => [q, sv ? 1 - c.p[k] : c.p[k]] as [number, number]).filter((p) => p[0] > 0 && (!sv || p[1] > 0)),
   }));
-  const svg = lineChart({ id: o.id, title: o.title, series, xLog: true, xDomain: o.xDomain, yMin: 0, yMax: 1, xLabel: '|ℓ| (log)', legend: false, width: o.width ?? 420, height: o.height ?? 220 });
-  // Colour bar: which colour is which window.
+  const lastC = series.at(-1), firstC = series[0];
+  const at = (c: Series | undefined, p: number) => c?.points.find((x) => (sv ? x[1] <= 1 - p + 1e-12 : x[1] >= p - 1e-12))?.[0];
+  const desc = n ? `${n} windows, steps ${first}–${last}; q99 of |ℓ| ${fmt(at(firstC, 0.99) ?? NaN)} in the first window, ${fmt(at(lastC, 0.99) ?? NaN)} in the last` : undefined;
+  const svg = lineChart({ id: o.id, title: o.title, series, xLog: true, yLog: sv, xDomain: o.xDomain, yMin: sv ? undefined : 0, yMax: 1, xLabel: '|ℓ| (nats, log)', yLabel: sv ? 'P(|ℓ| > x)' : 'F(x)', legend: false, width: o.width ?? 420, height: o.height ?? 220, desc, empty: o.empty });
   const W = o.width ?? 420;
   const bar = n > 0
     ? `<g class="ramp"><title>colour = window end step (${first} → ${last})</title>${[0, 0.25, 0.5, 0.75, 1].map((t, i) => `<rect x="${W - 110 + i * 14}" y="5" width="14" height="8" fill="${ramp(t)}"/>`).join('')}<text x="${W - 114}" y="12" text-anchor="end">${first}</text><text x="${W - 36}" y="12">${last}</text></g>`

@@ -144,7 +144,9 @@ export function kernelRuns(
       sumAbs += a;
       sumSq += xv * xv;
       amax = Math.max(amax, a);
-      let w: number;
+      // v = e^ℓ − 1 from expm1(a) + e^a·(e^δ − 1): summing v and v(v + 2) = e^2ℓ − 1 (not e^ℓ, e^2ℓ)
+      // keeps the low bits that χ² = E[e^2ℓ] − 1 needs when |ℓ| is tiny (1e-8: χ² ~ 1e-16 of N).
+      let v: number;
       if (a < lim) {
         const m = (xv * grid + rnd) - rnd;
         const o = ((m | 0) + half) << 2;
@@ -152,14 +154,14 @@ export function kernelRuns(
         const d2 = dl * dl;
         const q = d2 * (c2 + dl * c3 + d2 * (c4 + dl * c5));
         const E = ET[o];
-        w = E + E * (dl + q);
+        v = ET[o + 1] + E * (dl + q);
         k3 += ET[o + 2] + ET[o + 1] * dl + E * q;
       } else {
-        w = Math.exp(xv);
-        k3 += Math.expm1(xv) - xv;
+        v = Math.expm1(xv);
+        k3 += v - xv;
       }
-      s1 += w;
-      s2 += w * w;
+      s1 += v;
+      s2 += v * (v + 2);
     }
     const seq = seqBase + runs[o4 + 3];
     seqL[seq] += rsum;
@@ -184,8 +186,8 @@ export function kernelRuns(
   sums[S_EXCEED_3] += e3;
   sums[S_CLIP] += cLo + cHi + negLo - negHi; // foldHist adds every value above bHi
   if (amax > sums[S_ABS_MAX]) sums[S_ABS_MAX] = amax;
-  // |ℓ| ≤ 300: Σe^ℓ and Σe^2ℓ are finite and > 0 unshifted (shift 0)
-  if (amax <= FAST_LIMIT) lseAdd(sums, S_LSE_MAX, 0, s1, s2);
+  // |ℓ| ≤ 300: Σe^ℓ = n + Σ(e^ℓ − 1) and Σe^2ℓ are finite and > 0 unshifted (shift 0)
+  if (amax <= FAST_LIMIT) lseAdd(sums, S_LSE_MAX, 0, n + s1, n + s2);
   else slowExpSums(sums, x, R, code);
   return n;
 }

@@ -60,6 +60,17 @@ export function essFrom(s1: number, s2: number, n: number): number {
   return n > 0 && s1 > 0 ? Math.exp(2 * Math.log(s1) - Math.log(s2) - Math.log(n)) : NaN;
 }
 
+/**
+ * χ² = E[w²] − 1 = expm1(2m + log s2 − log N); +Infinity once E[w²] overflows float64. Unshifted (m = 0)
+ * with s2 within a factor 2 of N, s2 − N is exact and (s2 − N)/N keeps the digits that log s2 − log N
+ * would cancel away when χ² is tiny.
+ */
+export function chi2From(m: number, s2: number, n: number): number {
+  if (!(n > 0)) return NaN;
+  if (m === 0 && s2 >= n / 2 && s2 <= 2 * n) return (s2 - n) / n;
+  return Math.expm1(2 * m + Math.log(s2) - Math.log(n));
+}
+
 /** The non-quantile MetricRecord fields from sums. NaN where n = 0 (null in JSON). */
 export interface SumMetrics {
   n: number; nonfinite: number; mean: number; abs_mean: number; std: number; abs_max: number;
@@ -84,8 +95,7 @@ export function metricsFromSums(s: Float64Array): SumMetrics {
     ess: essFrom(s[S_LSE_SUM], s[S_LSE2_SUM], n),
     ess_seq: essFrom(s[S_SEQ_SUM], s[S_SEQ2_SUM], s[S_SEQ_N]),
     ess_seq_norm: essFrom(s[S_SEQN_SUM], s[S_SEQN2_SUM], s[S_SEQ_N]),
-    // χ² = E[w²] − 1 = expm1(2m + log s2 − log N); +Infinity once E[w²] overflows float64.
-    chi2: n > 0 ? Math.expm1(2 * s[S_LSE_MAX] + Math.log(s[S_LSE2_SUM]) - Math.log(n)) : NaN,
+    chi2: chi2From(s[S_LSE_MAX], s[S_LSE2_SUM], n),
     kl_k1: -mean,
     kl_k2: s[S_SUM_SQ] / z / 2,
     kl_k3: s[S_SUM_K3] / z,

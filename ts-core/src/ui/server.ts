@@ -1,13 +1,16 @@
-// Live dashboard: node:http + server-sent events over the run store root. It follows each run
-// directory as the engine appends to it, renders the same views as the HTML report, and pushes the
-// re-rendered body to every open page. Loopback by default.
+// Live page: node:http + server-sent events over the run store root. It follows each run directory as
+// the engine appends to it (ui/tail.ts) and sends each open page only the leaves that changed (a chart, a
+// table body), at most once per `pollMs`; a fresh connection gets the whole body. `tailguard serve --ui`
+// runs it in a worker thread (ui/worker.ts), `tailguard ui` in its own process: never on the engine's loop.
+// Loopback by default; Host/Origin allow-list; a non-loopback bind needs a token (ui/access.ts).
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { page, renderRun, reportHtml } from '../report/index.ts';
 import { esc } from '../report/svg.ts';
-import { RUN_ID_RE } from '../store/index.ts';
+import { FILES, RUN_ID_RE } from '../store/index.ts';
+import { access, checkUiBind } from './access.ts';
 import { RunTail } from './tail.ts';
 
 export interface UiOptions {
@@ -16,8 +19,12 @@ export interface UiOptions {
   /** 0 picks a free port. */
   port?: number;
   host?: string;
-  /** How often open runs are checked for new lines. */
+  /** Required for a non-loopback host: pages ask for ?token= once, then a cookie carries it. */
+  token?: string;
+  /** How often open runs are checked for new lines (and at most how often a page gets an update). */
   pollMs?: number;
+  /** No new step for this long: the badge says "idle since". */
+  idleMs?: number;
   log?: { info: (o: object, msg: string) => void; warn: (o: object, msg: string) => void };
 }
 
@@ -27,44 +34,91 @@ export interface UiServer {
   close(): Promise<void>;
 }
 
+type State = 'live' | 'idle' | 'finished';
+
 interface Watch {
   tail: RunTail;
   clients: Set<http.ServerResponse>;
   timer: NodeJS.Timeout | null;
-  last: string | null; // last SSE payload, sent to new clients at once
+  leaves: Map<string, string>;
+  layout: string | null;
+  html: string;
+  lastStep: number | null;
+  state: State | null;
+  changedAt: number;
 }
 
 export async function startUi(opts: UiOptions): Promise<UiServer> {
   const host = opts.host ?? '127.0.0.1';
-  const pollMs = opts.pollMs ?? 500;
+  checkUiBind(host, opts.token);
+  const pollMs = opts.pollMs ?? 1000;
+  const idleMs = opts.idleMs ?? 10_000;
   const watches = new Map<string, Watch>();
-
-  function render(w: Watch): string {
-    const { html, lastStep } = renderRun(w.tail.data);
-    return `event: render\ndata: ${JSON.stringify({ html, lastStep })}\n\n`;
-  }
+  let port = 0;
+  const guard = access({ host, token: opts.token, port: () => port });
 
   function watch(runId: string): Watch {
     let w = watches.get(runId);
     if (!w) {
-      w = { tail: new RunTail(path.join(opts.root, runId)), clients: new Set(), timer: null, last: null };
+      w = { tail: new RunTail(path.join(opts.root, runId)), clients: new Set(), timer: null, leaves: new Map(), layout: null, html: '', lastStep: null, state: null, changedAt: Date.now() };
       watches.set(runId, w);
     }
     return w;
   }
 
+  /** finished: the engine closed the store (no lock) or died holding it; idle: no new step for idleMs. */
+  function stateOf(w: Watch): { state: State; since: string | null } {
+    const dir = w.tail.dir;
+    let since: number | null = null;
+    try {
+      since = fs.statSync(path.join(dir, FILES.steps)).mtimeMs;
+    } catch {}
+    let owner: number | null = null;
+    try {
+      owner = Number(fs.readFileSync(path.join(dir, FILES.lock), 'utf8'));
+    } catch {}
+    const alive = owner !== null && owner > 0 && processAlive(owner);
+    const iso = since === null ? null : new Date(since).toISOString();
+    if (!alive && since !== null) return { state: 'finished', since: iso };
+    if (since === null || Date.now() - Math.max(since, w.changedAt) > idleMs) return { state: 'idle', since: iso };
+    return { state: 'live', since: iso };
+  }
+
+  /** Re-render when the store changed; returns the leaves that differ from the last render. */
+  function update(w: Watch): { full: boolean; leaves: [string, string][] } | null {
+    if (!w.tail.refresh() && w.layout !== null) return null;
+    w.changedAt = Date.now();
+    const r = renderRun(w.tail.data);
+    const full = r.layout !== w.layout;
+    const changed = r.leaves.filter(([id, html]) => w.leaves.get(id) !== html);
+    w.leaves = new Map(r.leaves);
+    w.layout = r.layout;
+    w.html = r.html;
+    w.lastStep = r.lastStep;
+    return { full, leaves: changed };
+  }
+
+  const send = (c: http.ServerResponse, event: string, data: object) => c.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  const fullMsg = (w: Watch, s: ReturnType<typeof stateOf>) => ({ html: w.html, layout: w.layout, lastStep: w.lastStep, ...s });
+
   function tick(w: Watch): void {
     try {
-      if (!w.tail.refresh() && w.last) return;
-      w.last = render(w);
-      for (const c of w.clients) c.write(w.last);
+      const u = update(w);
+      const s = stateOf(w);
+      if (u && (u.full || u.leaves.length)) {
+        for (const c of w.clients) u.full ? send(c, 'full', fullMsg(w, s)) : send(c, 'delta', { leaves: u.leaves, lastStep: w.lastStep, ...s });
+      } else if (s.state !== w.state) {
+        for (const c of w.clients) send(c, 'status', { lastStep: w.lastStep, ...s });
+      }
+      w.state = s.state;
     } catch (e) {
-      opts.log?.warn({ err: String(e), dir: w.tail.dir }, 'dashboard render failed');
+      opts.log?.warn({ err: String(e), dir: w.tail.dir }, 'live page render failed');
     }
   }
 
   const server = http.createServer((req, res) => {
     try {
+      if (!guard(req, res)) return;
       route(req, res);
     } catch (e) {
       res.writeHead(500, { 'content-type': 'text/plain' }).end(`internal error: ${String(e)}`);
@@ -83,12 +137,15 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
     if (parts.length === 2) {
       if (!url.pathname.endsWith('/')) return void res.writeHead(302, { location: `/run/${runId}/` }).end();
       const w = watch(runId);
-      w.tail.refresh();
-      const body = renderRun(w.tail.data).html;
-      return html(res, page({ title: `tailguard · ${runId}`, body, live: true }));
+      update(w); // never a stale snapshot: read what the store has now
+      return html(res, page({ title: `tailguard · ${runId}`, body: w.html, live: true }));
     }
     if (parts[2] === 'events') return events(runId, req, res);
-    if (parts[2] === 'report.html') return html(res, reportHtml(watch(runId).tail.data));
+    if (parts[2] === 'report.html') {
+      const w = watch(runId);
+      w.tail.refresh();
+      return html(res, reportHtml(w.tail.data));
+    }
     res.writeHead(404).end('not found');
   }
 
@@ -96,9 +153,9 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
     const w = watch(runId);
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     res.write('retry: 1000\n\n');
-    tick(w); // brings w.last up to date (and pushes it to the pages already open)
+    tick(w); // brings the render up to date (and pushes it to the pages already open)
     w.clients.add(res);
-    if (w.last) res.write(w.last);
+    send(res, 'full', fullMsg(w, stateOf(w)));
     if (!w.timer) w.timer = setInterval(() => tick(w), pollMs);
     const ping = setInterval(() => res.write(': ping\n\n'), 15000);
     req.on('close', () => {
@@ -122,7 +179,7 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
     server.once('error', reject);
     server.listen(opts.port ?? 7860, host, () => resolve());
   });
-  const port = (server.address() as AddressInfo).port;
+  port = (server.address() as AddressInfo).port;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}/`;
   opts.log?.info({ url }, 'dashboard listening');
   return {
@@ -138,6 +195,15 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
         server.closeAllConnections();
       }),
   };
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function listRuns(root: string): { run_id: string; updated: string | null }[] {
