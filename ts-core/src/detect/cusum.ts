@@ -12,7 +12,7 @@ export interface CusumOptions {
   /** Readings before the first judgement (the reference's first estimate). */
   anchor_steps: number;
   /** The reference keeps learning from readings up to this many (robustly: median/MAD, clipped at
-   *  ±3 sd), then is frozen but for `adapt_rate`. */
+   *  ±3 sd; once judging, only readings that follow quiet evidence), then is frozen but for `adapt_rate`. */
   anchor_max: number;
   /** CUSUM allowance k, in noise sd: drifts below it are absorbed. The reference's own uncertainty
    *  (its sd relative to the reading's) is added to it. */
@@ -76,6 +76,7 @@ export function updateCusum(st: CusumState, step: number, x: number, v: number, 
   }
   st.lastStep = step;
   const n = st.anchor.length;
+  const quiet = st.s < 2 * o.k; // judged on the evidence before this reading, so the choice is unbiased
   let out: CusumReading = { ready: false, s: 0, z: 0, mean: st.mean ?? NaN, sd: NaN, x };
   if (n >= o.anchor_steps && st.mean !== null && st.sdUnit !== null) {
     // Judge against the reference as it stood before this reading.
@@ -89,9 +90,10 @@ export function updateCusum(st: CusumState, step: number, x: number, v: number, 
     out = { ready: true, s: st.s, z, mean: st.mean, sd, x };
     if (n >= o.anchor_max) {
       // Frozen: follow a slow wander (clipped to ±2 sd) only while quiet, never a climb.
-      if (o.adapt_rate > 0 && st.s < 2 * o.k) st.mean += o.adapt_rate * Math.max(-2 * sd, Math.min(2 * sd, x - st.mean));
+      if (o.adapt_rate > 0 && quiet) st.mean += o.adapt_rate * Math.max(-2 * sd, Math.min(2 * sd, x - st.mean));
       return out;
     }
+    if (!quiet) return out; // evidence accumulating: do not learn the change into the reference
   }
   st.anchor.push(x);
   st.anchorV.push(v);
