@@ -33,7 +33,7 @@ export interface Grid {
 }
 
 /** The full grid (scale 1) or a reduced one (fewer seeds and steps) for tests. */
-export function buildGrid(o: { seeds?: number; nuisanceSteps?: number; rates?: number[]; families?: Family[] } = {}): Grid {
+export function buildGrid(o: { seeds?: number; nuisanceSteps?: number; rates?: number[]; families?: Family[]; small?: boolean } = {}): Grid {
   const seeds = o.seeds ?? 5;
   const nuisanceSteps = o.nuisanceSteps ?? 600;
   const specs: Grid['specs'] = [];
@@ -43,8 +43,10 @@ export function buildGrid(o: { seeds?: number; nuisanceSteps?: number; rates?: n
     const c = CONFIGS[i % CONFIGS.length];
     const g = GROWTH[i % GROWTH.length];
     const seed = 1000 + i;
+    // small: a reduced grid for tests (≤ 2000 tokens per rank-step, ≤ 2 ranks but for rank_outlier).
+    const shrink = (x: StreamSpec) => (o.small ? { ...x, tokens: Math.min(x.tokens, 2000), ranks: x.family === 'rank_outlier' ? 4 : Math.min(x.ranks, 2) } : x);
     const at = (family: Family, steps: number, rate: number, over: Partial<StreamSpec> = {}, group: string = family) =>
-      want(family) && specs.push({ family, seed: seed + specs.length * 7919, steps, onset: ONSET, ...c, rate, ...over, group });
+      want(family) && specs.push({ ...shrink({ family, seed: seed + specs.length * 7919, steps, onset: ONSET, ...c, rate, ...over }), group });
     at('healthy', nuisanceSteps, 0);
     at('benign_drift', nuisanceSteps, [0.2, 0.1, 0.2, 0.05, 0.2][i % 5]);
     at('alpha_ramp', Math.round((nuisanceSteps * 2) / 3), 0, { alpha: 0.1 });
@@ -52,9 +54,9 @@ export function buildGrid(o: { seeds?: number; nuisanceSteps?: number; rates?: n
     at('shape_wander', nuisanceSteps, 0);
     for (const rate of o.rates ?? WEIGHT_RATES) at('weight_growth', ONSET + horizon(rate), rate, { alpha: 0.3, tokens: 5000, ...g });
     for (const rate of o.rates ? [] : CONDITION_RATES) at('weight_growth', ONSET + horizon(rate), rate, {}, 'conditions');
-    for (const rate of o.rates ? o.rates.slice(0, 1) : TAIL_SCALE_RATES) at('tail_scale', ONSET + 200, rate, { alpha: 0.3, tokens: 5000, ...g });
+    for (const rate of o.small ? [3] : TAIL_SCALE_RATES) at('tail_scale', ONSET + (o.small ? 100 : 200), rate, { alpha: 0.3, tokens: 5000, ...g });
     for (const rate of o.rates ? o.rates.slice(0, 1) : MISMATCH_RATES) at('mismatch', ONSET + horizon(rate), rate, { alpha: 0.3, tokens: 5000, ...g });
-    at('rank_outlier', ONSET + 50, [2, 3, 4, 5, 3][i % 5], { ranks: [4, 8, 2, 8, 4][i % 5], tokens: 5000 });
+    at('rank_outlier', ONSET + (o.small ? 25 : 50), [2, 3, 4, 5, 3][i % 5], { ranks: [4, 8, 2, 8, 4][i % 5], tokens: 5000 });
     at('nonfinite', ONSET + 10, 0);
   }
   return { seeds, nuisanceSteps, specs };

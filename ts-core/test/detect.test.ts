@@ -95,12 +95,18 @@ describe('detectors', () => {
   });
 
   it('rank_outlier names the rank whose tail is far from the others', () => {
-    const perRank = (q1: number) =>
-      [0, 1, 2].map((rank) => ({ rank, tokens: 1000, pairs: { policy_vs_ref: { post_tool: { n: 500, abs_q99: rank === 1 ? q1 : 0.25, abs_mean: 0.06, ess: 0.99 } } } }));
-    const { out } = run([1, 2, 3, 4].map((n) => step(n, { extra: { worldSize: 3, perRank: perRank(n < 2 ? 0.25 : 1.5) } })));
-    const f = raised(out, 'rank_outlier');
+    const perRank = (q1: number, n: number, m1 = 0.06) =>
+      [0, 1, 2].map((rank) => ({ rank, tokens: 3000, pairs: { policy_vs_ref: { post_tool: { n, abs_q99: rank === 1 ? q1 : 0.25, abs_mean: rank === 1 ? m1 : 0.06, ess: 0.99 } } } }));
+    const steps = (p: (n: number) => ReturnType<typeof perRank>) => [1, 2, 3, 4].map((n) => step(n, { extra: { worldSize: 3, perRank: p(n) } }));
+    // A fault in the rank's tail only, on slices big enough for a per-rank q99.
+    const f = raised(run(steps((n) => perRank(n < 2 ? 0.25 : 1.5, 1500))).out, 'rank_outlier');
     expect(f).toHaveLength(1);
     expect(f[0]).toMatchObject({ rank: 1, severity: 'high', slice: 'post_tool' });
+    // The same q99 on 500 tokens per rank is not read; a whole-rank scale fault (mean |ℓ| ×3) is.
+    expect(raised(run(steps((n) => perRank(n < 2 ? 0.25 : 1.5, 500))).out, 'rank_outlier')).toHaveLength(0);
+    const m = raised(run(steps((n) => perRank(0.25, 500, n < 2 ? 0.06 : 0.18))).out, 'rank_outlier');
+    expect(m[0]).toMatchObject({ rank: 1, severity: 'high' });
+    expect((m[0].evidence as any).values.mean_ratio).toBeCloseTo(3, 6);
   });
 
   it('alpha_ramp reports a fast α climb as info (learning, not a fault), nothing on a flat α', () => {

@@ -11,6 +11,8 @@ export interface RankOutlierOptions extends DetectorCommon {
   ratio: Thresholds;
   /** This rank's abs_mean / median abs_mean of the other ranks. */
   mean_ratio: Thresholds;
+  /** The q99 ratio is read only where every compared rank has at least this many tokens (q99 of a few hundred is noise). */
+  q99_min_tokens: number;
 }
 
 export const rankOutlier: Detector<RankOutlierOptions> = {
@@ -29,7 +31,8 @@ export const rankOutlier: Detector<RankOutlierOptions> = {
           const ratio = v.s!.abs_q99 / Math.max(others, 1e-12);
           const othersMean = median(vals.filter((x) => x.rank !== v.rank).map((x) => x.s!.abs_mean));
           const meanRatio = v.s!.abs_mean / Math.max(othersMean, 1e-12);
-          const lv = (m: number) => maxLevel(levelFor(ratio, o.ratio, 'above', m), levelFor(meanRatio, o.mean_ratio, 'above', m));
+          const tailOk = vals.every((x) => x.s!.n >= o.q99_min_tokens);
+          const lv = (m: number) => maxLevel(tailOk ? levelFor(ratio, o.ratio, 'above', m) : 0, levelFor(meanRatio, o.mean_ratio, 'above', m));
           out.push({
             key: `${pair}/${slice}/${v.rank}`,
             pair: pair as PairName,
