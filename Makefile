@@ -9,7 +9,7 @@ export TAILGUARD_PYTHON := $(abspath $(PY))
 OMP_NUM_THREADS ?= 1
 export OMP_NUM_THREADS
 
-.PHONY: setup setup-node setup-python setup-browser demo test test-ts test-py bench fuzz load clean
+.PHONY: setup setup-node setup-python setup-browser demo test test-ts test-py test-long dist bench fuzz fuzz-long load clean
 
 setup: setup-node setup-python
 
@@ -22,7 +22,8 @@ node_modules/.stamp: package.json package-lock.json
 setup-python: .venv/.stamp
 .venv/.stamp: pyproject.toml
 	python3 -m venv .venv
-	$(PY) -m pip install -q --upgrade pip
+	# setuptools >= 77 builds the wheel (SPDX license); `make dist` and the packaging test build without isolation.
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77'
 	# The CPU wheel first, or pip pulls a multi-GB CUDA build for trl's torch dependency.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[trl,test]'
@@ -43,14 +44,32 @@ test-ts:
 test-py:
 	$(PY) -m pytest -q
 
+# The 2000-step, 8-rank report test (about 3 min of engine time on 2 cores); `make test` runs it at 250 steps.
+test-long: setup setup-browser
+	npm run test:long
+
+# The release artifacts in dist/: the npm tarball (bundled engine + .d.ts), the sdist, and the platform wheel
+# that carries the engine. test/test_packaging.py (part of `make test`) installs and exercises the same builds.
+dist: setup
+	npm pack --pack-destination dist
+	$(PY) -c "from setuptools import build_meta as b; print('dist/' + b.build_sdist('dist'))"
+	$(PY) -m pip wheel . --no-deps --no-build-isolation -w dist
+	rm -rf build
+	@ls -l dist/*.tgz dist/*.tar.gz dist/*.whl
+
 bench: setup
 	npm run bench
 
 fuzz: setup
 	npm run fuzz
 
+# 10^6 cases over a real socket (about 25 min on 2 cores), the engine's RSS and run-dir size sampled
+# every 50,000 cases (docs/reliability.md, "Fuzzing"). FUZZ_SEED picks the seed.
+fuzz-long: setup
+	npx tsx ts-core/bench/fuzz.ts --cases 1000000 --socket-cases 1000000 --in-process-cases 200000 --sample-every 50000 $(if $(FUZZ_SEED),--seed $(FUZZ_SEED),) --json fuzz-long.json
+
 load: setup
 	npm run load
 
 clean:
-	rm -rf node_modules .venv runs out test-artifacts
+	rm -rf node_modules .venv runs out test-artifacts dist build

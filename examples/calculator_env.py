@@ -16,7 +16,12 @@ An episode (prompt `#00017 q17: 52+81%10=`, the last digit of a sum):
 The documented perturbation: the post-tool worker's weight sync stalls at `stale_onset` of the run (async
 agentic RL: a turn waiting on a slow tool is finished by a worker whose weights lag the trainer). Its lag then
 grows by one optimizer step every `stale_every` steps. The rollout returns the worker's own logprobs, so
-`old_vs_rollout` on post_tool tokens is log π_current − log π_worker. Nothing in the run resyncs the worker
+`old_vs_rollout` on post_tool tokens is log π_current − log π_worker.
+
+Rollout precision: like vLLM-style inference engines, the rollout side (the policy's sampling copy and the
+post-tool worker) runs in bfloat16 (`rollout_dtype`), while the trainer recomputes logprobs in float32. So
+`old_vs_rollout` is never ~0: every token carries the bf16 rounding mismatch (pre_tool included), and the
+stall adds the worker's lag on top of it on post_tool tokens only. Nothing in the run resyncs the worker
 except a rollback (tailguard's `cb.directives.rollbacks` grows): the restart loads the restored weights into
 the worker and clears the stuck sync. With `stall_recurs=True` the stall resumes right after the resync
 instead (a fault the restart does not fix); docs/demo.md gives the figures of both.
@@ -57,12 +62,14 @@ class CalculatorEnv:
     """The rollout_func: the policy writes pre_tool tokens and direct answers, the (lagging) worker post_tool ones."""
 
     def __init__(self, model, tok, max_steps, *, stale_onset=0.4, stale_every=1, seed=0, lag=True,
-                 stall_recurs=False):
+                 stall_recurs=False, rollout_dtype=torch.bfloat16):
         self.tok, self.max_steps, self.stall_recurs = tok, max_steps, stall_recurs
         self.stale_onset, self.stale_every, self.lag_on = stale_onset, stale_every, lag
         self.rng = random.Random(seed)
         self.gen = torch.Generator().manual_seed(seed)
-        self.worker = copy.deepcopy(model).eval()  # the post-tool inference worker
+        # the inference side in rollout_dtype: a synced copy of the policy, and the post-tool worker
+        self.engine = copy.deepcopy(model).to(rollout_dtype).eval()
+        self.worker = copy.deepcopy(model).to(rollout_dtype).eval()
         self.history: deque = deque(maxlen=128)  # (step, weights) as the trainer published them
         self.resync_step = 0  # the last step at which the worker was resynced (a rollback)
         self.rollbacks = 0  # tailguard's rollback count, read by the Progress callback after each step
@@ -103,9 +110,10 @@ class CalculatorEnv:
         self.history.append((step, {k: v.detach().clone() for k, v in model.state_dict().items()}))
         lag = self.lag(step)
         worker_step, weights = next(((s, w) for s, w in self.history if s >= step - lag), self.history[-1])
-        self.worker.load_state_dict(weights)
+        self.worker.load_state_dict(weights)  # cast to the rollout dtype
+        self.engine.load_state_dict(self.history[-1][1])  # the synced sampler: the current weights, cast
         try:
-            out, info = self.rollout(prompts, model, self.worker)
+            out, info = self.rollout(prompts, self.engine, self.worker)
         finally:
             model.train(was_training)
         self.log.append({"step": step, "lag": lag, "worker_step": worker_step, **info})
@@ -126,7 +134,9 @@ class CalculatorEnv:
             for i in calls[allowed:]:
                 uses[i] = False
         n = len(texts)
-        completion_ids, logprobs, env_mask = [None] * n, [None] * n, [None] * n
+        completion_ids: list[list[int]] = [[] for _ in range(n)]
+        logprobs: list[list[float]] = [[] for _ in range(n)]
+        env_mask: list[list[int]] = [[] for _ in range(n)]
         for use in (False, True):
             rows = [i for i in range(n) if uses[i] == use]
             if not rows:

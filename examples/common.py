@@ -48,7 +48,7 @@ def build_tiny_lm(out_dir, hidden_size: int = 32, num_layers: int = 2, seed: int
 
 def read_jsonl(path) -> list[dict]:
     """Records of a JSON-lines file; a torn last line is skipped."""
-    out = []
+    out: list[dict] = []
     if not Path(path).exists():
         return out
     for line in Path(path).read_text().splitlines():

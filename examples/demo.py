@@ -7,8 +7,10 @@ embedded (`attach()` with no endpoint starts `tailguard serve`). Then, from each
 - the step at which the sliced signal moved (post_tool abs_q99 and ESS of old_vs_rollout) against the step at
   which the aggregate views moved: the trainer's loss, reward and entropy, and the engine's all-token mean |ℓ|
   of old_vs_rollout (beta = 0, so TRL logs no KL), all with one rule (`onset` below);
+- which view fired first: tailguard's findings on the post_tool slice vs its all-token view, the trainer's
+  metrics, and PTT-style rules on them (first_views.py, ptt_rules.py);
 - the directives the engine issued; final reward (training, and a fresh on-policy evaluation) and stability;
-- `tailguard report` writes each run's HTML report.
+- `tailguard report` writes each run's HTML report, and `tailguard report A B` both runs overlaid.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, read_jsonl, tailguard_cli  # noqa: E402
+from first_views import earliest, first_fired, fmt_cell  # noqa: E402
 
 PAIR = "old_vs_rollout"  # where the perturbation acts (docs/demo.md)
 BASE = (3, 9)  # baseline steps [first, last): after the first updates, before the worker stalls (step 9 of 96)
@@ -44,7 +47,7 @@ def onset(series: dict[int, float], lower_is_worse: bool = False, run: int = 3, 
     mad = statistics.median(abs(v - med) for v in base)
     band = max(4 * mad, 0.25 * abs(med), 0.01)
     steps = sorted(s for s in series if s >= BASE[1])
-    streak = []
+    streak: list[int] = []
     for s in steps:
         v = series[s]
         out = abs(v - med) > band if both else (med - v > band) if lower_is_worse else (v - med > band)
@@ -69,15 +72,16 @@ def load(run_dir: Path) -> dict:
     acks = {a["directive_id"]: a for a in audit if a.get("kind") == "ack"}
     rewards = [r["reward"] for r in rows]
     last = rows[-10:]
+    onsets = {
+        "post_tool q99": onset(q99), "post_tool ESS": onset(ess, lower_is_worse=True),
+        "pre_tool q99": onset(pre_q99), "all-token mean |l|": onset(all_mean),
+        "loss (|change|)": onset(series["loss"], both=True), "reward (drop)": onset(series["reward"], True),
+        "entropy (|change|)": onset(series["entropy"], both=True),
+    }
     return {
         "summary": summary, "q99": q99, "ess": ess, "pre_q99": pre_q99,
         "directives": directives, "acks": acks,
-        "onsets": {
-            "post_tool q99": onset(q99), "post_tool ESS": onset(ess, lower_is_worse=True),
-            "pre_tool q99": onset(pre_q99), "all-token mean |l|": onset(all_mean),
-            "loss (|change|)": onset(series["loss"], both=True), "reward (drop)": onset(series["reward"], True),
-            "entropy (|change|)": onset(series["entropy"], both=True),
-        },
+        "onsets": onsets, "fired": first_fired(audit, rows, onsets),
         "final_reward": statistics.mean(rewards[-5:]) if rewards else float("nan"),
         "reward_std_last10": statistics.pstdev([r["reward"] for r in last]) if len(last) > 1 else float("nan"),
         "tool_last10": statistics.mean([r["tool_share"] for r in last]) if last else float("nan"),
@@ -126,6 +130,9 @@ def main() -> int:
         report = out / run_id / "report.html"
         r = tailguard_cli("report", str(out / run_id), "--out", str(report), check=False, capture=True)
         results[mode]["report"] = str(report) if r.returncode == 0 else f"(report failed: {r.stderr.strip()[-200:]})"
+    compare = out / "compare-observe-control.html"  # both runs overlaid (`tailguard report A B`)
+    r = tailguard_cli("report", str(out / "demo-observe"), str(out / "demo-control"), "--out", str(compare), check=False, capture=True)
+    results["control"]["compare"] = str(compare) if r.returncode == 0 else f"(compare failed: {r.stderr.strip()[-200:]})"
     print_summary(results, time.monotonic() - t0)
     (out / "demo_summary.json").write_text(json.dumps(
         {m: {k: v for k, v in r.items() if k not in ("summary", "acks", "q99", "ess", "pre_q99")}
@@ -155,15 +162,24 @@ def print_summary(results: dict, seconds: float) -> None:
     ]
     for name, a, b in rows:
         print(f"  {name:<44}{fmt(a):>14}{fmt(b):>14}")
+    print("\nwhich view fired first: first step at warn or above | at high or above (detector)")
+    for mode, r in results.items():
+        for view, d in r["fired"].items():
+            if view in ("pre_tool slice", "other") and not d["warn"]:
+                continue
+            print(f"  {mode:<8} {view:<18} {fmt_cell(d['warn']):>32} | {fmt_cell(d['high'])}")
+        print(f"  {mode:<8} first at warn+: {earliest(r['fired'])};  at high+: {earliest(r['fired'], 'high')}")
     for mode, r in results.items():
         print(f"\ndirectives ({mode}): {len(r['directives'])}")
         for d in r["directives"]:
             ack = r["acks"].get(d["id"], {})
-            how = "applied" if ack.get("applied") else (f"refused: {ack['refused']}" if ack.get("refused") else "no ack")
+            how = ("partly applied, refused: " + ack["refused"][:40] if ack.get("refused") else "applied") if ack.get("applied") \
+                else (f"refused: {ack['refused']}" if ack.get("refused") else "no ack")
             params = {k: v for k, v in d.get("params", {}).items() if k != "certified_checkpoints"}
             print(f"  step {d['step']:>3} -> {d['action']:<10} {json.dumps(params, default=str)[:60]:<60} [{how}]")
             print(f"            {d.get('reason', '')[:100]}")
         print(f"report: {r['report']}")
+    print(f"\nobserve vs control overlaid: {results['control'].get('compare')}")
 
 
 if __name__ == "__main__":

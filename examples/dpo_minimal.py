@@ -43,7 +43,8 @@ def run(steps: int = 8, out: str | None = None) -> dict:
     trainer = DPOTrainer(model=str(work / "model"), processing_class=tok, args=args, train_dataset=data)
     os.environ["TAILGUARD_RUN_DIR"] = str(out_dir)
     os.environ.pop("TAILGUARD_ENGINE_ARGS", None)
-    cb = tailguard.attach(trainer, run_id="dpo-minimal", log_wait_s=1.0)
+    # metric_names: q99 and ESS for every slice, including the user:chosen / user:rejected halves
+    cb = tailguard.attach(trainer, run_id="dpo-minimal", log_wait_s=1.0, metric_names=["abs_q99", "ess"])
     trainer.train()
     logged = [e for e in trainer.state.log_history if any(k.startswith("tailguard/") for k in e)]
     last = logged[-1] if logged else {}
@@ -51,6 +52,7 @@ def run(steps: int = 8, out: str | None = None) -> dict:
               "tailguard/policy_vs_ref/all/ess"):
         if k in last:
             print(f"{k} = {last[k]:.4f}")
+    assert cb.last_client is not None  # set once training connected
     print(f"client: {cb.last_client.stats}; run store: {out_dir / 'dpo-minimal'}")
     return {"stats": dict(cb.last_client.stats), "logged": logged, "run_dir": out_dir / "dpo-minimal"}
 

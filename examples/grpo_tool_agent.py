@@ -52,7 +52,7 @@ def policy_file(mode: str, path: Path) -> Path:
 
 def run(policy_mode="control", steps=96, run_dir="runs", run_id=None, seed=0, lr=1e-2, beta=0.0, batch=32,
         num_generations=4, endpoint=None, quiet=False, stale_onset=0.1, stale_every=1, lag=True, record_to=None,
-        checkpoint_every=5, attach=True, stall_recurs=False) -> dict:
+        checkpoint_every=5, attach=True, stall_recurs=False, rollout_dtype="bfloat16", send_token_ids=True) -> dict:
     """One training run; returns the summary (also written to `<run_dir>/<run_id>/example_summary.json`)."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -71,8 +71,10 @@ def run(policy_mode="control", steps=96, run_dir="runs", run_id=None, seed=0, lr
         logging_steps=1, report_to="none", bf16=False, save_strategy="no", seed=seed, use_cpu=True,
         lr_scheduler_type="constant", shuffle_dataset=False, disable_tqdm=True,
     )
+    import torch
+
     env = CalculatorEnv(model, tok, steps, stale_onset=stale_onset, stale_every=stale_every, seed=seed, lag=lag,
-                        stall_recurs=stall_recurs)
+                        stall_recurs=stall_recurs, rollout_dtype=getattr(torch, rollout_dtype))
     trainer = GRPOTrainer(model=str(work / "model"), processing_class=tok, reward_funcs=make_reward(tok), args=args,
                           train_dataset=dataset, rollout_func=env)
     os.environ["TAILGUARD_RUN_DIR"] = str(run_dir)
@@ -80,7 +82,7 @@ def run(policy_mode="control", steps=96, run_dir="runs", run_id=None, seed=0, lr
     if record_to:  # the engine writes every received step message to a capture (`tailguard replay` reads it)
         engine_args += f" --record {Path(record_to).resolve()}"
     os.environ["TAILGUARD_ENGINE_ARGS"] = engine_args
-    options = dict(run_id=run_id, log_wait_s=0.5, checkpoint_every=checkpoint_every)
+    options = dict(run_id=run_id, log_wait_s=0.5, checkpoint_every=checkpoint_every, send_token_ids=send_token_ids)
     cb = tailguard.attach(trainer, endpoint=endpoint, **options) if attach else None
     rows: list[dict] = []
     t0 = time.monotonic()
@@ -130,13 +132,16 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=96)
     ap.add_argument("--no-lag", action="store_true", help="keep the post-tool worker in sync (the paired check)")
     ap.add_argument("--stall-recurs", action="store_true", help="the worker's stall resumes after a rollback's resync")
+    ap.add_argument("--rollout-dtype", choices=["bfloat16", "float32"], default="bfloat16",
+                    help="precision of the rollout side's logprobs (bfloat16, as vLLM-style engines)")
+    ap.add_argument("--record-to", help="also write every step message to this capture file (tailguard replay)")
     ap.add_argument("--run-dir", default="runs")
     ap.add_argument("--run-id")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--endpoint", help="a running engine instead of the embedded one")
     args = ap.parse_args()
     s = run(args.policy_mode, args.steps, args.run_dir, args.run_id, args.seed, endpoint=args.endpoint,
-            lag=not args.no_lag, stall_recurs=args.stall_recurs)
+            lag=not args.no_lag, stall_recurs=args.stall_recurs, rollout_dtype=args.rollout_dtype, record_to=args.record_to)
     print(json.dumps({k: s[k] for k in ("run_id", "steps_done", "eval_reward", "client", "seconds")}, default=float))
     return 0 if math.isfinite(s["eval_reward"]) else 1
 

@@ -1,4 +1,5 @@
-// Generates proto/v1/vectors/*.json: `npx tsx proto/gen-vectors.ts`. Canonical messages are
+// Generates proto/v1/vectors/*.json: `npx tsx proto/gen-vectors.ts` (`--out DIR` writes elsewhere; the
+// vitest vectors test regenerates into a temp dir and requires byte-identical files). Canonical messages are
 // encoded with the engine's pinned encoder; interop cases are written byte by byte with `mp`
 // below so they show exactly the msgpack forms other encoders (Python's msgpack) produce.
 // Every case is decoded again by the engine's codec before the files are written: a case whose
@@ -15,7 +16,8 @@ import {
   type TypedArray,
 } from '../ts-core/src/protocol/index.ts';
 
-const OUT = join(dirname(fileURLToPath(import.meta.url)), 'v1', 'vectors');
+const outArg = process.argv.indexOf('--out');
+const OUT = outArg > 0 ? process.argv[outArg + 1] : join(dirname(fileURLToPath(import.meta.url)), 'v1', 'vectors');
 const V = [1, 0];
 
 // ---- a tiny explicit msgpack writer -------------------------------------------------------
@@ -333,6 +335,11 @@ files['06.msgpack-interop'] = {
     bad('timestamp extension (-1) value', [mp.map([...helloEntries(mp.fixint(1)), ['at', [0xd6, 0xff, 0, 0, 0, 1]]])], 'E_HEADER_DECODE'),
     bad('application extension type 5', [mp.map([...helloEntries(mp.fixint(1)), ['x', [0xd4, 0x05, 0x01]]])], 'E_HEADER_DECODE'),
     bad('never-used byte 0xc1', [mp.map([...helloEntries(mp.fixint(1)), ['x', [0xc1]]])], 'E_HEADER_DECODE'),
+    // v1.1 (issue 14): msgpackr decodes these lossily; the spec says str is valid UTF-8.
+    bad('invalid UTF-8 in a str value (0xff 0xfe)', [mp.map([...helloEntries(mp.fixint(1)), ['x', [0xa3, 0xff, 0xfe, 0x41]]])], 'E_HEADER_DECODE'),
+    bad('overlong UTF-8 for "/" (0xc0 0xaf) in a str value', [mp.map([...helloEntries(mp.fixint(1)), ['x', [0xa2, 0xc0, 0xaf]]])], 'E_HEADER_DECODE'),
+    bad('UTF-16 surrogate encoded as UTF-8 (0xed 0xa0 0x80) in a str8 value', [mp.map([...helloEntries(mp.fixint(1)), ['x', [0xd9, 3, 0xed, 0xa0, 0x80]]])], 'E_HEADER_DECODE'),
+    bad('invalid UTF-8 in a map key', [mp.map([...helloEntries(mp.fixint(1)), [[0xa2, 0xff, 0x41], mp.fixint(1)]])], 'E_HEADER_DECODE'),
     bad('trailing bytes after the header map', [[...mp.map(helloEntries(mp.fixint(1))), 0xc0]], 'E_HEADER_DECODE'),
     bad('rank as float 1.5', [mp.map(helloEntries(mp.f64(1.5)))], 'E_FIELD_TYPE'),
     bad('rank as negative int8 -1', [mp.map(helloEntries(mp.i8(-1)))], 'E_FIELD_TYPE'),

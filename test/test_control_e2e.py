@@ -252,28 +252,44 @@ def test_injected_post_tool_drift_tightens_then_rolls_back(tmp_path, caplog):
     # After the rollback the loop settles: no further control directive.
     assert [r["action"] for r in engine_directives.values() if r["action"] != "warn"] == ["tighten", "rollback"]
     assert not cb.last_client.errors, cb.last_client.errors
+    # 4. The findings and directives are events in the trainer's own logs (W&B, TensorBoard see them).
+    events = {k: v for e in tr.state.log_history for k, v in e.items() if k.startswith("tailguard/event/")}
+    assert events.get("tailguard/event/directive/tighten") == 0.5, events  # partly applied: beta refused
+    assert events.get("tailguard/event/directive/rollback") == 1.0, events
+    assert events.get("tailguard/event/post_tool_tail_growth", 0) >= 1, events
 
 
 def test_fail_closed_stops_training_when_the_engine_is_killed(tmp_path):
+    """No clock in the verdict: the kill callback waits (hang guard only) until the client has seen the
+    session go, and the very next tailguard boundary stops every rank and `train()` raises."""
     from transformers import TrainerCallback
 
     tr = _trainer(tmp_path, drift=False, max_steps=40, save_steps=100)
     engine = start_engine(tmp_path / "runs")
+    attached = {}
 
-    class Kill(TrainerCallback):
+    class Kill(TrainerCallback):  # runs before tailguard's callback at each step end
         def on_step_end(self, args, state, control, **kw):
             if state.global_step == 5:
                 engine.stop()  # the monitor dies mid-run
+                client, deadline = attached["cb"].client, time.monotonic() + 60
+                while client.connected and time.monotonic() < deadline:  # hang guard, not a timing assertion
+                    time.sleep(0.02)
 
     try:
         tr.add_callback(Kill())
-        tailguard.attach(tr, endpoint=engine.endpoint, run_id="closed", fail_mode="fail_closed", engine_lost_after_s=0.5)
-        tr.train()
+        attached["cb"] = cb = tailguard.attach(tr, endpoint=engine.endpoint, run_id="closed", fail_mode="fail_closed",
+                                               engine_lost_after_s=3600)  # the time rule cannot be what stops it
+        with pytest.raises(tailguard.TailguardStopped) as stopped:
+            tr.train()
     finally:
         engine.stop()
-    lost = [r for r in _shim_log(tr) if r["event"] == "engine_lost"]
-    assert len(lost) == 1 and lost[0]["stop"] is True and lost[0]["fail_mode"] == "fail_closed"
-    assert 5 < tr.state.global_step < 40 and tr.state.global_step == lost[0]["step"]
+    assert stopped.value.code == "E_ENGINE_LOST" and stopped.value.step == 5, stopped.value
+    assert tr.state.global_step == 5
+    (stop,) = [r for r in _shim_log(tr) if r["event"] == "rank_stop"]
+    assert stop["step"] == 5 and stop["reasons"]["0"].startswith("E_ENGINE_LOST"), stop
+    st = cb.last_client.stats  # after close: every step is recorded or dropped, none both, none neither
+    assert st["recorded"] + st["dropped"] + st["unconfirmed"] == 5 and st["queued"] == 0 and st["dropped"] >= 1, st
 
 
 def test_fail_open_keeps_training_when_the_engine_is_killed(tmp_path):

@@ -57,11 +57,12 @@ def test_grpo_tool_agent_embedded_engine(tmp_path, monkeypatch):
     assert {r["step"] for r in m} == set(range(1, 7))
     lags = {e["step"]: e["lag"] for e in s["env"]}
     rollout = {(r["slice"], r["step"]): r for r in m if r["pair"] == "old_vs_rollout" and r["n"]}
-    # Honest perturbation: pre_tool is sampled by the current policy, so its mismatch is float noise; post_tool
-    # differs from it only once the lagging sampler is behind.
-    assert all(r["abs_max"] < 1e-3 for (sl, _), r in rollout.items() if sl == "pre_tool")
+    # Honest perturbation: the rollout side runs in bfloat16 (as vLLM-style engines do), so every token carries a
+    # small rounding mismatch, pre_tool included; post_tool adds the lagging worker's on top once it is behind.
+    pre = [r for (sl, _), r in rollout.items() if sl == "pre_tool"]
+    assert pre and all(0 < r["abs_mean"] and r["abs_max"] < 0.05 for r in pre)
     lagged = [r["abs_q99"] for (sl, st), r in rollout.items() if sl == "post_tool" and lags.get(st - 1, 0) > 0]
-    assert lagged and max(lagged) > 1e-2
+    assert lagged and max(lagged) > 10 * max(r["abs_q99"] for r in pre)
     assert any(k.startswith("tailguard/old_vs_rollout/post_tool/") for r in s["rows"] for k in r)
     # the agent decides: some episodes call the calculator, some answer directly
     assert 0 < sum(e["tool_episodes"] for e in s["env"]) < sum(e["episodes"] for e in s["env"])
@@ -149,3 +150,32 @@ def test_clear_message_without_node(tmp_path):
             "try:\n    EmbeddedEngine(run_dir=%r).start()\nexcept EngineUnavailable as e:\n    print(e)\n") % str(tmp_path)
     r = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "Node.js was not found" in r.stdout and "TAILGUARD_ENDPOINT" in r.stdout, r.stdout + r.stderr
+
+
+def test_ptt_rules_and_first_views():
+    """PTT-style rules (examples/ptt_rules.py) at PTT's live cadence, and which view fired first."""
+    from first_views import earliest, first_fired
+    from ptt_rules import first_alarms
+
+    flat = [{"step": s, "entropy": 5.0, "loss": 0.0, "reward_std": 0.3} for s in range(1, 97)]
+    assert first_alarms(flat) == {"medium": None, "high": None}
+    # entropy halves from step 31: medium (30-step means, from 30 steps) before high (the YAML rule, from 60 steps)
+    drop = [dict(r, entropy=5.0 if r["step"] <= 30 else 1.0) for r in flat]
+    fa = first_alarms(drop)
+    assert fa["medium"][:2] == (50, "entropy_drop") and fa["high"][:2] == (60, "entropy_drop_yaml")
+    kl = [dict(r, kl=0.31 if r["step"] == 13 else 0.01) for r in flat]
+    assert first_alarms(kl)["high"][:2] == (20, "kl_hard_cap")  # evaluated every 10 steps only
+    isr = [dict(r, importance_sampling_ratio=0.4) for r in flat]
+    assert first_alarms(isr)["high"][:2] == (30, "importance_ratio_low")
+
+    audit = [
+        {"kind": "finding", "step": 12, "severity": "info", "detector": "alpha_ramp", "evidence": {}},
+        {"kind": "finding", "step": 14, "severity": "warn", "detector": "d", "pair": "old_vs_rollout", "slice": "all", "evidence": {}},
+        {"kind": "finding", "step": 15, "severity": "high", "detector": "d", "pair": "old_vs_rollout", "slice": "post_tool", "evidence": {}},
+        {"kind": "finding", "step": 16, "severity": "info", "detector": "d", "pair": "old_vs_rollout", "slice": "all", "evidence": {"event": "clear"}},
+    ]
+    f = first_fired(audit, drop, {"loss (|change|)": None, "entropy (|change|)": 31, "post_tool q99": 10})
+    assert f["all-token view"] == {"warn": (14, "d warn"), "high": None}
+    assert f["post_tool slice"] == {"warn": (15, "d high"), "high": (15, "d high")}
+    assert f["trainer metrics"]["warn"] == (31, "entropy") and f["other"] == {"warn": None, "high": None}
+    assert earliest(f) == "all-token view (step 14)" and earliest(f, "high") == "post_tool slice (step 15)"

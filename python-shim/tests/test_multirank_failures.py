@@ -5,7 +5,7 @@
   DDP's first all-reduce and waited there for `ddp_timeout`).
 - sketch mode, rank 1's sketch fails before the reduce: it joins the reduce with an empty part flagged
   `failed`, rank 0 sends nothing for that step, and training goes on (fail_open) or every rank stops at
-  that step (fail_closed).
+  that step and `train()` raises `TailguardStopped` on both (fail_closed).
 """
 
 from __future__ import annotations
@@ -32,15 +32,20 @@ WORKER = textwrap.dedent(
 
     case, fail_mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
     rank = int(os.environ["RANK"])
-    engine = FakeEngine().start()
+    mode = "sketch" if case.endswith("sketch") else "raw"
+    engine = FakeEngine(reject_steps=frozenset({{{fail_at}}} if case.startswith("drop") else ())).start()
     endpoint = engine.endpoint
-    opts = dict(fail_mode=fail_mode, connect_timeout_s=1.0)
+    opts = dict(fail_mode=fail_mode, connect_timeout_s=1.0, mode=mode)
+    if case == "absent-sketch":  # no engine at all
+        engine.stop()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            endpoint = f"tcp://127.0.0.1:{{s.getsockname()[1]}}"
     if case == "connect" and rank == 1:
         with socket.socket() as s:  # a port nobody listens on
             s.bind(("127.0.0.1", 0))
             endpoint = f"tcp://127.0.0.1:{{s.getsockname()[1]}}"
     if case == "sketch":
-        opts["mode"] = "sketch"
         if rank == 1:
             original = tailguard.sketch.sketch_payload
             def sketch_payload(arrays, names, knobs=None, device=None):
@@ -56,8 +61,10 @@ WORKER = textwrap.dedent(
     except RuntimeError as e:
         error = str(e)
     engine.stop()
+    drops = cb.last_client.stats["dropped"] if cb.last_client is not None else None
     with open(os.path.join(out, f"result.rank{{rank}}.json"), "w") as f:
-        json.dump({{"step": tr.state.global_step, "error": error, "sent": sorted({{s for _, s, _, _ in engine.steps}})}}, f)
+        json.dump({{"step": tr.state.global_step, "error": error, "sent": sorted({{s for _, s, _, _ in engine.steps}}),
+                   "dropped": drops}}, f)
     torch.distributed.destroy_process_group()  # else gloo's threads can abort the exit (pytorch#190489)
     """
 )
@@ -69,7 +76,7 @@ def run_two_ranks(tmp_path, case: str, fail_mode: str) -> list[dict]:
     out = tmp_path / "out"
     out.mkdir()
     env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1"}
-    run_torchrun(script, case, fail_mode, out, env=env, timeout=180)
+    run_torchrun(script, case, fail_mode, out, env=env, timeout=240)  # fails the test unless both exit 0
     return [json.load(open(out / f"result.rank{r}.json")) for r in (0, 1)], out
 
 
@@ -77,7 +84,7 @@ def test_fail_closed_connect_failure_on_one_rank_raises_on_every_rank(tmp_path):
     results, _ = run_two_ranks(tmp_path, "connect", "fail_closed")
     for r in results:
         assert r["step"] == 0, r  # nobody trained a step
-        assert r["error"] is not None and r["error"].startswith("tailguard (fail_closed): rank 1: engine unreachable"), r
+        assert r["error"] is not None and r["error"].startswith("tailguard (fail_closed): rank 1: E_UNREACHABLE: engine unreachable"), r
         assert "rank 0" not in r["error"]
     assert results[0]["error"] == results[1]["error"]
 
@@ -85,7 +92,10 @@ def test_fail_closed_connect_failure_on_one_rank_raises_on_every_rank(tmp_path):
 @pytest.mark.parametrize("fail_mode", ["fail_open", "fail_closed"])
 def test_sketch_failure_on_one_rank_still_joins_the_reduce(tmp_path, fail_mode):
     results, out = run_two_ranks(tmp_path, "sketch", fail_mode)
-    assert all(r["error"] is None for r in results), results
+    if fail_mode == "fail_open":
+        assert all(r["error"] is None for r in results), results
+    else:  # the stop's outcome: TailguardStopped from train() on both ranks
+        assert all(r["error"].startswith("tailguard (fail_closed): rank 1: E_SEND_FAILED") for r in results), results
     assert results[1]["sent"] == []  # sketch mode: only rank 0 talks to the engine
     if fail_mode == "fail_open":
         assert [r["step"] for r in results] == [6, 6]
@@ -97,3 +107,28 @@ def test_sketch_failure_on_one_rank_still_joins_the_reduce(tmp_path, fail_mode):
             (stop,) = [x for x in read_jsonl(out / f"tailguard-directives.rank{r}.jsonl") if x["event"] == "rank_stop"]
             assert stop["step"] == FAIL_AT and list(stop["reasons"]) == ["1"], stop
             assert "injected sketch failure" in stop["reasons"]["1"]
+
+
+@pytest.mark.parametrize("case", ["drop-raw", "drop-sketch"])
+def test_fail_closed_a_step_the_engine_rejects_stops_every_rank_together(tmp_path, case):
+    """The engine rejects step FAIL_AT from rank 0 (sketch mode: the only sender). The drop is seen
+    asynchronously, so the stop comes at the first boundary after it is known, the same on both ranks, and
+    `train()` raises on both. Before: sketch mode never noticed (the step was "queued"), and a drop seen at
+    send time stopped rank 0 alone (a collective mismatch under gloo, a hang under NCCL)."""
+    results, out = run_two_ranks(tmp_path, case, "fail_closed")
+    steps = {r["step"] for r in results}
+    assert len(steps) == 1 and FAIL_AT <= steps.pop() < 6, results
+    for r in results:
+        assert r["error"] is not None and "E_STEP_DROPPED" in r["error"] and "rank 0" in r["error"], r
+    assert results[0]["dropped"] >= 1
+    for r in (0, 1):
+        (stop,) = [x for x in read_jsonl(out / f"tailguard-directives.rank{r}.jsonl") if x["event"] == "rank_stop"]
+        assert "0" in stop["reasons"] and stop["reasons"]["0"].startswith("E_STEP_DROPPED"), stop
+
+
+def test_sketch_mode_without_an_engine_trains_and_shuts_down_cleanly(tmp_path):
+    """fail_open, no engine: rank 0 counts every step dropped while it closes its client; both ranks leave
+    tailguard's shutdown together (a barrier), and both processes exit 0 (run_torchrun checks)."""
+    results, _ = run_two_ranks(tmp_path, "absent-sketch", "fail_open")
+    assert [r["step"] for r in results] == [6, 6] and all(r["error"] is None for r in results), results
+    assert results[0]["dropped"] == 6 and results[1]["dropped"] is None  # rank 1 holds no client in sketch mode

@@ -24,7 +24,7 @@ def test_defaults():
         ({"fail_mode": "open"}, "one of ['fail_open', 'fail_closed']"),
         ({"pairs": ["policy_vs_new"]}, "'pairs': expected a list drawn from"),
         ({"pairs": "policy_vs_old"}, "a list of str"),
-        ({"log_metrics": 1}, "'log_metrics': expected a bool"),
+        ({"log_metrics": 1}, "'log_metrics': expected True (the headline set), False or 'full'"),
         ({"run_id": "bad id!"}, "'run_id'"),
         ({"endpont": "x"}, "'endpont': expected one of"),
     ],

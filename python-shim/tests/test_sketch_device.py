@@ -70,8 +70,11 @@ class FrameSink:
     def __init__(self):
         self.messages = []
 
-    def send_encoded(self, step, messages):
-        self.messages.extend(messages)
+    def send_step(self, step, arrays, **kw):  # EngineClient.send_step's encoding, without a socket
+        from tailguard.wire import DEFAULT_LIMITS
+        from tailguard.transport.headers import step_messages
+
+        self.messages.extend(step_messages(self, step, arrays, DEFAULT_LIMITS, **kw))
         return True
 
 

@@ -3,6 +3,8 @@
 // PRNG seeded by (seed, i), so `--seed S --case I` replays exactly one case.
 //
 //   tsx ts-core/bench/fuzz.ts [--cases 100000] [--seed S] [--socket-cases 2000] [--case I] [--json FILE]
+//                             [--in-process-cases N] [--sample-every 50000]
+//   make fuzz-long: 10^6 cases over the socket, the engine's RSS and run-dir size sampled as it goes.
 //
 // Phase 1 (in-process, in a worker thread watched for hangs): every case goes through the real
 // decoder (decodeMessage) and then the real EngineServer.handle → runs → assembler → stats/policy
@@ -10,9 +12,10 @@
 // a rejected message with exactly that code; no E_INTERNAL; every reply is itself a valid message.
 // Phase 2 (real socket): a sample against a real `tailguard serve` process; each case is followed by
 // a probe `bye` so a missing answer is a hang; the engine must stay alive and healthy; its peak RSS
-// (VmHWM) is reported.
+// (VmHWM) is reported, and every --sample-every cases its RSS (VmRSS) and the size of its run directory,
+// so growth (a leak, run dirs that are never removed) shows as a trend, not just a peak.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -473,6 +476,44 @@ export interface SocketResult {
   healthy: boolean;
   enginePeakRssMiB: number;
   ms: number;
+  /** Every `sampleEvery` cases: the engine's RSS and its run directory (MiB, directories). */
+  samples: { cases: number; rssMiB: number; runDirMiB: number; runDirs: number }[];
+}
+
+function vmRssMiB(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Math.round(Number(m[1]) / 1024) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Bytes under `dir` (files, recursively) and the number of run directories directly in it. */
+function dirSize(dir: string): { bytes: number; dirs: number } {
+  let bytes = 0;
+  let dirs = 0;
+  const walk = (d: string, top: boolean) => {
+    let names: string[];
+    try {
+      names = readdirSync(d);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      try {
+        const st = statSync(join(d, n));
+        if (st.isDirectory()) {
+          if (top) dirs++;
+          walk(join(d, n), false);
+        } else bytes += st.size;
+      } catch {
+        // removed while walking
+      }
+    }
+  };
+  walk(dir, true);
+  return { bytes, dirs };
 }
 
 function vmHwmMiB(pid: number): number {
@@ -484,13 +525,20 @@ function vmHwmMiB(pid: number): number {
   }
 }
 
-export async function runSocket(o: { seed: number; from: number; to: number; workDir: string; caseTimeoutMs?: number }): Promise<SocketResult> {
+export async function runSocket(o: { seed: number; from: number; to: number; workDir: string; caseTimeoutMs?: number; sampleEvery?: number }): Promise<SocketResult> {
   const ready = join(o.workDir, 'ready');
   const endpoint = `ipc://${o.workDir}/engine.sock`;
   const proc = spawn(process.execPath, [join(ROOT, 'ts-core/bin/tailguard.mjs'), 'serve', '--endpoint', endpoint, '--run-dir', join(o.workDir, 'runs'), '--log-level', 'error', '--ready-file', ready, '--window', '5'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
-  const res: SocketResult = { cases: 0, failures: [], engineAlive: false, healthy: false, enginePeakRssMiB: NaN, ms: 0 };
+  const res: SocketResult = { cases: 0, failures: [], engineAlive: false, healthy: false, enginePeakRssMiB: NaN, ms: 0, samples: [] };
+  const runs = join(o.workDir, 'runs');
+  const sample = () => {
+    const d = dirSize(runs);
+    const s = { cases: res.cases, rssMiB: vmRssMiB(proc.pid!), runDirMiB: Math.round((d.bytes / 1048576) * 10) / 10, runDirs: d.dirs };
+    res.samples.push(s);
+    if (o.sampleEvery) console.log(`  socket ${s.cases} cases: engine RSS ${s.rssMiB} MiB, run dir ${s.runDirMiB} MiB in ${s.runDirs} run directories`);
+  };
   const t0 = Date.now();
   while (!existsSync(ready)) {
     if (proc.exitCode !== null || Date.now() - t0 > 60_000) throw new Error(`engine did not start: ${stderr}`);
@@ -528,16 +576,23 @@ export async function runSocket(o: { seed: number; from: number; to: number; wor
         sock.connect(endpoint);
       }
       res.cases++;
+      if (o.sampleEvery && res.cases % o.sampleEvery === 0) sample();
       if (proc.exitCode !== null) {
         res.failures.push({ seed: o.seed, index: i, kind, what: `engine exited with ${proc.exitCode}: ${stderr}` });
         break;
       }
     }
     res.ms = performance.now() - t1;
-    // Still healthy: a fresh run gets a welcome and a directive for a valid step.
+    sample();
+    // Still healthy: a fresh run on a fresh connection (the fuzz socket may hold --max-runs-per-conn runs)
+    // gets a welcome and a directive for a valid step.
+    sock.close();
+    sock = new Dealer({ linger: 0, receiveTimeout: o.caseTimeoutMs ?? 5000 });
+    sock.connect(endpoint);
     const w = await request(sock, [encodeHeader({ type: 'hello', version: V, run_id: 'fuzz-health', rank: 0, world_size: 1, trainer: 'synthetic' })]);
     const d = await request(sock, stepFrames('fuzz-health'));
     res.healthy = w.type === 'welcome' && d.type === 'directive';
+    if (!res.healthy) res.failures.push({ seed: o.seed, index: -1, kind: 'health', what: `engine unhealthy after the sample: ${JSON.stringify(w)} ${JSON.stringify(d)}`.slice(0, 600) });
   } catch (e) {
     res.failures.push({ seed: o.seed, index: -1, kind: 'health', what: `engine unhealthy after the sample: ${(e as Error).message}` });
   } finally {
@@ -576,6 +631,7 @@ async function main(): Promise<void> {
   const seed = a.seed !== undefined ? Number(a.seed) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
   const cases = Number(a.cases ?? 100_000);
   const socketCases = Number(a['socket-cases'] ?? 2000);
+  const inProcessCases = Number(a['in-process-cases'] ?? cases);
   const one = a.case !== undefined ? Number(a.case) : null;
   // Run stores on tmpfs when there is one: the store fsyncs every finalised step.
   const work = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'tg-fuzz-'));
@@ -583,7 +639,7 @@ async function main(): Promise<void> {
   const from = one ?? 0;
   const to = one === null ? cases : one + 1;
   let failures: Failure[] = [];
-  const p1 = await runInProcess({ seed, from, to, runDir: join(work, 'runs1'), hangMs: Number(a['hang-ms'] ?? 10_000) });
+  const p1 = await runInProcess({ seed, from, to: Math.min(to, from + inProcessCases), runDir: join(work, 'runs1'), hangMs: Number(a['hang-ms'] ?? 10_000) });
   failures = failures.concat(p1.failures);
   console.log(`in-process: ${p1.cases} cases in ${(p1.ms / 1000).toFixed(1)} s (${Math.round(p1.cases / (p1.ms / 1000))}/s), valid ${p1.valid}, failures ${p1.failures.length}, slowest case ${p1.maxCaseMs.toFixed(1)} ms (#${p1.maxCaseIndex}), peak RSS ${p1.peakRssMiB} MiB`);
   console.log(`  kinds ${JSON.stringify(p1.kinds)}; ms ${JSON.stringify(Object.fromEntries(Object.entries(p1.kindMs).map(([k, v]) => [k, Math.round(v)])))}`);
@@ -592,9 +648,10 @@ async function main(): Promise<void> {
   let p2: SocketResult | null = null;
   if (socketCases > 0 && !p1.hang) {
     const n = Math.min(socketCases, to - from);
-    p2 = await runSocket({ seed, from, to: from + n, workDir: work });
+    p2 = await runSocket({ seed, from, to: from + n, workDir: work, sampleEvery: a['sample-every'] === undefined ? (n >= 100_000 ? 50_000 : 0) : Number(a['sample-every']) });
     failures = failures.concat(p2.failures);
-    console.log(`socket: ${p2.cases} cases in ${(p2.ms / 1000).toFixed(1)} s against a real engine; failures ${p2.failures.length}; engine alive ${p2.engineAlive}, healthy ${p2.healthy}, engine peak RSS (VmHWM) ${p2.enginePeakRssMiB} MiB`);
+    const last = p2.samples.at(-1);
+    console.log(`socket: ${p2.cases} cases in ${(p2.ms / 1000).toFixed(1)} s against a real engine; failures ${p2.failures.length}; engine alive ${p2.engineAlive}, healthy ${p2.healthy}, engine peak RSS (VmHWM) ${p2.enginePeakRssMiB} MiB, RSS at the end ${last?.rssMiB} MiB, run dir ${last?.runDirMiB} MiB in ${last?.runDirs} run directories`);
   }
   // Cases before a failure may have opened sessions it depends on: replay the prefix; --case I runs it alone.
   for (const f of failures.slice(0, 20)) console.log(`FAIL seed ${f.seed} case ${f.index} (${f.kind}): ${f.what.slice(0, 500)}\n  reproduce: tsx ts-core/bench/fuzz.ts --seed ${f.seed} --cases ${f.index + 1} (alone: --case ${f.index})`);

@@ -1,5 +1,5 @@
-import { createRequire } from 'node:module';
+// One version for npm and PyPI: package.json's (setup.py reads the same field for the wheel).
+import pkg from '../../package.json' with { type: 'json' };
 
-const require = createRequire(import.meta.url);
-export const VERSION: string = require('../../package.json').version;
+export const VERSION: string = pkg.version;
 export const PROTOCOL_VERSION = [1, 0] as const;

@@ -260,6 +260,16 @@ describe('audit lines and hooks', () => {
     expect(hooks.noop(33).params).toEqual({ certified_checkpoints: [{ step: 5, path: '/ck/5' }] });
   });
 
+  it("findingMetrics: the last step's findings for the reply's metrics, severity only when there are any", () => {
+    const hooks = controlHooks();
+    hooks.onStepResult(step(1));
+    expect(hooks.findingMetrics()).toEqual({ 'findings/n': 0 });
+    hooks.onStepResult(step(2, { post: { nonfinite: 1 } }));
+    const m = hooks.findingMetrics();
+    expect(m['findings/n']).toBeGreaterThanOrEqual(1);
+    expect(m['findings/severity']).toBe(3); // critical, on the shim's scale (events.py): info 0 … critical 3
+  });
+
   it('auditRecords leaves no-ops out', () => {
     const n = ctl().noop(3);
     expect(n).toEqual({ id: 'run/3/noop', action: 'noop', step: 3, apply_at_step: 4, params: {}, reason: '', evidence: {} });

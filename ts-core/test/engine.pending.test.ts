@@ -1,4 +1,5 @@
-// Run glue: what waits for rank 0's next reply when several steps finalise between two of its messages.
+// Run glue: what waits for each rank's next reply when several steps finalise between two of its messages
+// (proto/README.md "Directive contract": every rank gets every control directive).
 import { describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { Run } from '../src/engine/run.ts';
@@ -24,14 +25,27 @@ function run(decide: Record<number, Directive>) {
   return { finalise, rank };
 }
 
-describe('Run: the directive waiting for rank 0', () => {
-  it('a warn finalised later does not displace a rollback rank 0 has not received yet', () => {
+describe('Run: the directives waiting for each rank', () => {
+  it('a warn finalised later does not displace a rollback no rank has received yet; every rank gets it once', () => {
     const { finalise, rank } = run({ 23: directive('rollback', 23), 24: directive('warn', 24) });
     expect(rank(0, 24).action).toBe('noop'); // rank 0 is ahead; steps 23, 24 wait for rank 1
     finalise(23, 24);
-    expect(rank(1, 24).action).toBe('noop'); // rank 1 never gets directives
-    expect(rank(0, 25)).toMatchObject({ action: 'rollback', step: 23 });
+    // Decided while rank 1's step 24 is handled; rank 0 answered 24 already: it can meet 25 + D.
+    expect(rank(1, 24)).toMatchObject({ action: 'rollback', step: 23, apply_at_step: 26 });
+    expect(rank(0, 25)).toMatchObject({ action: 'rollback', step: 23, apply_at_step: 26 });
     expect(rank(0, 26).action).toBe('noop');
+    expect(rank(1, 25).action).toBe('noop');
+  });
+
+  it('once a rank has a directive, a newer decision queues behind it instead of replacing it', () => {
+    const { finalise, rank } = run({ 5: directive('tighten', 5), 6: directive('rollback', 6) });
+    finalise(5);
+    expect(rank(0, 5)).toMatchObject({ action: 'tighten', apply_at_step: 6 });
+    finalise(6);
+    // rank 1 has not collected the tighten: the rollback waits one more reply for it.
+    expect(rank(0, 6)).toMatchObject({ action: 'rollback', apply_at_step: 8 });
+    expect(rank(1, 5)).toMatchObject({ action: 'tighten' });
+    expect(rank(1, 6)).toMatchObject({ action: 'rollback' });
   });
 
   it('a newer control directive or warn replaces an older warn', () => {

@@ -17,7 +17,9 @@ const SEED = Number(process.env.TAILGUARD_FUZZ_SEED ?? (Math.random() * 2 ** 32)
 describe('fuzz harness', () => {
   it('a seed and index regenerate the same case', () => {
     for (const i of [0, 7, 4242]) expect(makeCase(SEED, i)).toEqual(makeCase(SEED, i));
-    expect(makeCase(SEED, 1)).not.toEqual(makeCase(SEED, 2));
+    // Different indices give different cases (two given indices can coincide by chance: ~0.2% of seeds).
+    const distinct = new Set(Array.from({ length: 20 }, (_, i) => JSON.stringify(makeCase(SEED, i + 1))));
+    expect(distinct.size).toBeGreaterThan(10);
   });
 
   it('the oracle fails on a wrong code, an extra reply, an E_INTERNAL reply and an invalid reply', () => {

@@ -7,7 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaptureWriter } from '../src/capture/index.ts';
 import { helloFrames, stepFrames } from '../src/capture/synthetic.ts';
 import { replayToDir } from '../src/commands/replay.ts';
+import { writeControlRun } from '../src/report/control-run.ts';
 import { downsample, lineChart } from '../src/report/svg.ts';
+import { auditLeaves } from '../src/report/audit.ts';
 
 const CLI = path.resolve('ts-core/bin/tailguard.mjs');
 let dir: string;
@@ -93,6 +95,20 @@ describe('tailguard report', () => {
     expect(audit).toContain('data-filter="checkpoint"');
   });
 
+  it('lists a finding\'s top tokens (evidence.top_tokens) in its audit row, out of the evidence JSON', () => {
+    const f = { kind: 'finding' as const, detector: 'post_tool_tail_growth', severity: 'high' as const, step: 7, pair: 'policy_vs_ref' as const, slice: 'post_tool' as const, message: 'tail grows', evidence: { values: { q99: 1.5 }, top_tokens: [{ rank: 1, seq: 3, pos: 12, value: -2.5, token_id: 42, text: '<tool>' }, { rank: 0, seq: 0, pos: 4, value: 2.25, token_id: 7 }] } };
+    const { bodies } = auditLeaves([f], new Map());
+    const row = JSON.parse(/>(\[.*\])</.exec(bodies[0][1])![1])[0];
+    expect(row[5]).toBe('tail grows | top |ℓ|: 2.5 (r1 s3 p12 "<tool>"), 2.25 (r0 s0 p4 id 7)');
+    expect(row[6]).toEqual({ values: { q99: 1.5 } });
+    expect(bodies[0][1]).not.toContain('<tool>'); // escaped inside the JSON script
+    // Thresholds (the policy's) stay on the finding that raised the episode, not on each repeat.
+    const raise = { ...f, evidence: { values: { q99: 1 }, thresholds: { q99: 2 }, event: 'raise' } };
+    const repeat = { ...f, step: 8, evidence: { values: { q99: 3 }, thresholds: { q99: 2 }, event: 'repeat' } };
+    const rows = JSON.parse(/>(\[.*\])</.exec(auditLeaves([raise, repeat], new Map()).bodies[0][1])![1]);
+    expect(rows.map((r: unknown[]) => r[6])).toEqual([{ values: { q99: 1 }, thresholds: { q99: 2 }, event: 'raise' }, { values: { q99: 3 }, event: 'repeat' }]);
+  });
+
   it('shows the trainer logs and per-rank attribution', () => {
     for (const k of ['loss', 'reward', 'kl']) expect(svg(`logs-${k}`), k).toMatch(/data-points="24"/);
     expect(svg('knobs')).toContain('data-name="beta"');
@@ -111,3 +127,26 @@ describe('tailguard report', () => {
     expect(lineChart({ id: 'e', title: 'empty', series: [], empty: 'no tokens in this slice' })).toContain('no tokens in this slice');
   });
 });
+
+describe('tailguard report A B', () => {
+  it('overlays an observe run and a control run of the real engine: both verdicts, onsets side by side, A solid and B dashed', async () => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'tg-compare-'));
+    try {
+      const obs = await writeControlRun({ runDir: d, runId: 'obs', steps: 50, mode: 'observe' });
+      const ctl = await writeControlRun({ runDir: d, runId: 'ctl', steps: 50 });
+      const out = path.join(d, 'cmp.html');
+      const r = spawnSync(process.execPath, [CLI, 'report', obs.dir, ctl.dir, '-o', out], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      const page = fs.readFileSync(out, 'utf8');
+      expect(/<p class="verdict" id="verdict-a">A: ([^<]*)</.exec(page)?.[1]).not.toMatch(/rolled back/);
+      expect(/<p class="verdict" id="verdict-b">B: ([^<]*)</.exec(page)?.[1]).toMatch(/rolled back at step \d+ to checkpoint step \d+ \(applied\)/);
+      const q99 = /<svg[^>]*id="cmp-policy_vs_ref-abs_q99"[\s\S]*?<\/svg>/.exec(page)![0];
+      expect(q99).toContain('data-name="A post_tool"');
+      expect(q99).toMatch(/data-name="B post_tool"[^>]*stroke-dasharray="5 3"/);
+      expect(page).toMatch(/<tr><td>policy_vs_ref · post_tool q99 \|ℓ\|<\/td><td>[\d–]+<\/td><td>[\d–]+<\/td><\/tr>/);
+    } finally {
+      fs.rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
+

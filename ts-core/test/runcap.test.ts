@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Dealer } from 'zeromq';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { decodeMessage, encodeHeader, encodeMessage } from '../src/protocol/index.ts';
+import { decodeHeader, decodeMessage, encodeHeader, encodeMessage } from '../src/protocol/index.ts';
 import { ERROR_CODES } from '../src/protocol/errors.ts';
 import { EngineServer } from '../src/transport/server.ts';
 import { buildPipeline } from '../src/engine/pipeline.ts';
@@ -40,10 +40,17 @@ async function engine(name: string, maxRuns: number, runIdleMs?: number) {
   const server = new EngineServer({ endpoint: 'tcp://127.0.0.1:*', log: silentLogger(), factory: buildPipeline, runDir, options: {}, maxRuns, runIdleMs });
   servers.push(server);
   await server.start();
+  // One connection per run (a session belongs to the connection its hello came on).
+  const conns = new Map<string, Dealer>();
   const request = async (frames: Uint8Array[]) => {
-    const sock = new Dealer({ receiveTimeout: 10_000, linger: 0 });
-    socks.push(sock);
-    sock.connect(server.endpoint);
+    const runId = String(decodeHeader(frames[0]).run_id);
+    let sock = conns.get(runId);
+    if (!sock) {
+      sock = new Dealer({ receiveTimeout: 10_000, linger: 0 });
+      socks.push(sock);
+      sock.connect(server.endpoint);
+      conns.set(runId, sock);
+    }
     await sock.send(frames as Buffer[]);
     return decodeMessage(await sock.receive()).header as Record<string, any>;
   };

@@ -1,5 +1,5 @@
 // The run glue with a pipeline plugged in: metrics of finalised steps reach the reply, a controller
-// directive goes to rank 0 once, acks reach the pipeline, and close() reaches it on shutdown.
+// directive goes to every rank once, acks reach the pipeline, and close() reaches it on shutdown.
 import { Dealer } from 'zeromq';
 import { describe, expect, it } from 'vitest';
 import { decodeMessage, encodeHeader, encodeMessage } from '../src/protocol/index.ts';
@@ -52,10 +52,10 @@ describe('run pipeline hooks', () => {
     a = await req(c1, stepFrames(1, 0)); // completes step 0
     expect(a).toMatchObject({ metrics: { 'policy_vs_ref/all/n': 4, 'policy_vs_ref/all/abs_q99': 0.5, 'policy_vs_ref/all/ess': 1 }, metrics_step: 0 });
     await req(c0, stepFrames(0, 1));
-    a = await req(c1, stepFrames(1, 1)); // completes step 1 → tighten queued for rank 0
-    expect(a.directive.action).toBe('noop');
+    a = await req(c1, stepFrames(1, 1)); // completes step 1 → tighten for every rank, this reply first
+    expect(a.directive).toEqual({ id: 'p/1/tighten', action: 'tighten', step: 1, apply_at_step: 3, params: { beta: 0.08 }, reason: 'test', evidence: {} });
     a = await req(c1, stepFrames(1, 2));
-    expect(a.directive.action).toBe('noop');
+    expect(a.directive.action).toBe('noop'); // delivered once per rank
     a = await req(c0, stepFrames(0, 2));
     expect(a.directive).toEqual({ id: 'p/1/tighten', action: 'tighten', step: 1, apply_at_step: 3, params: { beta: 0.08 }, reason: 'test', evidence: {} });
     expect(a.metrics_step).toBe(2);

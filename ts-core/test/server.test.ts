@@ -112,7 +112,7 @@ for (const proto of ['tcp', 'ipc', 'inproc']) {
       const c = client();
       const w = await c.request([hello('run-h', 0, 1, { client: { name: 'test', version: '0' } })]);
       expect(w).toMatchObject({ type: 'welcome', version: [1, 0], run_id: 'run-h', rank: 0, resume: null, engine: { name: 'tailguard' } });
-      expect(w.limits).toEqual({ max_message_bytes: 2 ** 26, max_frame_bytes: 2 ** 22, max_frames: 64, max_header_bytes: 65536, max_tokens_per_step: 2 ** 27, step_timeout_ms: 30000, max_runs: 64 });
+      expect(w.limits).toEqual({ max_message_bytes: 2 ** 26, max_frame_bytes: 2 ** 22, max_frames: 64, max_header_bytes: 65536, max_tokens_per_step: 2 ** 27, step_timeout_ms: 30000, max_step_bytes: 2 ** 29, max_step_chunks: 1024, max_runs: 64 });
       expect(w.session).toMatch(/^s-/);
       expect((await c.request(makeStep('run-h', 0, 1, 5, [4]).frames)).type).toBe('directive');
       const w2 = await c.request([hello('run-h')]);
@@ -193,7 +193,7 @@ for (const proto of ['tcp', 'ipc', 'inproc']) {
       expect(await c.request([encodeHeader({ type: 'hello', version: [2, 0] })])).toMatchObject({ code: 'E_VERSION', fatal: true });
       expect(await c.request([encodeHeader({ type: 'step', version: V, run_id: 'run-x', rank: 0, world_size: 1, step: 9, chunk: { index: 0, count: 1 }, tokens: 0, n_seqs: 0, sketch: true, buffers: [] })])).toMatchObject({ code: 'E_SKETCH_LAYOUT' }); // no sketch pipeline here
       await c.send([encodeHeader({ type: 'ack', version: V, run_id: 'run-x', rank: 0, directive_id: 'run-x/0/noop', step: 1, applied: true })]);
-      expect(await c.request([encodeHeader({ type: 'bye', version: V, run_id: 'run-x', rank: 0, last_step: 1 })])).toEqual({ type: 'ack', version: [1, 0], of: 'bye', run_id: 'run-x', rank: 0 });
+      expect(await c.request([encodeHeader({ type: 'bye', version: V, run_id: 'run-x', rank: 0, last_step: 1 })])).toEqual({ type: 'ack', version: [1, 0], of: 'bye', run_id: 'run-x', rank: 0, recorded_through: null });
       expect(await c.request(makeStep('run-x', 0, 1, 5, [3]).frames)).toMatchObject({ code: 'E_NO_SESSION' });
       expect(await c.request([encodeHeader({ type: 'ack', version: V, run_id: 'nope', rank: 0, directive_id: 'd', step: 1, applied: true })])).toMatchObject({ code: 'E_NO_SESSION' });
     });

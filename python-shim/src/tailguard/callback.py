@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from transformers import TrainerCallback
 
+if TYPE_CHECKING:
+    from .client import EngineClient
+
 from .capture import CaptureError, capture_for, check_trl_version
-from .options import ENV_ALLOW_UNTESTED_TRL, ENV_ENDPOINT, Options, OptionsError, default_run_id, disabled_by_env, parse_options, resolve_endpoint
+from . import guard
+from .events import EventLog
+from .guard import TailguardStopped
+from .logmetrics import curate
+from .options import DEFAULTS, ENV_ALLOW_UNTESTED_TRL, ENV_ENDPOINT, Options, disabled_by_env, parse_options, resolve_endpoint
 
 logger = logging.getLogger("tailguard")
-
-
-def record_path(path: str | None, rank: int, world_size: int) -> str | None:
-    """Each rank records its own steps; with several ranks the file name gets a `.rank<R>` suffix."""
-    if path is None or world_size == 1:
-        return path
-    return f"{path}.rank{rank}"
 
 
 class TailguardCallback(TrainerCallback):
@@ -32,7 +34,11 @@ class TailguardCallback(TrainerCallback):
     engine's headline metrics back into the trainer's logs as `tailguard/<pair>/<slice>/<metric>`.
 
     Create it and call [`attach`] (or `cb.attach(trainer)`) once the trainer is constructed: the
-    capture wraps instance methods of that trainer.
+    capture wraps instance methods of that trainer. Passed the transformers way (`callbacks=[cb]`), it
+    attaches itself in `on_train_begin` (and warns loudly if it cannot find its trainer there).
+
+    fail_closed ends training with [`TailguardStopped`] (a `RuntimeError`) raised from `trainer.train()` on
+    every rank, so the job exits non-zero; fail_open never raises.
 
     Args:
         endpoint (`str`, *optional*, defaults to `None`):
@@ -40,8 +46,10 @@ class TailguardCallback(TrainerCallback):
             `None` reads `TAILGUARD_ENDPOINT`; with neither, `attach` starts a private engine on rank 0
             (engine.py) and stops it when training ends.
         run_id (`str`, *optional*, defaults to `None`):
-            Run id shared by all ranks. `None` reads `TAILGUARD_RUN_ID`, else derives it from
-            `args.run_name` or the output directory's name (the same on every rank).
+            Run id shared by all ranks. `None` reads `TAILGUARD_RUN_ID`, else a new id per training run,
+            `<run_name or output_dir name>-<UTC time>-<4 hex>`, printed at train begin and continued when the
+            trainer resumes from a checkpoint in the same output_dir. An explicit id that the engine already
+            holds steps for is refused (`E_RUN_EXISTS`) unless the trainer resumes: never appended to silently.
         pairs (`list[str]`, *optional*, defaults to all three):
             Which log-ratio pairs to send: `policy_vs_old`, `policy_vs_ref`, `old_vs_rollout`.
         send_budget_s (`float`, *optional*, defaults to `0.05`):
@@ -52,18 +60,24 @@ class TailguardCallback(TrainerCallback):
         connect_timeout_s (`float`, *optional*, defaults to `5.0`):
             How long `on_train_begin` waits for the engine's welcome before going on without it.
         fail_mode (`str`, *optional*, defaults to `"fail_open"`):
-            `"fail_open"`: an unreachable engine warns and training goes on. `"fail_closed"`: training
-            stops when the engine cannot be reached or a step is dropped; every rank stops at the same
-            point (a connect failure on any rank raises on all ranks in `on_train_begin`).
-        log_metrics (`bool`, *optional*, defaults to `True`):
-            Add the engine's metrics to the trainer's logs (rank 0 only).
-        log_wait_s (`float`, *optional*, defaults to `0.0`):
-            How long a log call may wait for the engine's reply to the step just sent. 0 logs what has
-            arrived (usually the previous step's metrics).
+            `"fail_open"`: an unreachable engine warns and training goes on (dropped steps are counted in
+            `tailguard/client/dropped`). `"fail_closed"`: every rank stops at the first step boundary after a
+            step goes unrecorded (dropped, refused, lost by the engine's store) or the engine session is lost,
+            and `train()` raises [`TailguardStopped`] on every rank (a connect failure raises it in `on_train_begin`).
+        log_metrics (`bool` or `"full"`, *optional*, defaults to `True`):
+            Add the engine's metrics to the trainer's logs (rank 0 only). `True` logs a curated headline set
+            (at most about 24 keys: per pair post_tool/pre_tool/all q99, ESS and k3 KL, alpha once, findings);
+            `"full"` every measured metric of every pair and slice; `False` none.
+        log_wait_s (`float`, *optional*, defaults to `1.0`):
+            How long a log call may wait for the engine's reply to the step just sent, so step N's metrics
+            land in step N's log line. 0 logs what has arrived (usually the previous step's). No wait while
+            the engine is unreachable.
         metric_names (`list[str]`, *optional*, defaults to `None`):
-            Only these metric names (e.g. `["abs_q99", "ess"]`) are logged; `None` logs all the engine sends.
+            Only these metric names (e.g. `["abs_q99", "ess"]`) are logged, for every measured pair and slice.
         send_token_ids (`bool`, *optional*, defaults to `False`):
-            Also send completion token ids (for decoded forensics in the engine).
+            Also send completion token ids, so each finding's top tokens by |ℓ| (`evidence.top_tokens`) name
+            their token id, and their decoded text when the trainer's tokenizer is a fast one (its
+            `tokenizer.json` goes to the engine as hello's `config.tokenizer`; docs/detection.md "Evidence").
         pin_memory (`bool`, *optional*, defaults to `True`):
             Stage device tensors in reused pinned host buffers (CUDA only).
         retain_captured (`bool`, *optional*, defaults to `False`):
@@ -111,22 +125,27 @@ class TailguardCallback(TrainerCallback):
         self.endpoint = endpoint
         self.trainer = None
         self.capture = None
-        self.client = None
-        self.last_client = None  # kept after training ends, for inspection (stats, reply_for)
+        self.client: EngineClient | None = None
+        self.last_client: EngineClient | None = None  # kept after training ends, for inspection (stats, reply_for)
         self.disabled = disabled_by_env()
         self._last_metrics_step: int | None = None
         self._last_client_stats: dict | None = None
         self._log_wrapped = False
         self._warned: set[str] = set()
         self.directives = None  # DirectiveApplier (directives.py), made by attach()
+        self._events = EventLog()
         self._embedded = False  # attach() started (rank 0) or joined an embedded engine
         self._local_stop: str | None = None  # this rank's stop reason at the current step boundary
+        self._verdict = guard.Verdict()  # fail_closed: anything unrecorded since the last boundary?
+        self.run_id: str | None = None  # decided in on_train_begin (guard.run_identity)
+        self._resume: bool | None = None
 
     # ---- attach -------------------------------------------------------------------------------
     def attach(self, trainer: Any) -> "TailguardCallback":
         """Install the capture on `trainer` and add this callback to it. Returns `self`."""
         if self.trainer is not None:
             raise CaptureError("E_ATTACHED", "this TailguardCallback is already attached to a trainer")
+        guard.check_not_attached(self, trainer)
         if self.disabled:
             logger.warning("tailguard: TAILGUARD_DISABLE is set; not attaching")
             return self
@@ -139,7 +158,7 @@ class TailguardCallback(TrainerCallback):
         check_trl_version(trl.__version__, os.environ.get(ENV_ALLOW_UNTESTED_TRL) == "1")
         capture = capture_for(trainer, self.options)
         capture.check()
-        _check_curve(self.options)
+        guard.check_curve(self.options)
         if self.endpoint is not None or os.environ.get(ENV_ENDPOINT):
             resolve_endpoint(self.endpoint)  # fail at attach, not after the first step
         else:  # embedded engine (engine.py)
@@ -156,8 +175,11 @@ class TailguardCallback(TrainerCallback):
             raise
         self.trainer, self.capture = trainer, capture
         self.directives = _make_directives(trainer, self.options)  # control-shim hook
+        if self.directives is not None:
+            self._events.tap(self.directives)  # events.py: findings/directives into the trainer's logs
         self._wrap_log(trainer)
-        trainer.add_callback(self)
+        if not any(c is self for c in trainer.callback_handler.callbacks):
+            trainer.add_callback(self)
         return self
 
     def detach(self) -> None:
@@ -201,9 +223,16 @@ class TailguardCallback(TrainerCallback):
 
         acc = self.trainer.accelerator
         cfg = {**self.capture.config(), **self.capture.knobs()}
+        if self.options.send_token_ids:  # the engine decodes findings' top tokens with it (forensics.py)
+            from .forensics import tokenizer_json
+
+            path = tokenizer_json(getattr(self.trainer, "processing_class", None))
+            if path is not None:
+                cfg["tokenizer"] = path
         return EngineClient(
             resolve_endpoint(self.endpoint),
-            self.options.run_id or default_run_id(args),
+            self.run_id,
+            resume=self._resume,
             rank=int(acc.process_index),
             world_size=int(acc.num_processes),
             trainer=self.capture.kind,
@@ -212,7 +241,7 @@ class TailguardCallback(TrainerCallback):
             queue_max_steps=self.options.queue_max_steps,
             connect_timeout_s=self.options.connect_timeout_s,
             mode=self.options.mode,
-            record_to=record_path(self.options.record_to, int(acc.process_index), int(acc.num_processes)),
+            record_to=guard.record_path(self.options.record_to, int(acc.process_index), int(acc.num_processes)),
             curve_server_key=self.options.curve_server_key,
             curve_public_key=self.options.curve_public_key,
             curve_secret_key=self.options.curve_secret_key,
@@ -230,39 +259,71 @@ class TailguardCallback(TrainerCallback):
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            logger.warning(message)
+            logger.warning(_one_prefix(message))
 
     # ---- callback events ----------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
+        if self.capture is None and not self._attach_lazily():
+            return
         if self.directives is not None:
             self.directives.on_train_begin(state)  # control-shim: re-apply persisted knobs on resume
-        if self.capture is None or self.client is not None:
+        if self.client is not None:
             return
         rank = int(self.trainer.accelerator.process_index)
+        self._verdict = guard.Verdict()
+        if self.directives is not None:
+            self.directives.stopped = None
+        self.run_id, self._resume = guard.run_identity(args, self.options.run_id, int(state.global_step) > 0, rank)
         failure = None
         if self.options.mode != "sketch" or rank == 0:  # sketch mode: only rank 0 talks to the engine
             self.client = self.last_client = self._make_client(args)
             try:
                 self.client.connect()
             except Exception as e:
-                if self.options.fail_mode != "fail_closed":
+                refused = getattr(e, "code", None)  # ProtocolError: the engine answered no (E_RUN_EXISTS, E_RANK, ...)
+                if refused and self.options.fail_mode != "fail_closed":
+                    logger.error("tailguard: the engine refused run %s: %s; this run is NOT monitored (every step "
+                                 "is counted in tailguard/client/dropped)", self.run_id, e)
+                elif self.options.fail_mode != "fail_closed":
                     self._warn_once("connect", f"tailguard: engine not reachable yet ({e}); training goes on and the client keeps retrying")
+                elif refused:
+                    failure = f"rank {rank}: E_REFUSED: the engine refused run {self.run_id}: {e}"
                 else:
-                    failure = f"rank {rank}: engine unreachable at {self.client.endpoint}: {e}"
+                    failure = f"rank {rank}: E_UNREACHABLE: engine unreachable at {self.client.endpoint}: {e}"
         if self.options.fail_mode == "fail_closed":
             # Every rank learns every rank's outcome, so all raise together (one rank raising alone
             # would leave the others in DDP's first all-reduce until its timeout).
-            failures = [f for f in _all_gather(failure) if f]
+            failures = [f for f in guard.all_gather(failure) if f]
             if failures:
                 self._close_client()
-                raise RuntimeError("tailguard (fail_closed): " + "; ".join(failures))
+                raise TailguardStopped("; ".join(failures))
+
+    def _attach_lazily(self) -> bool:
+        """`callbacks=[TailguardCallback()]`: attach now to the trainer running this callback (found by
+        identity, guard.find_trainer); without one, say loudly that nothing is monitored."""
+        if self.disabled or self.trainer is not None:
+            return False
+        trainer = guard.find_trainer(self)
+        if trainer is None:
+            logger.error("tailguard: TailguardCallback was added without attach() and its trainer could not be "
+                         "found: this run is NOT monitored. Call `tailguard.attach(trainer)` before `train()`.")
+            return False
+        logger.warning("tailguard: TailguardCallback passed in callbacks=: attaching to %s at train begin "
+                       "(`tailguard.attach(trainer)` does this at construction)", type(trainer).__name__)
+        self.attach(trainer)
+        return True
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.capture is None:
             return
         self._local_stop = None
         try:
-            self._send_step(state, control)
+            sent = self._send_step(state, control)
+            if self.options.fail_mode == "fail_closed":
+                self._local_stop = self._verdict(self.client, sent is not False, state.global_step)
+                if self._local_stop:
+                    logger.error("tailguard (fail_closed): %s; stopping training", self._local_stop)
+                    control.should_training_stop = True
         except Exception as e:  # never raise: every rank must reach the step-end exchange below
             if self.options.fail_mode == "fail_closed":
                 self._local_stop = f"E_SEND_FAILED: could not send step {state.global_step}: {e!r}"
@@ -276,18 +337,19 @@ class TailguardCallback(TrainerCallback):
                 pass
         self._apply_directives(args, state, control)
 
-    def _send_step(self, state, control) -> None:
+    def _send_step(self, state, control) -> bool:
+        """Send this rank's step (raw or sketch, one path: `EngineClient.send_step`); False when it was dropped."""
         if self.options.mode == "sketch":  # every rank joins the reduce; rank 0 sends (sketch.py)
             from .sketch import send_capture_step
 
             return send_capture_step(self, state, control)
         payload = self.capture.take_step(state.global_step)
         if payload is None or self.client is None:
-            return
+            return True
         logs = self.capture.step_logs()
         if payload.loss is not None and math.isfinite(payload.loss):
             logs["loss"] = payload.loss
-        ok = self.client.send_step(
+        return self.client.send_step(
             state.global_step,
             payload.arrays,
             knobs=self.capture.knobs(),
@@ -296,10 +358,6 @@ class TailguardCallback(TrainerCallback):
             slice_names=payload.slice_names,
             **(self.directives.step_extras(self.client) if self.directives is not None else {}),
         )
-        if not ok and self.options.fail_mode == "fail_closed":
-            logger.error("tailguard (fail_closed): step %d was dropped; stopping training", state.global_step)
-            self._local_stop = f"E_STEP_DROPPED: step {state.global_step} was dropped"
-            control.should_training_stop = True
 
     def _apply_directives(self, args, state, control) -> None:
         """Hook for directives.py (control-shim): apply engine directives at this step boundary, on every rank."""
@@ -319,6 +377,12 @@ class TailguardCallback(TrainerCallback):
         self._close_client()
         if getattr(self, "embedded_engine", None) is not None:  # engine.py: the private engine stops with training
             self.embedded_engine.stop()
+        if self.capture is None:
+            return
+        guard.barrier()  # every rank has closed its client before any rank goes on to exit
+        stopped = self.directives.stopped if self.directives is not None else None
+        if stopped is not None and self.options.fail_mode == "fail_closed":
+            raise TailguardStopped(stopped[1], step=stopped[0])
 
     # ---- metrics into the trainer's logs ------------------------------------------------------
     def _inject_metrics(self, logs: dict) -> None:
@@ -331,54 +395,35 @@ class TailguardCallback(TrainerCallback):
             added = {}
             if step is not None and step != self._last_metrics_step:
                 self._last_metrics_step = step
-                names = self.options.metric_names
-                for key, value in metrics.items():
-                    if names is not None and key.rsplit("/", 1)[-1] not in names:
-                        continue
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        added[f"tailguard/{key}"] = float(value)
+                curated = curate(metrics, full=self.options.log_metrics == "full", names=self.options.metric_names)
+                added = {f"tailguard/{k}": v for k, v in curated.items()}
                 added["tailguard/metrics_step"] = step
             stats = self.client.stats
-            counters = {k: stats.get(k, 0) for k in ("sent", "dropped", "errors", "reconnects")}
+            counters = {k: stats.get(k, 0) for k in ("sent", "acked", "recorded", "dropped", "queued", "errors", "reconnects")}
             if added or counters != self._last_client_stats:
                 self._last_client_stats = counters
                 added.update({f"tailguard/client/{k}": v for k, v in counters.items()})
+            added.update(self._events.drain())
             logs.update(added)
         except Exception as e:  # logging must never fail training
             self._warn_once("log", f"tailguard: could not add metrics to the logs: {e!r}")
 
     def _wait_metrics(self, want_step: int) -> tuple[int | None, dict]:
+        """The newest metrics, waiting up to `log_wait_s` for this step's: step N's metrics land in step N's log
+        whenever the engine answers within the budget. No wait while the engine is away."""
         step, metrics = self.client.latest_metrics()
         deadline = time.monotonic() + self.options.log_wait_s
-        while (step is None or step < want_step) and time.monotonic() < deadline:
+        while (step is None or step < want_step) and time.monotonic() < deadline and self.client.connected:
             time.sleep(0.005)
             step, metrics = self.client.latest_metrics()
         return step, metrics
 
 
-def _check_curve(options: Options) -> None:
-    """Bad or incomplete CURVE keys fail at attach (E_OPTION), not in `on_train_begin`."""
-    from .client import _curve_keys
-
-    keys = {k: getattr(options, k) for k in ("curve_server_key", "curve_secret_key", "curve_public_key")}
-    try:
-        _curve_keys(keys["curve_server_key"], keys["curve_public_key"], keys["curve_secret_key"])
-    except Exception as e:  # ValueError (incomplete / not 40 chars), or a key file zmq cannot read
-        name = next((k for k, v in keys.items() if v is None), "curve_secret_key")
-        raise OptionsError(name, f"a complete CURVE key set ({e})", "<hidden>") from e
-
-
-def _all_gather(obj: Any) -> list:
-    """`obj` from every rank of the trainer's process group (just `[obj]` outside one)."""
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return [obj]
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [obj]
-    box = [None] * dist.get_world_size()
-    dist.all_gather_object(box, obj)
-    return box
+def _one_prefix(message: str) -> str:
+    """One `tailguard:` prefix, also when a message embeds another tailguard message (an exception's text)."""
+    while "tailguard: tailguard: " in message:
+        message = message.replace("tailguard: tailguard: ", "tailguard: ")
+    return message
 
 
 def _make_directives(trainer: Any, options: Options):
@@ -389,10 +434,35 @@ def _make_directives(trainer: Any, options: Options):
         trainer, None, rank=int(acc.process_index), world_size=int(acc.num_processes),
         fail_mode=options.fail_mode, checkpoint_every=options.checkpoint_every,
         keep_certified=options.keep_certified, lost_after_s=options.engine_lost_after_s,
+        reply_wait_s=options.log_wait_s,  # the reply that carries a directive due at this boundary
     )  # fmt: skip
 
 
-def attach(trainer: Any, endpoint: str | None = None, **options: Any) -> TailguardCallback:
+def attach(
+    trainer: Any,
+    endpoint: str | None = None,
+    *,
+    run_id: str | None = None,
+    pairs: Sequence[str] = DEFAULTS.pairs,
+    send_budget_s: float = DEFAULTS.send_budget_s,
+    queue_max_steps: int = DEFAULTS.queue_max_steps,
+    connect_timeout_s: float = DEFAULTS.connect_timeout_s,
+    fail_mode: Literal["fail_open", "fail_closed"] = "fail_open",
+    log_metrics: bool | Literal["full"] = True,
+    log_wait_s: float = DEFAULTS.log_wait_s,
+    metric_names: Sequence[str] | None = DEFAULTS.metric_names,
+    send_token_ids: bool = DEFAULTS.send_token_ids,
+    pin_memory: bool = DEFAULTS.pin_memory,
+    retain_captured: bool = DEFAULTS.retain_captured,
+    checkpoint_every: int = DEFAULTS.checkpoint_every,
+    keep_certified: int = DEFAULTS.keep_certified,
+    engine_lost_after_s: float = DEFAULTS.engine_lost_after_s,
+    mode: Literal["raw", "sketch"] = "raw",
+    record_to: str | os.PathLike[str] | None = DEFAULTS.record_to,
+    curve_server_key: str | os.PathLike[str] | None = DEFAULTS.curve_server_key,
+    curve_public_key: str | os.PathLike[str] | None = DEFAULTS.curve_public_key,
+    curve_secret_key: str | os.PathLike[str] | None = DEFAULTS.curve_secret_key,
+) -> TailguardCallback:
     r"""
     Attach tailguard to a constructed TRL trainer: install the capture, add the callback, return it.
 
@@ -401,8 +471,8 @@ def attach(trainer: Any, endpoint: str | None = None, **options: Any) -> Tailgua
             The trainer, after construction and before `train()`.
         endpoint (`str`, *optional*, defaults to `None`):
             Engine endpoint; `None` reads `TAILGUARD_ENDPOINT`, and with neither a private engine is started.
-        **options:
-            Any [`TailguardCallback`] option (`run_id`, `pairs`, `send_budget_s`, `fail_mode`, ...).
+        run_id, pairs, send_budget_s, ... (keyword-only):
+            The [`TailguardCallback`] options, with the same names, types and defaults (docs/trl.md).
 
     Returns:
         [`TailguardCallback`]: the attached callback (`cb.client.stats`, `cb.detach()`).
@@ -419,4 +489,5 @@ def attach(trainer: Any, endpoint: str | None = None, **options: Any) -> Tailgua
 
     ```
     """
+    options = {k: v for k, v in locals().items() if k not in ("trainer", "endpoint")}
     return TailguardCallback(endpoint, **options).attach(trainer)

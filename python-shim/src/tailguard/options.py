@@ -11,9 +11,10 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-PAIRS = ("policy_vs_old", "policy_vs_ref", "old_vs_rollout")
+from .wire import PAIRS, RUN_ID_PATTERN
+
 FAIL_MODES = ("fail_open", "fail_closed")
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RUN_ID_RE = re.compile(RUN_ID_PATTERN)
 
 # Environment variables the shim reads. Documented in docs/trl.md and in TailguardCallback's docstring.
 ENV_ENDPOINT = "TAILGUARD_ENDPOINT"
@@ -32,8 +33,8 @@ class Options:
     queue_max_steps: int = 8
     connect_timeout_s: float = 5.0
     fail_mode: str = "fail_open"
-    log_metrics: bool = True
-    log_wait_s: float = 0.0
+    log_metrics: bool | str = True  # True: the curated headline set (logmetrics.py); "full": every measured metric
+    log_wait_s: float = 1.0  # step N's metrics in step N's log when the engine answers within this
     metric_names: tuple[str, ...] | None = None
     send_token_ids: bool = False
     pin_memory: bool = True
@@ -99,7 +100,7 @@ def parse_options(**kwargs: Any) -> Options:
         kwargs["run_id"] = os.environ[ENV_RUN_ID]
     for name, value in kwargs.items():
         if name == "run_id":
-            if value is not None and (not isinstance(value, str) or not RUN_ID_RE.match(value)):
+            if value is not None and (not isinstance(value, str) or not RUN_ID_RE.fullmatch(value)):
                 raise OptionsError(name, f"None or a str matching {RUN_ID_RE.pattern}", value)
         elif name == "pairs":
             value = _names(name, value, PAIRS)
@@ -112,6 +113,9 @@ def parse_options(**kwargs: Any) -> Options:
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise OptionsError(name, "None or a file path" if name == "record_to" else "None, a Z85 key or a key file", value)
             value = None if value is None else os.fspath(value)
+        elif name == "log_metrics":
+            if not (isinstance(value, bool) or value == "full"):  # not `in (True, False, ...)`: 1 == True
+                raise OptionsError(name, "True (the headline set), False or 'full'", value)
         elif name == "fail_mode":
             if value not in FAIL_MODES:
                 raise OptionsError(name, f"one of {list(FAIL_MODES)}", value)
@@ -148,16 +152,20 @@ def resolve_endpoint(endpoint: str | None) -> str:
             "start one with `npx tailguard serve`",
             None,
         )
-    if not isinstance(endpoint, str) or "://" not in endpoint:
-        raise OptionsError("endpoint", "a ZeroMQ endpoint like 'tcp://127.0.0.1:5599' or 'ipc:///tmp/tg.sock'", endpoint)
-    return endpoint
+    from .transport.keys import check_endpoint
+
+    try:  # checked at attach: an http:// or inproc:// endpoint would fail only in the client's thread
+        return check_endpoint(endpoint)
+    except ValueError as e:
+        raise OptionsError("endpoint", f"a tcp:// or ipc:// ZeroMQ endpoint ({e})", endpoint) from None
 
 
 def default_run_id(args: Any) -> str:
-    """A run id every rank derives identically (no clocks, no randomness): the run name or output dir."""
+    """The base every rank derives identically (no clocks, no randomness): the run name or output dir's name.
+    guard.run_identity appends a time and a random tag on rank 0, so each training run gets its own id."""
     base = getattr(args, "run_name", None) or os.path.basename(os.path.normpath(getattr(args, "output_dir", "") or ""))
     rid = re.sub(r"[^A-Za-z0-9._-]+", "-", str(base)).strip("-._")[:128]
-    return rid if rid and RUN_ID_RE.match(rid) else "run"
+    return rid if rid and RUN_ID_RE.fullmatch(rid) else "run"
 
 
 def disabled_by_env() -> bool:

@@ -11,10 +11,11 @@ export interface ServeOptions {
   endpoint?: string;
   runDir?: string;
   logLevel?: string;
-  stepTimeout?: string;
-  parentPid?: string;
+  // Numbers are parsed and checked by the CLI (commands/options.ts); strings still work for in-process callers.
+  stepTimeout?: number | string;
+  parentPid?: number | string;
   readyFile?: string;
-  delayMs?: string;
+  delayMs?: number | string;
   insecure?: boolean;
   curveSecret?: string;
   curveAllow?: string;
@@ -34,6 +35,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
   // Security (transport/curve.ts): loopback, or CURVE with an allow-list, or an explicit --insecure.
   let curve: CurveConfig | null = null;
   try {
+    // Half a CURVE configuration is refused either way round (never a silent plaintext bind).
+    if (opts.curveAllow && !opts.curveSecret) throw Object.assign(new Error('--curve-allow needs --curve-secret (the server secret key); refusing to serve plaintext'), { code: 'E_CURVE_KEY' });
     if (opts.curveSecret) curve = loadCurve(opts.curveSecret, opts.curveAllow);
     if (checkBind(endpoint, { curve: curve !== null, insecure: opts.insecure }) === 'insecure') {
       process.stderr.write(`\n!!! tailguard: INSECURE bind ${endpoint}: no CURVE, anyone who can reach it can send data and receive directives !!!\n\n`);
@@ -64,6 +67,10 @@ export async function serve(opts: ServeOptions): Promise<void> {
     factory: buildPipeline,
     maxRuns,
     runIdleMs,
+    maxRunsPerConn: opts.maxRunsPerConn === undefined ? undefined : Number(opts.maxRunsPerConn),
+    maxPendingBytes: opts.maxPendingBytes === undefined ? undefined : Number(opts.maxPendingBytes),
+    maxRunPendingBytes: opts.maxRunPendingBytes === undefined ? undefined : Number(opts.maxRunPendingBytes),
+    retain: { runs: Number(opts.retainRuns ?? 0), days: opts.retainDays === undefined ? undefined : Number(opts.retainDays) },
     options: opts,
     socketOptions: curve ? curveServerOptions(curve) : undefined,
     recorder: obs.recorder,

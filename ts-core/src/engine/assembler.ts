@@ -20,8 +20,19 @@ interface PartialStep {
   next: number;
   names: string;
   tokens: number;
+  /** Buffer bytes of the chunks so far (max_step_bytes); held against the budget until the step completes. */
+  bytes: number;
   chunks: Message<StepHeader>[];
   received: Received;
+}
+
+/** Defaults of the v1.1 step limits (welcome.limits; proto/README.md "Limits"). */
+export const DEFAULT_STEP_LIMITS = { max_step_bytes: 512 * 1024 ** 2, max_step_chunks: 1024 } as const;
+
+/** Where a partial step's chunks are charged (engine/budget.ts); take() throws E_BUDGET. */
+export interface ChunkBudget {
+  take(bytes: number): void;
+  give(bytes: number): void;
 }
 
 export class StepAssembler {
@@ -33,6 +44,7 @@ export class StepAssembler {
   constructor(
     private readonly limits: Limits,
     private readonly checksum: boolean,
+    private readonly budget: ChunkBudget | null = null,
   ) {}
 
   /** The step currently being assembled, if any (for logs). */
@@ -44,38 +56,57 @@ export class StepAssembler {
   add(msg: Message<StepHeader>): Assembled | null {
     const h = msg.header;
     const names = h.buffers.map((b) => b.name).sort().join(',');
+    const bytes = frameBytes(msg);
     let cur = this.cur;
+    const maxChunks = this.limits.max_step_chunks ?? DEFAULT_STEP_LIMITS.max_step_chunks;
+    const maxBytes = this.limits.max_step_bytes ?? DEFAULT_STEP_LIMITS.max_step_bytes;
     try {
+      if (h.chunk.count > maxChunks) throw new ProtocolError('E_TOO_LARGE', `step ${h.step} declares ${h.chunk.count} chunks, more than max_step_chunks ${maxChunks}`);
       if (h.step <= this.lastComplete) throw new ProtocolError('E_DUPLICATE', `step ${h.step} is already complete for this rank (last complete ${this.lastComplete})`);
       if (cur && cur.step !== h.step) {
         if (h.chunk.index !== 0) throw new ProtocolError('E_CHUNK', `chunk ${h.chunk.index} of step ${h.step} while step ${cur.step} is incomplete`);
-        cur = this.cur = null; // a new step supersedes an incomplete one (the server logs it)
+        this.discard(); // a new step supersedes an incomplete one (the server logs it)
+        cur = null;
       }
       if (!cur) {
         if (h.chunk.index !== 0) throw new ProtocolError('E_CHUNK', `step ${h.step} starts with chunk ${h.chunk.index}, expected 0`);
-        cur = this.cur = { step: h.step, count: h.chunk.count, next: 0, names, tokens: 0, chunks: [], received: emptyReceived(this.checksum) };
+        cur = this.cur = { step: h.step, count: h.chunk.count, next: 0, names, tokens: 0, bytes: 0, chunks: [], received: emptyReceived(this.checksum) };
       } else {
         if (h.chunk.index < cur.next) throw new ProtocolError('E_DUPLICATE', `chunk ${h.chunk.index} of step ${h.step} was already received`);
         if (h.chunk.index > cur.next) throw new ProtocolError('E_CHUNK', `chunk ${h.chunk.index} of step ${h.step} arrived before chunk ${cur.next}`);
         if (h.chunk.count !== cur.count) throw new ProtocolError('E_CHUNK', `chunk.count ${h.chunk.count} differs from ${cur.count} in earlier chunks`);
         if (names !== cur.names) throw new ProtocolError('E_CHUNK', `buffer names [${names}] differ from earlier chunks [${cur.names}]`);
       }
+      if (cur.tokens + h.tokens > this.limits.max_tokens_per_step)
+        throw new ProtocolError('E_TOO_LARGE', `step ${h.step} has ${cur.tokens + h.tokens} tokens so far, exceeds max_tokens_per_step ${this.limits.max_tokens_per_step}`);
+      if (cur.bytes + bytes > maxBytes)
+        throw new ProtocolError('E_TOO_LARGE', `step ${h.step} has ${cur.bytes + bytes} buffer bytes so far, exceeds max_step_bytes ${maxBytes}`);
+      // A chunk that completes the step is not held past this call: only earlier chunks are charged.
+      if (h.chunk.index + 1 < h.chunk.count) this.budget?.take(bytes);
       cur.tokens += h.tokens;
-      if (cur.tokens > this.limits.max_tokens_per_step)
-        throw new ProtocolError('E_TOO_LARGE', `step ${h.step} has ${cur.tokens} tokens so far, exceeds max_tokens_per_step ${this.limits.max_tokens_per_step}`);
+      cur.bytes += bytes;
     } catch (e) {
-      this.cur = null; // a rejected chunk discards its partial step
+      this.discard(); // a rejected chunk discards its partial step
       throw e;
     }
     addChunk(cur.received, h.tokens, h.n_seqs, msg.frames); // slice counts: Run.step, once per step
     cur.chunks.push(msg);
     cur.next++;
     if (cur.next < cur.count) return null;
-    this.cur = null;
+    this.discard();
     this.lastComplete = h.step;
     const first = cur.chunks[0].header;
     if (cur.chunks.length === 1) return { header: first, buffers: msg.buffers, received: cur.received };
     return { header: first, buffers: this.concat(cur.chunks), received: cur.received };
+  }
+
+  /** Drop the partial step and give its chunks' bytes back to the budget. */
+  discard(): void {
+    const cur = this.cur;
+    if (!cur) return;
+    this.cur = null;
+    const held = cur.chunks.reduce((n, c) => n + (c.header.chunk.index + 1 < c.header.chunk.count ? frameBytes(c) : 0), 0);
+    if (held) this.budget?.give(held);
   }
 
   /** Concatenate per name into reused scratch (grown ×2 when short); offsets are rebased. */
@@ -113,6 +144,12 @@ export class StepAssembler {
   }
 }
 
+function frameBytes(m: Message<StepHeader>): number {
+  let n = 0;
+  for (const f of m.frames) n += f.byteLength; // buffer frames only
+  return n;
+}
+
 /** Build the engine's StepData from an assembled step. */
 export function toStepData(a: Assembled, trainer: string, receivedAt: number): StepData {
   const h = a.header;
@@ -139,6 +176,7 @@ export function toStepData(a: Assembled, trainer: string, receivedAt: number): S
   if (b.advantages) data.advantages = b.advantages as Float32Array;
   if (b.rewards) data.rewards = b.rewards as Float32Array;
   if (b.group_ids) data.groupIds = b.group_ids as Int32Array;
+  if (b.token_ids) data.tokenIds = b.token_ids as Int32Array;
   return data;
 }
 

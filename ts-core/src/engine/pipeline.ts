@@ -12,13 +12,15 @@
 //   close    flush files on shutdown           -> Pipeline.close
 import type { Logger } from 'pino';
 import type { AckHeader, HelloHeader } from '../protocol/messages.ts';
-import type { Directive, StepData, StepResult } from '../types.ts';
-import type { SketchStepData } from './sketch.ts';
+import type { Directive, PipelineContext, StepData, StepResult } from '../types.ts';
+export type { PipelineContext } from '../types.ts';
+import type { SketchStepData } from '../types.ts';
 import type { MaskCounts } from './received.ts';
 import { controlHooks } from '../policy/hooks.ts';
 import type { ControllerSnapshot } from '../policy/controller.ts';
 import { openStoreHooks } from '../store/hooks.ts';
 import { RunStats } from '../stats/index.ts';
+import { attachTopTokens, runDecoder } from './forensics.ts';
 
 export interface Pipeline {
   /** A run's first hello (and every later one: a rank (re)joined). */
@@ -33,8 +35,13 @@ export interface Pipeline {
   addSketchStep?(data: SketchStepData): void;
   /** Steps that are final now (all ranks in, or timed out), in step order. */
   finalizeReady?(nowMs: number): StepResult[];
-  /** Detect + decide for one final step; a non-null, non-noop directive is sent to rank 0. */
-  onStepResult?(r: StepResult): Directive | null;
+  /**
+   * Detect + decide for one final step; a non-null, non-noop directive is sent to every rank.
+   * `minApplyAt`: the earliest `apply_at_step` every rank can meet (engine/outbox.ts); a lower one is raised.
+   */
+  onStepResult?(r: StepResult, o?: { minApplyAt?: number }): Directive | null;
+  /** After onStepResult: `findings/n`, and `findings/severity` (info 0 … critical 3) when there are any, of that step, for the reply's metrics. */
+  findingMetrics?(): Record<string, number>;
   /** After onStepResult: persist metrics, windows and the directive. */
   onFinalized?(r: StepResult, directive: Directive | null): void;
   /** A checkpoint the shim saved (step header `checkpoint`), for certification. */
@@ -45,20 +52,14 @@ export interface Pipeline {
   onAck?(ack: AckHeader): void;
   /** The highest complete step known for this run (e.g. from the run store), for welcome.resume. */
   resumeStep?(): number | null;
+  /** The highest step durably in the run store (reply `recorded_through`); absent: nothing is recorded. */
+  recordedThrough?(): number | null;
+  /** A store failure since the run opened (the run's replies become E_STORE until it is reopened). */
+  storeFault?(): Error | null;
+  /** A rank said bye: make what is stored durable, state included (a promise: once it settles). */
+  onBye?(rank: number): void | Promise<void>;
   /** Flush and release (shutdown). */
   close?(): void | Promise<void>;
-}
-
-export interface PipelineContext {
-  runId: string;
-  worldSize: number;
-  trainer: string;
-  config: Record<string, unknown>;
-  /** Root of run stores (`--run-dir`); a run's store lives in `<runDir>/<runId>`. */
-  runDir: string;
-  /** The serve options as parsed by the CLI (window, step timeout, policy file, ...). */
-  options: Record<string, unknown>;
-  log: Logger;
 }
 
 export type PipelineFactory = (ctx: PipelineContext) => Pipeline;
@@ -68,7 +69,11 @@ export const buildPipeline: PipelineFactory = (ctx) => {
   // detect/ + policy/: audit lines go to `control.sink` (set it to RunStore.appendDirective with the store).
   // store/: open <runDir>/<runId> first; its state.json (if any) restores stats and controller (resume).
   const store = openStoreHooks(ctx);
-  const control = controlHooks({ policyFile: ctx.options.policy as string | undefined, snapshot: (store.state?.controller ?? null) as ControllerSnapshot | null, sink: store.audit });
+  const decoder = runDecoder(ctx.config, (msg) => ctx.log.warn(msg));
+  const control = controlHooks({
+    policyFile: ctx.options.policy as string | undefined, snapshot: (store.state?.controller ?? null) as ControllerSnapshot | null, sink: store.audit,
+    evidence: (findings, r) => attachTopTokens(findings, r, decoder),
+  });
   // stats/: per-rank steps in, final StepResults out (window/timeout from the serve options).
   const statsOpts = {
     worldSize: ctx.worldSize, runId: ctx.runId,
@@ -82,11 +87,15 @@ export const buildPipeline: PipelineFactory = (ctx) => {
   return {
     onFinalized: (r, d) => store.onFinalized(r, d),
     resumeStep: () => store.resumeStep(),
+    recordedThrough: () => store.recordedThrough(),
+    storeFault: () => store.fault(),
+    onBye: () => store.flush(),
     close: () => store.close(),
     addRankStep: (d) => stats.addRankStep(d),
     addSketchStep: (d) => stats.addSketchStep(d),
     finalizeReady: (now) => stats.finalizeReady(now),
-    onStepResult: (r) => control.onStepResult(r),
+    onStepResult: (r, o) => control.onStepResult(r, o),
+    findingMetrics: () => control.findingMetrics(),
     onAck: (a) => control.onAck(a),
     onCheckpoint: (step, path) => control.onCheckpoint(step, path),
     noop: (step) => control.noop(step),

@@ -8,23 +8,30 @@ import type { AckHeader, HelloHeader, Limits, Received, StepHeader, WireDirectiv
 import type { Directive, StepData, StepResult } from '../types.ts';
 import { StepAssembler, toStepData } from './assembler.ts';
 import type { Pipeline } from './pipeline.ts';
+import { headlineMetrics } from '../stats/index.ts';
 import { addChunk, countSlices, emptyReceived, setSlices, type MaskCounts } from './received.ts';
 import { decodeSketchStep } from './sketch.ts';
+import { DirectiveOutbox } from './outbox.ts';
+import { PENDING_STEP_OVERHEAD, PendingBudget } from './budget.ts';
 
-/** Headline metrics sent back in each directive reply (`"<pair>/<slice>/<metric>"`). */
-export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_q999', 'abs_max', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
 
 interface RankSession {
   session: string;
   assembler: StepAssembler;
   checksum: boolean;
+  /** The connection (ROUTER routing id, hex) the hello came on: the session is its alone. */
+  conn: string | undefined;
 }
+
+/** Connections whose session was taken over, remembered per run for E_SESSION (oldest forgotten first). */
+const TAKEN_OVER_KEEP = 256;
 
 export interface StepReply {
   directive: WireDirective;
   received: Received;
   metrics: Record<string, number | null>;
   metrics_step: number | null;
+  recorded_through: number | null;
 }
 
 export class Run {
@@ -35,8 +42,17 @@ export class Run {
   lastCompleteStep: number | null = null;
   private metrics: Record<string, number | null> = {};
   private metricsStep: number | null = null;
-  /** A directive from the controller, waiting for rank 0's next reply. */
-  private pending: Directive | null = null;
+  /** Control directives on their way to every rank (proto/README.md "Directive contract"). */
+  readonly outbox: DirectiveOutbox;
+  /** Sketch mode: rank 0's messages carry every rank's data, and only rank 0 reads replies. */
+  private sketch = false;
+  /** The step whose message is being handled (null in the periodic tick). */
+  private current: number | null = null;
+  /** `${conn}/${rank}` of sessions a newer hello took over. */
+  private readonly takenOver = new Set<string>();
+  /** Bytes charged to the budget per step waiting in the statistics for its other ranks. */
+  private readonly charged = new Map<number, { bytes: number; ranks: Set<number> }>();
+  private finalHigh = -1;
   /** Mask counts of the step ingestStep just passed to stats (null: stats did not count it). */
   private counted: MaskCounts | null = null;
 
@@ -46,102 +62,193 @@ export class Run {
     readonly pipeline: Pipeline,
     private readonly limits: Limits,
     private readonly log: Logger,
+    private readonly budget: PendingBudget = new PendingBudget(),
   ) {
     this.worldSize = hello.world_size;
     this.trainer = hello.trainer;
     this.lastCompleteStep = pipeline.resumeStep?.() ?? null;
+    this.outbox = new DirectiveOutbox(() => (this.sketch ? 1 : this.worldSize));
   }
 
-  /** hello: (re)create the rank's session; its step history restarts. */
-  hello(h: HelloHeader): { session: string; resume: { last_step: number | null } | null; isNew: boolean } {
+  /**
+   * hello: (re)create the rank's session on connection `conn`; its step history restarts. A session held by
+   * another connection is taken over (that connection then gets E_SESSION). `resume: false` over stored
+   * steps, with no other rank connected, is E_RUN_EXISTS: a second training run never appends silently.
+   */
+  hello(h: HelloHeader, conn?: string): { session: string; resume: { last_step: number | null } | null; isNew: boolean; takenFrom?: string } {
     if (h.world_size !== this.worldSize)
       throw new ProtocolError('E_RANK', `run ${this.runId} has world_size ${this.worldSize}, hello says ${h.world_size}`, { fatal: true });
+    const others = [...this.sessions.keys()].some((r) => r !== h.rank);
+    if (h.resume === false && this.lastCompleteStep !== null && !others)
+      throw new ProtocolError('E_RUN_EXISTS', `run ${this.runId} already holds steps up to ${this.lastCompleteStep} from an earlier training run: use a new run_id, or say hello with resume: true to continue it`, { fatal: true });
     const isNew = this.sessions.size === 0 && this.lastCompleteStep === null;
     const session = `s-${randomBytes(6).toString('hex')}`;
-    this.sessions.set(h.rank, { session, assembler: new StepAssembler(this.limits, h.checksum !== false), checksum: h.checksum !== false });
+    const prev = this.sessions.get(h.rank);
+    const takenFrom = prev && prev.conn !== conn ? prev.conn : undefined;
+    if (takenFrom !== undefined) {
+      this.takenOver.add(`${takenFrom}/${h.rank}`);
+      if (this.takenOver.size > TAKEN_OVER_KEEP) this.takenOver.delete(this.takenOver.values().next().value as string);
+    }
+    if (conn !== undefined) this.takenOver.delete(`${conn}/${h.rank}`); // a hello takes it back
+    prev?.assembler.discard();
+    const chunkBudget = { take: (n: number) => this.budget.take(this.runId, n, 'this chunk'), give: (n: number) => this.budget.give(this.runId, n) };
+    this.sessions.set(h.rank, { session, assembler: new StepAssembler(this.limits, h.checksum !== false, chunkBudget), checksum: h.checksum !== false, conn });
+    this.outbox.forget(h.rank);
     this.pipeline.onHello?.(h);
-    return { session, resume: this.lastCompleteStep === null ? null : { last_step: this.lastCompleteStep }, isNew };
+    return { session, resume: this.lastCompleteStep === null ? null : { last_step: this.lastCompleteStep }, isNew, takenFrom };
+  }
+
+  /** The session of `rank` if it belongs to `conn` (undefined: in-process callers, no connection check). */
+  private sessionFor(rank: number, conn: string | undefined): RankSession {
+    const s = this.sessions.get(rank);
+    if (s && (conn === undefined || s.conn === undefined || s.conn === conn)) return s;
+    if (conn !== undefined && this.takenOver.has(`${conn}/${rank}`))
+      throw new ProtocolError('E_SESSION', `the session of run ${this.runId} rank ${rank} was taken over by a hello on another connection`, { fatal: true });
+    throw noSession(this.runId, rank);
   }
 
   /** A validated step chunk. Returns the reply when the chunk completes the step, else null. */
-  step(msg: Message<StepHeader>, nowMs: number): StepReply | null {
+  step(msg: Message<StepHeader>, nowMs: number, conn?: string): StepReply | null {
     const h = msg.header;
-    const s = this.sessions.get(h.rank);
-    if (!s) throw noSession(this.runId, h.rank);
+    this.checkStore();
+    const s = this.sessionFor(h.rank, conn);
     if (h.world_size !== this.worldSize) throw new ProtocolError('E_RANK', `run ${this.runId} has world_size ${this.worldSize}, step says ${h.world_size}`);
     // A checkpoint the shim saved (header `checkpoint: {step, path}`): the controller certifies it later.
     const ck = (h as { checkpoint?: { step?: unknown; path?: unknown } }).checkpoint;
     if (ck && Number.isInteger(ck.step) && typeof ck.path === 'string') this.pipeline.onCheckpoint?.(ck.step as number, ck.path);
     if (h.sketch) return this.sketchStep(msg, s.checksum, nowMs);
     const before = s.assembler.pending;
+    const completeBefore = s.assembler.lastComplete;
     const done = s.assembler.add(msg);
     if (before !== null && before !== h.step) this.log.warn({ run_id: this.runId, rank: h.rank, step: before }, 'incomplete step discarded: a newer step started');
     if (!done) return null;
-    this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
     const data = toStepData(done, this.trainer, nowMs);
+    // A rank step the statistics keep until the step's last rank is in is charged to the memory budget.
+    // The rank that completes a step is not charged (its step finalises now), so a full budget never blocks the ranks it waits for.
+    const held = this.charged.get(h.step);
+    if (this.worldSize > 1 && this.pipeline.addRankStep && h.step > this.finalHigh && (held?.ranks.size ?? 0) + 1 < this.worldSize) {
+      const cost = PENDING_STEP_OVERHEAD + done.received.tokens * 16;
+      try {
+        this.budget.take(this.runId, cost, `step ${h.step} of rank ${h.rank}, waiting for the other ranks`);
+      } catch (e) {
+        s.assembler.lastComplete = completeBefore; // refused, not received: a resend later is accepted (not E_DUPLICATE)
+        throw e;
+      }
+      if (held) (held.bytes += cost), held.ranks.add(h.rank);
+      else this.charged.set(h.step, { bytes: cost, ranks: new Set([h.rank]) });
+    }
+    this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
     const directive = this.ingestStep(data);
+    this.checkStore();
     // The stats pass already counted the masks; count here only when it did not run (no stats, late step).
     setSlices(done.received, this.counted ?? countSlices(data.completionMask, data.toolMask, data.offsets));
-    return { directive: toWire(directive), received: done.received, metrics: this.metrics, metrics_step: this.metricsStep };
+    return { directive: toWire(directive), received: done.received, ...this.replyState() };
   }
 
   /** Sketch mode (docs/sketch.md): one message holds every rank's data, already reduced by the shim. */
   private sketchStep(msg: Message<StepHeader>, checksum: boolean, nowMs: number): StepReply {
     const data = decodeSketchStep(msg, this.trainer, nowMs);
+    this.sketch = true;
     this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, data.step);
     this.pipeline.addSketchStep?.(data);
-    this.finalize(nowMs);
-    const directive = this.takeDirective(data.step, true); // one message for all ranks: it is rank 0's
+    this.current = data.step;
+    try {
+      this.finalize(nowMs);
+    } finally {
+      this.current = null;
+    }
+    this.checkStore();
+    const directive = this.takeDirective(0, data.step); // one message for all ranks: rank 0 relays (shim collective)
     const received = emptyReceived(checksum);
     addChunk(received, data.tokens, data.nSeqs, msg.frames);
     setSlices(received, data.sliceCounts);
-    return { directive: toWire(directive), received, metrics: this.metrics, metrics_step: this.metricsStep };
+    return { directive: toWire(directive), received, ...this.replyState() };
+  }
+
+  private replyState(): { metrics: Record<string, number | null>; metrics_step: number | null; recorded_through: number | null } {
+    return { metrics: this.metrics, metrics_step: this.metricsStep, recorded_through: this.pipeline.recordedThrough?.() ?? null };
   }
 
   /**
    * The glue for one assembled rank step: stats → (finalised steps) → detect/policy → store.
-   * Returns the directive for this rank's reply (a no-op unless the controller queued one for rank 0).
+   * Returns the directive for this rank's reply: the oldest control directive it has not received, else a no-op.
    */
   ingestStep(data: StepData): Directive {
     const counts = this.pipeline.addRankStep?.(data); // stats/: accumulate; views are valid only in this call
     this.counted = typeof counts === 'object' && counts !== null ? counts : null; // a hook may return anything
-    this.finalize(data.receivedAt);
-    return this.takeDirective(data.step, data.rank === 0);
+    this.current = data.step;
+    try {
+      this.finalize(data.receivedAt);
+    } finally {
+      this.current = null;
+    }
+    return this.takeDirective(data.rank, data.step);
   }
 
-  /** The reply's directive: the pending control directive when this reply may carry it (rank 0's), else the
-   *  controller's no-op (which carries the certified/rejected checkpoints the shim protects). */
-  private takeDirective(step: number, toRank0: boolean): Directive {
-    const d = toRank0 ? this.pending : null;
-    if (d) {
-      this.pending = null;
-      return d;
-    }
-    return this.pipeline.noop?.(step) ?? noop(this.runId, step);
+  /** The reply's directive: the oldest control directive this rank has not received, else the controller's
+   *  no-op (which carries the certified/rejected checkpoints the shim protects). */
+  private takeDirective(rank: number, step: number): Directive {
+    return this.outbox.take(rank, step) ?? this.pipeline.noop?.(step) ?? noop(this.runId, step);
   }
 
   /** Finalise whatever is ready (also called periodically, for steps with missing ranks). */
   finalize(nowMs: number): StepResult[] {
     const results = this.pipeline.finalizeReady?.(nowMs) ?? [];
     for (const r of results) {
-      const d = this.pipeline.onStepResult?.(r) ?? null; // detect/ + policy/
-      // The newest decision wins, but a warn never displaces a control directive still waiting for
-      // rank 0 (in DDP several steps can finalise between two of rank 0's messages).
-      if (d && d.action !== 'noop' && !(d.action === 'warn' && this.pending && this.pending.action !== 'warn')) this.pending = d;
+      // apply_at_step leaves every rank a reply to meet it (the controller honours minApplyAt; others are raised here).
+      const minApplyAt = this.outbox.minApplyAt(this.current);
+      let d = this.pipeline.onStepResult?.(r, { minApplyAt }) ?? null; // detect/ + policy/
+      if (d && d.action !== 'noop') {
+        if (d.apply_at_step < minApplyAt) d = { ...d, apply_at_step: minApplyAt };
+        this.outbox.push(d);
+      }
       this.pipeline.onFinalized?.(r, d); // store/
-      this.metrics = headline(r);
+      this.metrics = { ...headlineMetrics(r), ...this.pipeline.findingMetrics?.() };
       this.metricsStep = r.step;
+      this.finalHigh = Math.max(this.finalHigh, r.step);
+    }
+    // Steps final now (or late: never kept) give their budget back.
+    for (const [step, held] of this.charged) {
+      if (step > this.finalHigh) continue;
+      this.budget.give(this.runId, held.bytes);
+      this.charged.delete(step);
     }
     return results;
   }
 
-  ack(a: AckHeader): void {
-    if (!this.sessions.has(a.rank)) throw noSession(this.runId, a.rank);
+  ack(a: AckHeader, conn?: string): void {
+    this.checkStore();
+    this.sessionFor(a.rank, conn);
     this.pipeline.onAck?.(a);
   }
 
-  bye(rank: number): void {
-    this.sessions.delete(rank);
+  /** bye: the session ends (only its own connection ends it); what is stored is made durable first. */
+  bye(rank: number, conn?: string): number | null | Promise<number | null> {
+    const s = this.sessions.get(rank);
+    if (s && (conn === undefined || s.conn === undefined || s.conn === conn)) {
+      s.assembler.discard();
+      this.sessions.delete(rank);
+    }
+    const flushed = this.failed ? undefined : this.pipeline.onBye?.(rank);
+    const recorded = () => this.pipeline.recordedThrough?.() ?? null;
+    return flushed instanceof Promise ? flushed.then(recorded, recorded) : recorded();
+  }
+
+  /** The run store failed: every message of the run gets E_STORE until a hello reopens it (registry). */
+  get failed(): Error | null {
+    return this.pipeline.storeFault?.() ?? null;
+  }
+
+  private checkStore(): void {
+    const f = this.failed;
+    if (f)
+      throw new ProtocolError('E_STORE', `run ${this.runId}: the run store failed (${f.message}); steps after recorded_through ${this.pipeline.recordedThrough?.() ?? 'none'} are not recorded. Say hello to reopen the run from what is stored`, { fatal: true });
+  }
+
+  /** Whether `conn` holds a session of this run. */
+  hasConn(conn: string): boolean {
+    for (const s of this.sessions.values()) if (s.conn === conn) return true;
+    return false;
   }
 
   get activeRanks(): number {
@@ -149,6 +256,7 @@ export class Run {
   }
 
   async close(): Promise<void> {
+    this.budget.release(this.runId);
     await this.pipeline.close?.();
   }
 }
@@ -171,15 +279,3 @@ const toWire = (d: Directive): WireDirective => ({
   reason: d.reason,
   evidence: d.evidence,
 });
-
-function headline(r: StepResult): Record<string, number | null> {
-  const out: Record<string, number | null> = {};
-  for (const rec of r.records) {
-    if (rec.implicit) continue;
-    for (const m of HEADLINE_METRICS) {
-      const v = rec[m];
-      if (typeof v === 'number') out[`${rec.pair}/${rec.slice}/${m}`] = v;
-    }
-  }
-  return out;
-}

@@ -122,7 +122,7 @@ export class Controller {
 
   /** An ack from one rank. Effects apply once per directive, however many ranks ack. */
   onAck(ack: Ack): CheckpointEvent[] {
-    const d = this.s.issued[ack.directive_id];
+    const d = Object.hasOwn(this.s.issued, ack.directive_id) ? this.s.issued[ack.directive_id] : undefined; // ids come from the client
     if (!d) return [];
     if (ack.rank !== undefined && !d.ranks.includes(ack.rank)) d.ranks.push(ack.rank);
     const refused = !ack.applied || !!ack.refused;

@@ -1,15 +1,17 @@
 // Policy loading: the shipped default, deep-merged with a user file (YAML or JSON) or object,
 // validated against schema.json. Errors name the key, the expected type and what was given.
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import type { ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import type { Policy, PolicyOverride } from './types.ts';
 
-const require = createRequire(import.meta.url);
-const schema = require('./schema.json');
-export const DEFAULT_POLICY_FILE = new URL('../../policy/default.yaml', import.meta.url);
+import schema from './schema.json' with { type: 'json' };
+
+// esbuild defines this in the bundled engine (scripts/build-engine.mjs), which carries policy/ beside itself.
+declare const __TAILGUARD_BUNDLED__: boolean | undefined;
+export const DEFAULT_POLICY_FILE =
+  typeof __TAILGUARD_BUNDLED__ !== 'undefined' ? new URL('./policy/default.yaml', import.meta.url) : new URL('../../policy/default.yaml', import.meta.url);
 
 export type PolicyErrorCode = 'E_POLICY_READ' | 'E_POLICY_PARSE' | 'E_POLICY_INVALID';
 
@@ -26,7 +28,7 @@ export class PolicyError extends Error {
 }
 
 const ajv = new Ajv2019({ allErrors: true, strict: false });
-const validate = ajv.compile(schema);
+const validate = ajv.compile(schema as object); // untyped: the JSON import's literal type is not the Policy type
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);

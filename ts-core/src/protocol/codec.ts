@@ -3,7 +3,9 @@
 import { Packr } from 'msgpackr';
 import { ProtocolError, type ErrorRef } from './errors.ts';
 import { checkSketchStep } from './sketch.ts';
-import type { BufferDesc, Dtype, Header, Limits, StepHeader } from './messages.ts';
+import { invalidUtf8At } from './utf8.ts';
+import type { BufferDesc, Dtype, Header, Limits, StepHeader, TypedArray } from './messages.ts';
+export type { TypedArray } from './messages.ts';
 import { DEFAULT_LIMITS, DTYPE_SIZE, REQUIRED_STEP_BUFFERS, STEP_BUFFERS, refOf, validateHeader } from './validate.ts';
 
 /**
@@ -28,7 +30,6 @@ export const PACKR_OPTIONS = Object.freeze({
 // ext value that every decoder rejects (found by test/test_faults_engine.py: findings[0].rank).
 const packr = new Packr({ ...PACKR_OPTIONS, encodeUndefinedAsNil: true });
 
-export type TypedArray = Float32Array | Float64Array | Uint8Array | Uint16Array | Int32Array | Uint32Array;
 type Ctor = { new (b: ArrayBufferLike, off: number, len: number): TypedArray; new (len: number): TypedArray; BYTES_PER_ELEMENT: number };
 export const DTYPE_CTOR: Readonly<Record<Dtype, Ctor>> = {
   f32: Float32Array as unknown as Ctor,
@@ -58,6 +59,8 @@ export function decodeHeader(frame: Uint8Array): Record<string, unknown> {
     throw new ProtocolError('E_HEADER_DECODE', `frame 0 is not one valid msgpack object (${(e as Error).message})`, { cause: e });
   }
   if (tooDeep(raw)) throw new ProtocolError('E_HEADER_DECODE', `frame 0 nests arrays/maps deeper than ${MAX_HEADER_DEPTH} levels`);
+  const bad = invalidUtf8At(frame); // msgpackr decodes invalid UTF-8 lossily: check the bytes
+  if (bad >= 0) throw new ProtocolError('E_HEADER_DECODE', `frame 0 has a str that is not valid UTF-8 (at byte ${bad})`);
   const out = plain(raw, 'header');
   if (typeof out !== 'object' || out === null || Array.isArray(out))
     throw new ProtocolError('E_HEADER_TYPE', `frame 0 must be a msgpack map, got ${Array.isArray(out) ? 'array' : out === null ? 'nil' : typeof out}`);
@@ -139,7 +142,7 @@ export function decodeMessage(frames: readonly Uint8Array[], limits: Limits = DE
     // C1, C2
     if (frames.length - 1 !== descs.length)
       throw new ProtocolError('E_FRAME_COUNT', `header lists ${descs.length} buffers but ${frames.length - 1} buffer frames follow`);
-    const buffers: Record<string, TypedArray> = {};
+    const buffers: Record<string, TypedArray> = Object.create(null); // names come from the client (`__proto__`)
     for (let i = 0; i < descs.length; i++) {
       const d = descs[i];
       const want = d.length * DTYPE_SIZE[d.dtype];

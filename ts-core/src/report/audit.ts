@@ -19,12 +19,15 @@ export function compactJson(v: unknown): string {
 export type AuditRow = [number, string, string, string, string, string, unknown];
 
 const DROP = new Set(['hysteresis', 'windows']); // policy constants and the step: the same on every finding
+const TOP_SHOWN = 5; // of the engine's top-k |ℓ| tokens (evidence.top_tokens), per finding
 
 function row(e: AuditEntry, outcome: Map<string, string>): AuditRow | null {
   if (e.kind === 'finding') {
     const { top_tokens: tt, ...rest } = e.evidence ?? {};
-    const ev = Object.fromEntries(Object.entries(rest).filter(([k]) => !DROP.has(k)));
-    const top = Array.isArray(tt) && tt.length ? ` | top tokens: ${tt.slice(0, 10).map((t: Record<string, unknown>) => `${t.text ?? t.token ?? t.token_id ?? '?'} (|ℓ| ${fmtL(t)}${t.rank !== undefined ? `, rank ${t.rank}` : ''})`).join(', ')}` : '';
+    // Thresholds are the policy's: kept on the finding that raised an episode, not on each repeat.
+    const drop = rest.event === 'raise' || rest.thresholds === undefined ? DROP : new Set([...DROP, 'thresholds']);
+    const ev = Object.fromEntries(Object.entries(rest).filter(([k]) => !drop.has(k)));
+    const top = Array.isArray(tt) && tt.length ? ` | top |ℓ|: ${tt.slice(0, TOP_SHOWN).map((t: Record<string, unknown>) => `${fmtL(t)} (r${t.rank ?? '?'} s${t.seq ?? '?'} p${t.pos ?? '?'}${t.text !== undefined ? ` ${JSON.stringify(t.text)}` : t.token_id !== undefined ? ` id ${t.token_id}` : ''})`).join(', ')}` : '';
     return [e.step, 'finding', `sev-${e.severity}`, `${e.severity} ${e.detector}`, [e.pair, e.slice, e.rank !== undefined ? `rank ${e.rank}` : ''].filter(Boolean).join(' / '), e.message + top, round(ev)];
   }
   if (e.kind === 'directive') {

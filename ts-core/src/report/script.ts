@@ -145,13 +145,14 @@ export const PAGE_SCRIPT = String.raw`
     t.innerHTML = '<label><input type="checkbox" data-opt="ckpt"> checkpoints on event lanes</label> <label><input type="checkbox" data-opt="smooth"> smooth timelines</label> <label><input type="checkbox" data-opt="dark"' + (dark ? ' checked' : '') + '> dark mode</label> <span id="hl-status" aria-live="polite"></span>';
   }
   // After any DOM change (load, or a live leaf swap): re-apply the state.
+  // A swapped chart needs only its own state; the table is rebuilt only when its data or filters changed.
   function apply(el) {
+    if (el && el.matches && el.matches('svg.chart')) { tools(el); mark(el); smooth(el); return; }
     toolbar();
     $all('[data-opt="ckpt"]').forEach(function (c) { c.checked = S.ckpt; });
     $all('[data-opt="smooth"]').forEach(function (c) { c.checked = S.smooth; });
-    (el && el.matches && el.matches('svg.chart') ? [el] : $all('svg.chart', el)).forEach(function (s) { tools(s); mark(s); smooth(s); });
-    if (!el || el === document || (el.matches && el.matches('script.audit-data'))) rows = null;
-    syncFilters(); paginate();
+    $all('svg.chart', el).forEach(function (s) { tools(s); mark(s); smooth(s); });
+    if (!el || el === document || (el.matches && el.matches('script.audit-data')) || (el.querySelector && el.querySelector('[data-filter]'))) { rows = null; syncFilters(); paginate(); }
   }
   window.tailguardApply = apply;
   window.tailguardState = S;

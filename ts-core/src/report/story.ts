@@ -152,11 +152,11 @@ function median(v: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/** Baseline steps [first+2, first+2+B): B = 10% of the run, 5..50 steps, ending before the first warn. */
+/** Baseline steps [first+2, first+2+B): B = 5% of the run, 5..50 steps, ending before the first warn. */
 export function baselineOf(steps: readonly number[], firstWarn: number | null): [number, number] | null {
   if (steps.length < 8) return null;
   const b0 = steps[0] + 2;
-  let b1 = b0 + Math.min(50, Math.max(5, Math.round(steps.length / 10)));
+  let b1 = b0 + Math.min(50, Math.max(5, Math.round(steps.length / 20)));
   if (firstWarn !== null && firstWarn - b0 >= 3) b1 = Math.min(b1, firstWarn);
   return [b0, b1];
 }

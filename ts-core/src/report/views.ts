@@ -108,13 +108,17 @@ function pairSection(body: Body, run: RunData, pair: string, records: MetricReco
   // CDF and survival (1 − F, log y) side by side per slice, one x domain for the pair.
   const wBySlice = groupBy(windows, (w) => w.slice);
   const cdfSlices = ['pre_tool', 'post_tool', ...[...wBySlice.keys()].filter((s) => s !== 'pre_tool' && s !== 'post_tool' && s !== 'all')];
-  const qs = cdfSlices.flatMap((s) => (wBySlice.get(s as WindowRecord['slice']) ?? []).flatMap((w) => w.cdf.q)).filter((q) => q > 0 && Number.isFinite(q));
-  const qDomain: [number, number] | undefined = qs.length ? [qs.reduce((a, b) => Math.min(a, b)), qs.reduce((a, b) => Math.max(a, b))] : undefined;
-  body.raw('<div class="row cdfs">');
-  for (const slice of cdfSlices) {
+  // The windows drawn (about 12 per slice, thinned to ≤ 48 points), chosen first: one x domain from them.
+  const drawn = cdfSlices.map((slice) => {
     const ws = (wBySlice.get(slice as WindowRecord['slice']) ?? []).filter((w) => w.n > 0).sort((a, b) => a.step - b.step);
     const sel = ws.length > 12 ? ws.filter((_, i) => i % Math.ceil(ws.length / 12) === 0 || i === ws.length - 1) : ws;
-    const curves = sel.map((w) => ({ label: `steps ${w.first_step}–${w.step}`, step: w.step, ...thin(w.cdf.p, w.cdf.q) }));
+    return { slice, ws, curves: sel.map((w) => ({ label: `steps ${w.first_step}–${w.step}`, step: w.step, ...thin(w.cdf.p, w.cdf.q) })) };
+  });
+  let qlo = Infinity, qhi = -Infinity;
+  for (const d of drawn) for (const c of d.curves) for (const q of c.q) if (q > 0 && Number.isFinite(q)) { if (q < qlo) qlo = q; if (q > qhi) qhi = q; }
+  const qDomain: [number, number] | undefined = qhi >= qlo ? [qlo, qhi] : undefined;
+  body.raw('<div class="row cdfs">');
+  for (const { slice, ws, curves } of drawn) {
     const empty = 'no tokens in this slice';
     const common = { curves, xDomain: qDomain, firstStep: ws[0]?.step, lastStep: ws.at(-1)?.step, empty, width: 340 };
     body.leaf(`cdf-${pair}-${slice}`, cdfChart({ id: `cdf-${pair}-${slice}`, title: `CDF of |ℓ| · ${slice} · ${ws.length} windows`, ...common }));

@@ -8,10 +8,10 @@ import {
   EXCEED_LOG, S_ABS_MAX, S_CLIP, S_EXCEED_1_5, S_EXCEED_2, S_EXCEED_3, S_LSE_MAX, S_N, S_NONFINITE, S_SEQN_MAX,
   S_SEQ_MAX, S_SEQ_N, S_SUM, S_SUM_ABS, S_SUM_K3, S_SUM_SQ, lseAdd,
 } from './sums.ts';
-const T15 = EXCEED_LOG[0], T2 = EXCEED_LOG[1], T3 = EXCEED_LOG[2];
+export const T15 = EXCEED_LOG[0], T2 = EXCEED_LOG[1], T3 = EXCEED_LOG[2];
 
 /** Bin holding threshold t (t in float64, not rounded to float32 upwards). */
-function binAt(t: number): number {
+export function binAt(t: number): number {
   const b = binOf(t);
   return b > 0 && HIST_EDGES[b] > t ? b - 1 : b;
 }
@@ -23,7 +23,7 @@ const TAB_LIMIT = 3.99; // |ℓ| below this takes the table path (m stays inside
 // 1/n! for e^δ − 1 − δ = δ²(1/2 + δ/6 + δ²/24 + δ³/120): relative error < 1e-13 on |δ| ≤ 1/512.
 const C2 = 1 / 2, C3 = 1 / 6, C4 = 1 / 24, C5 = 1 / 120;
 /** Per anchor a = (j − TAB_HALF)/GRID, stride 4: e^a, expm1(a), D(a) = e^a − 1 − a (accurate), pad. */
-const ETAB: Float64Array = (() => {
+export const ETAB: Float64Array = (() => {
   const t = new Float64Array(8 * TAB_HALF);
   for (let j = 0; j < 2 * TAB_HALF; j++) {
     const a = (j - TAB_HALF) / GRID;
@@ -40,7 +40,7 @@ const ETAB: Float64Array = (() => {
   return t;
 })();
 /** |ℓ| beyond which the unshifted exp sums may overflow; the log-space pass runs instead. */
-const FAST_LIMIT = 300;
+export const FAST_LIMIT = 300;
 
 /** Straddle flags: bins holding an exceedance or clip threshold; only those values are compared. */
 const FLAG = new Uint8Array(HIST_BINS);
@@ -193,7 +193,7 @@ export function kernelRuns(
 }
 
 /** Log-space ESS parts for huge |ℓ|: shifts by the max so nothing overflows. */
-function slowExpSums(sums: Float64Array, x: Float32Array, R: Runs, code: number): void {
+export function slowExpSums(sums: Float64Array, x: Float32Array, R: Runs, code: number): void {
   let mx = -Infinity;
   const runs = R.runs;
   for (let r = 0; r < R.n; r++) {

@@ -5,10 +5,12 @@ import type { PairName, StepData } from '../types.ts';
 import { PAIRS } from '../types.ts';
 import { HIST_BINS, histAdd } from './hist.ts';
 import { addSeqParts, foldHist, kernelRuns, type Band, type Cand, type Runs } from './kernel.ts';
+import { WASM_KERNEL, kernelStaged, stage } from './kernel-wasm.ts';
 import type { BufPool } from './pool.ts';
 import type { KeptSource, ValueBuf } from './select.ts';
 import { clipBand, emptySums, mergeSums } from './sums.ts';
 import { StatsError } from './errors.ts';
+import { TOPK_DEFAULT, rankHeaps, scanTopK, type RankTop } from './topk.ts';
 
 /** Base slice codes per token; `all` = pre_tool ∪ post_tool. */
 export const PRE = 0, POST = 1, TOOL = 2, NONE = 3;
@@ -62,6 +64,9 @@ export class RankStep {
   /** Clip band of this rank's step (first chunk's knobs), used for every chunk and the fold. */
   clip: { lo: number; hi: number } | null = null;
   private folded = false;
+  /** Forensics: per pair, the top-k |ℓ| tokens of pre_tool, post_tool, tool_output (topk.ts). k = 0: off. */
+  top: RankTop = new Map();
+  topK = TOPK_DEFAULT;
   constructor(readonly rank: number, private alloc: StateSource = fresh) {}
 
   slice(key: string): SliceState {
@@ -233,6 +238,7 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
       src = { vals, runs: keptRuns, nRuns: R.n, pooled: true };
       rs.kept.push(src);
     }
+    if (WASM_KERNEL) stage(x, R); // one bulk copy into the module per pair and chunk
     for (let c = 0; c < 3; c++) {
       const st = rs.slice(`${pair}/${BASE_SLICES[c]}`);
       if (band && scratchCand.vals.length < counts[c]) {
@@ -240,7 +246,8 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
         scratchCand.tags = new Uint8Array(scratchCand.vals.length);
       }
       scratchCand.n = 0;
-      kernelRuns(x, bits, R, c, st.sh, st.sums, clip.lo, clip.hi, seqL, seqC, c * nSeqs, band, band ? scratchCand : null);
+      if (WASM_KERNEL) kernelStaged(x, R, c, st.sh, st.sums, clip.lo, clip.hi, seqL, seqC, c * nSeqs, band, band ? scratchCand : null);
+      else kernelRuns(x, bits, R, c, st.sh, st.sums, clip.lo, clip.hi, seqL, seqC, c * nSeqs, band, band ? scratchCand : null);
       if (band && scratchCand.n) keepCand(st, scratchCand);
       if (src) st.srcs.push({ src, code: c });
       addSeqParts(st.sums, seqL, seqC, c * nSeqs, (c + 1) * nSeqs);
@@ -250,6 +257,7 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
       seqC[3 * nSeqs + s] = seqC[s] + seqC[nSeqs + s];
     }
     addSeqParts(rs.slice(`${pair}/all`).sums, seqL, seqC, 3 * nSeqs, 4 * nSeqs);
+    if (!implicit && rs.topK > 0) scanTopK(x, bits, R, d.offsets, rs.nSeqs - nSeqs, rs.rank, rankHeaps(rs.top, pair, rs.topK), d.tokenIds);
     if (userNames) ingestUser(rs, pair, x, d, userNames, clip, T, nSeqs, keep);
   }
   if (keptRuns) rs.kept.push({ vals: keptRuns, runs: keptRuns, nRuns: 0, pooled: true }); // released with the rest

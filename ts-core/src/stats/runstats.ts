@@ -13,7 +13,8 @@ import { CDF_GRID, GRID_I50, GRID_I90, GRID_I95, GRID_I99, GRID_I999, attributio
 import { S_ABS_MAX, S_N, S_NONFINITE, S_SUM_ABS, metricsFromSums, mergeSums } from './sums.ts';
 import { WindowState } from './window.ts';
 import { StatsError } from './errors.ts';
-import type { SketchStepData } from '../engine/sketch.ts';
+import { TOPK_DEFAULT, mergeTopTokens } from './topk.ts';
+import type { SketchStepData } from '../types.ts';
 
 export interface RunStatsOptions {
   /** Ranks per step. */
@@ -32,9 +33,11 @@ export interface RunStatsOptions {
   runId?: string;
   /** PRNG seed for the t-digests' compression (default 1). */
   seed?: number;
+  /** Forensics: top-k tokens by |ℓ| per pair × slice × step (stats/topk.ts; default 8, 0 = off). */
+  topK?: number;
 }
 
-const DEFAULTS = { window: 20, stepTimeoutMs: 30_000, fixedBaselineWindows: 3, ewmaAlpha: 0.3, exactMaxValues: 1 << 26, runId: '', seed: 1 };
+const DEFAULTS = { window: 20, stepTimeoutMs: 30_000, fixedBaselineWindows: 3, ewmaAlpha: 0.3, exactMaxValues: 1 << 26, runId: '', seed: 1, topK: TOPK_DEFAULT };
 const Q_PS = [0.5, 0.9, 0.95, 0.99, 0.999];
 /**
  * Band around last step's quantiles that the kernel collects, in ranks: ±(6σ of the sample rank +
@@ -64,7 +67,7 @@ function normalize(o: RunStatsOptions): Required<RunStatsOptions> {
     const v = r[k] as number;
     if (!Number.isInteger(v) || v < min) throw new TypeError(`RunStats option ${k} must be an integer >= ${min}, got ${v}`);
   };
-  int('worldSize', 1); int('window', 1); int('fixedBaselineWindows', 1);
+  int('worldSize', 1); int('window', 1); int('fixedBaselineWindows', 1); int('topK', 0);
   if (!(r.stepTimeoutMs >= 0)) throw new TypeError(`RunStats option stepTimeoutMs must be >= 0, got ${r.stepTimeoutMs}`);
   if (!(r.ewmaAlpha > 0 && r.ewmaAlpha <= 1)) throw new TypeError(`RunStats option ewmaAlpha must be in (0, 1], got ${r.ewmaAlpha}`);
   return r;
@@ -116,7 +119,10 @@ export class RunStats {
       this.makeBands(ps);
     }
     let rs = ps.ranks.get(rank);
-    if (!rs) ps.ranks.set(rank, (rs = new RankStep(rank, this.alloc)));
+    if (!rs) {
+      ps.ranks.set(rank, (rs = new RankStep(rank, this.alloc)));
+      rs.topK = this.opts.topK;
+    }
     rs.chunkCount = Math.max(1, chunkCount | 0);
     if (rs.complete) {
       this.duplicates++;
@@ -279,6 +285,7 @@ export class RunStats {
       this.updateWindows(ps.step, pair, merged, user, windows, empty);
     }
     const perRank = ps.sketch ? [] : ranks.map((rs) => this.rankSummary(rs));
+    const top = ps.sketch || !this.opts.topK ? null : mergeTopTokens(ranks, this.opts.topK);
     for (const rs of ranks) {
       this.releaseKept(rs);
       for (const s of rs.slices.values()) this.free.push(s);
@@ -290,6 +297,7 @@ export class RunStats {
       runId: this.opts.runId, step: ps.step, worldSize: this.opts.worldSize, ranksPresent: present, ranksMissing: missing,
       tokens: ranks.reduce((a, r) => a + r.tokens, 0), records, windows, perRank,
       knobs: first?.knobs ?? {}, logs: first?.logs ?? {},
+      ...(top && { topTokens: top.merged, rankTopTokens: top.byRank }),
     };
   }
 
@@ -383,7 +391,7 @@ export class RunStats {
       const m = merged.get(key) ?? empty;
       const w = this.window(key);
       w.push(step, m.hist, m.sums[S_N], m.sums[S_SUM_ABS], m.sums[S_N] > 0 ? m.sums[S_ABS_MAX] : 0);
-      if (w.runN === 0) {
+      if (w.winN === 0) {
         w.atBoundary(new Float64Array(CDF_GRID.length));
         continue;
       }
@@ -394,7 +402,7 @@ export class RunStats {
       if (w.ewmaQ) shape.drift_aware = shapeChange(cdf, w.ewmaQ);
       w.atBoundary(cdf);
       const rec: WindowRecord = {
-        step, first_step: w.firstStep, pair, slice: slice as SliceName, n: w.runN, alpha: NaN,
+        step, first_step: w.firstStep, pair, slice: slice as SliceName, n: w.winN, alpha: NaN,
         abs_q50: cdf[GRID_I50], abs_q90: cdf[GRID_I90], abs_q95: cdf[GRID_I95], abs_q99: cdf[GRID_I99], abs_q999: cdf[GRID_I999],
         cdf: { p: [...CDF_GRID], q: [...cdf] },
       };
@@ -402,14 +410,14 @@ export class RunStats {
       recs.push(rec);
     }
     const pre = this.windows.get(`${pair}/pre_tool`)!, post = this.windows.get(`${pair}/post_tool`)!;
-    const alpha = pre.runN + post.runN > 0 ? post.runN / (pre.runN + post.runN) : NaN;
+    const alpha = pre.winN + post.winN > 0 ? post.winN / (pre.winN + post.winN) : NaN;
     for (const r of recs) {
       r.alpha = alpha;
       if (r.slice === 'all' && this.windows.get(`${pair}/all`)!.fixedReady && pre.fixedReady && post.fixedReady) {
         const a0 = pre.fixedN + post.fixedN > 0 ? post.fixedN / (pre.fixedN + post.fixedN) : 0;
         r.attribution = attribution(
           a0, pre.fixedSumAbs / pre.fixedN, post.fixedSumAbs / post.fixedN,
-          Number.isFinite(alpha) ? alpha : 0, pre.runSumAbs / pre.runN, post.runSumAbs / post.runN,
+          Number.isFinite(alpha) ? alpha : 0, pre.winSumAbs / pre.winN, post.winSumAbs / post.winN,
         );
       }
       out.push(r);
@@ -459,15 +467,17 @@ function predictBins(hist: Float64Array, n: number): Int32Array {
   return out;
 }
 
-/** Headline metrics for the reply: flat `"<pair>/<slice>/<metric>"` map (finite values only). */
-export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_q95', 'abs_q99', 'abs_q999', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
+/** Headline metrics sent back in each directive reply, flat `"<pair>/<slice>/<metric>"` (implicit pairs
+ *  are identically 0 and left out). The shim picks the few it logs by default from these (python-shim/logmetrics.py). */
+export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_q999', 'abs_max', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
 
 export function headlineMetrics(r: StepResult): Record<string, number> {
   const out: Record<string, number> = {};
   for (const rec of r.records) {
+    if (rec.implicit) continue;
     for (const m of HEADLINE_METRICS) {
       const v = rec[m];
-      if (typeof v === 'number' && Number.isFinite(v)) out[`${rec.pair}/${rec.slice}/${m}`] = v;
+      if (typeof v === 'number') out[`${rec.pair}/${rec.slice}/${m}`] = v;
     }
   }
   return out;

@@ -2,44 +2,24 @@
 // replaced run.json and state.json. See docs/observability.md for the layout and guarantees.
 //
 // Durability: every append* call writes its lines immediately (one write() per call); `commitStep()`
-// fsyncs all files written since the previous commit, then (optionally) replaces state.json.
-// The engine calls it once per finalised step, so a crash loses at most the step in flight.
+// fsyncs all files written since the previous commit, then (optionally) replaces state.json. A failure
+// anywhere rolls every log back to the previous commit (no partial line stays) and is rethrown.
+// Opening repairs the directory first (store/recover.ts).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RUN_ID_RE } from '../protocol/validate.ts';
 import { PROTOCOL_VERSION, VERSION } from '../version.ts';
 import type { MetricRecord, StepResult, WindowRecord } from '../types.ts';
 import { JsonlAppender, lastLine, readIfExists, readJsonl, writeFileAtomic, type JsonlRead, type TornLine } from './jsonl.ts';
+import { FILES, LOGS, StoreError, type LogName } from './layout.ts';
+import { recoverRunDir, type Recovered } from './recover.ts';
 import type { AuditEntry, RunMeta, RunState, StepEntry } from './types.ts';
 
 export * from './types.ts';
-export { readJsonl, toJsonLine, type JsonlRead, type TornLine } from './jsonl.ts';
+export { readJsonl, storeFaults, toJsonLine, type JsonlRead, type TornLine } from './jsonl.ts';
 
 export { RUN_ID_RE }; // one pattern for the wire (E_RUN_ID) and the run directory name
-
-export const FILES = {
-  run: 'run.json',
-  metrics: 'metrics.jsonl',
-  windows: 'windows.jsonl',
-  directives: 'directives.jsonl',
-  steps: 'steps.jsonl',
-  state: 'state.json',
-  lock: 'engine.lock',
-} as const;
-
-/** The append-only JSONL logs of a run directory. */
-export type LogName = 'metrics' | 'windows' | 'directives' | 'steps';
-export const LOGS: readonly LogName[] = ['metrics', 'windows', 'directives', 'steps'];
-
-export class StoreError extends Error {
-  constructor(
-    readonly code: 'E_RUN_ID' | 'E_RUN_LOCKED' | 'E_STATE',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'StoreError';
-  }
-}
+export { FILES, LOGS, StoreError, type LogName } from './layout.ts';
 
 /** Throws E_RUN_ID unless `runId` is safe to use as a single path component. */
 export function checkRunId(runId: unknown): string {
@@ -49,7 +29,7 @@ export function checkRunId(runId: unknown): string {
   return runId;
 }
 
-/** A torn tail found (and cut off) when the store was opened. */
+/** A torn line found (and moved to `<file>.torn`) when the store was opened. */
 export interface Recovery {
   file: string;
   torn: TornLine;
@@ -65,6 +45,8 @@ export interface OpenOptions {
 export class RunStore {
   readonly dir: string;
   readonly recovery: Recovery[] = [];
+  /** What opening repaired: torn lines, uncommitted lines, unanswered steps (store/recover.ts). */
+  readonly recovered: Recovered;
   private logs: Record<LogName, JsonlAppender>;
   private closed = false;
 
@@ -76,12 +58,15 @@ export class RunStore {
     this.dir = path.join(path.resolve(root), runId);
     fs.mkdirSync(this.dir, { recursive: true });
     if (!opts.noLock) this.lock();
-    this.logs = {} as Record<LogName, JsonlAppender>;
-    for (const name of LOGS) {
-      const a = new JsonlAppender(path.join(this.dir, FILES[name]), opts.durable !== false);
-      if (a.recovered) this.recovery.push({ file: FILES[name], torn: a.recovered });
-      this.logs[name] = a;
+    try {
+      this.recovered = recoverRunDir(this.dir, opts.durable !== false);
+    } catch (e) {
+      if (!opts.noLock) fs.rmSync(this.path('lock'), { force: true });
+      throw e;
     }
+    for (const r of this.recovered.repairs) for (const t of r.repair.torn) this.recovery.push({ file: r.file, torn: t });
+    this.logs = {} as Record<LogName, JsonlAppender>;
+    for (const name of LOGS) this.logs[name] = new JsonlAppender(path.join(this.dir, FILES[name]), opts.durable !== false);
   }
 
   /** Open (create or resume) the run directory `rootDir/runId`. */
@@ -141,10 +126,46 @@ export class RunStore {
     this.appendSteps([stepEntry(r)]);
   }
 
-  /** Make every append so far durable; then replace state.json when given. */
+  /** Make every append so far durable; then replace state.json when given. On failure nothing of this commit stays. */
   commitStep(state?: Omit<RunState, 'version' | 'saved_at'>): void {
-    for (const name of LOGS) this.logs[name].sync();
-    if (state) this.saveState(state);
+    try {
+      for (const name of LOGS) this.logs[name].sync();
+      if (state) this.saveState(state);
+    } catch (e) {
+      this.rollback();
+      throw e;
+    }
+    for (const name of LOGS) this.logs[name].markCommitted();
+  }
+
+  /**
+   * `--commit async`: the same commit off the reply path. Appends are already written; their fsyncs run on the
+   * thread pool, then `state` (serialised now, so it matches the logs) is replaced, then the commit counts.
+   * Commits must be chained by the caller (one at a time); a failure rolls back like commitStep.
+   */
+  async commitStepAsync(stateJson?: string, aborted: () => boolean = () => false): Promise<boolean> {
+    const at = LOGS.map((name) => this.logs[name].offset);
+    try {
+      for (const name of LOGS) await this.logs[name].syncAsync();
+      // A fault elsewhere rolled the logs back meanwhile: this commit no longer exists.
+      if (aborted() || this.closed) return false;
+      if (stateJson !== undefined) writeFileAtomic(this.path('state'), stateJson, this.opts.durable !== false);
+    } catch (e) {
+      this.rollback();
+      throw e;
+    }
+    LOGS.forEach((name, i) => this.logs[name].markCommitted(at[i]));
+    return true;
+  }
+
+  /** state.json's text for `state` (what saveState writes). */
+  stateJson(state: Omit<RunState, 'version' | 'saved_at'>): string {
+    return JSON.stringify({ version: 1, ...state, saved_at: new Date().toISOString() } satisfies RunState);
+  }
+
+  /** Truncate every log back to the last commit (after a failed append or commit). */
+  rollback(): void {
+    for (const name of LOGS) this.logs[name].rollback();
   }
 
   /** The last step in steps.jsonl (null: none). state.json may be older (it is saved every K steps). */
@@ -162,21 +183,30 @@ export class RunStore {
   // ---- state.json (resume) ----
 
   saveState(state: Omit<RunState, 'version' | 'saved_at'>): void {
-    const full: RunState = { version: 1, ...state, saved_at: new Date().toISOString() };
-    writeFileAtomic(this.path('state'), JSON.stringify(full), this.opts.durable !== false);
+    writeFileAtomic(this.path('state'), this.stateJson(state), this.opts.durable !== false);
   }
 
+  /** state.json as checked when the store was opened (a corrupt one refused the open). */
   loadState(): RunState | null {
-    const s = readJsonFile<RunState>(this.path('state'));
-    if (s && s.version !== 1) throw new StoreError('E_STATE', `state.json version ${s.version} is not supported`);
-    return s;
+    return this.recovered.state;
   }
 
-  close(): void {
+  /** Close the files. `discard`: after a fault, roll back what was not committed instead of syncing it. */
+  close(discard = false): void {
     if (this.closed) return;
     this.closed = true;
-    for (const name of LOGS) this.logs[name].close();
-    if (!this.opts.noLock) fs.rmSync(this.path('lock'), { force: true });
+    if (discard) this.rollback();
+    try {
+      for (const name of LOGS) {
+        try {
+          this.logs[name].close();
+        } catch (e) {
+          if (!discard) throw e;
+        }
+      }
+    } finally {
+      if (!this.opts.noLock) fs.rmSync(this.path('lock'), { force: true });
+    }
   }
 
   /** One writer per run directory; a lock left by a dead process (kill -9) is taken over. */

@@ -72,43 +72,150 @@ export function parseJsonl<T>(buf: Buffer): JsonlRead<T> {
 }
 
 /**
- * An append-only JSONL file. Lines are written with one write() each; `sync()` fsyncs.
- * On open, a torn tail left by a crash is cut off (and returned) so new lines never glue onto it.
+ * Fault injection for tests (docs/reliability.md, fault table): called before each write / fsync of a
+ * store file. Return an Error to fail the call; `{ partial: n, error }` on a write first writes n bytes
+ * (a short write on a full disk), then fails. Production code never sets it.
+ */
+export const storeFaults: { hook: ((op: 'write' | 'fsync', file: string, bytes: number) => Error | { partial: number; error: Error } | null) | null } = { hook: null };
+
+/**
+ * An append-only JSONL file. Lines are written with one write() each; `sync()` fsyncs. The appender keeps
+ * the offset of the last commit (`markCommitted`): after any failed write or fsync, `rollback()` truncates
+ * the file back to it, so a line is never appended after a partial one and nothing uncommitted stays.
  */
 export class JsonlAppender {
   private fd: number;
   private dirty = false;
-  readonly recovered: TornLine | null;
+  /** Bytes written so far (always a line boundary after a successful append). */
+  private end: number;
+  /** Offset of the last successful commit. */
+  private committed: number;
 
   constructor(
     readonly file: string,
     private readonly durable = true,
   ) {
-    this.recovered = cutTornTail(file);
     this.fd = fs.openSync(file, 'a');
+    this.end = this.committed = fs.fstatSync(this.fd).size;
   }
 
   append(records: readonly unknown[]): void {
     if (records.length === 0) return;
     let s = '';
     for (const r of records) s += toJsonLine(r);
-    fs.writeSync(this.fd, s);
+    const buf = Buffer.from(s, 'utf8');
+    const fault = storeFaults.hook?.('write', this.file, buf.length) ?? null;
+    if (fault && 'partial' in fault) fs.writeSync(this.fd, buf, 0, Math.min(fault.partial, buf.length));
+    if (fault) throw 'partial' in fault ? fault.error : fault;
+    let at = 0;
+    while (at < buf.length) at += fs.writeSync(this.fd, buf, at, buf.length - at); // a short write goes on, or throws
+    this.end += buf.length;
     this.dirty = true;
   }
 
   sync(): void {
     if (!this.dirty) return;
+    const fault = storeFaults.hook?.('fsync', this.file, 0) ?? null;
+    if (fault) throw 'partial' in fault ? fault.error : fault;
     if (this.durable) fs.fsyncSync(this.fd);
     this.dirty = false;
   }
 
+  /** Everything appended so far (or up to `at`, an earlier `offset`) belongs to a complete commit. */
+  markCommitted(at = this.end): void {
+    this.committed = Math.max(this.committed, at);
+  }
+
+  /** Bytes appended so far (a line boundary). */
+  get offset(): number {
+    return this.end;
+  }
+
+  /** fsync on the libuv thread pool (the event loop, and so replies, go on meanwhile). */
+  syncAsync(): Promise<void> {
+    const fault = storeFaults.hook?.('fsync', this.file, 0) ?? null;
+    if (fault) return Promise.reject('partial' in fault ? fault.error : fault);
+    if (!this.durable || this.fd < 0) return Promise.resolve();
+    this.dirty = false;
+    const fd = this.fd;
+    return new Promise((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
+  }
+
+  /** Drop what was appended since the last commit (after a failure); best effort, the caller closes the run. */
+  rollback(): void {
+    try {
+      const to = Math.min(this.committed, fs.fstatSync(this.fd).size); // never extends a file
+      fs.ftruncateSync(this.fd, to);
+      this.end = this.committed = to;
+      this.dirty = false;
+    } catch {
+      // the file keeps a tail the next open repairs (repairJsonl)
+    }
+  }
+
   close(): void {
     if (this.fd < 0) return;
-    this.sync();
-    fs.closeSync(this.fd);
-    this.fd = -1;
+    try {
+      this.sync();
+    } finally {
+      fs.closeSync(this.fd);
+      this.fd = -1;
+    }
   }
 }
+
+/** What repairJsonl removed from a file. */
+export interface Repair {
+  /** Lines that did not parse (a torn line anywhere, or a torn tail). */
+  torn: TornLine[];
+  /** Complete lines removed by the `drop` rule (e.g. a step that was never committed). */
+  dropped: number;
+}
+
+/**
+ * Scan a whole JSONL file: lines that do not parse (torn by a crash or a full disk, anywhere in the file)
+ * and lines `drop` selects are moved to `<file>.torn`; the file is rewritten atomically when anything moved.
+ */
+export function repairJsonl(file: string, drop?: (rec: Record<string, unknown>) => boolean, durable = true): Repair {
+  const buf = readIfExists(file);
+  const out: Repair = { torn: [], dropped: 0 };
+  if (!buf || buf.length === 0) return out;
+  const keep: Buffer[] = [];
+  const moved: Buffer[] = [];
+  let at = 0;
+  while (at < buf.length) {
+    const nl = buf.indexOf(0x0a, at);
+    const stop = nl < 0 ? buf.length : nl;
+    const line = buf.subarray(at, stop);
+    let rec: unknown = undefined;
+    let ok = nl >= 0; // a tail without a newline is torn even if it parses
+    if (ok && line.length > 0) {
+      try {
+        rec = JSON.parse(line.toString('utf8'));
+        ok = typeof rec === 'object' && rec !== null && !Array.isArray(rec);
+      } catch {
+        ok = false;
+      }
+    }
+    if (line.length === 0 && nl >= 0) {
+      // blank line: harmless, dropped
+    } else if (!ok) {
+      out.torn.push({ offset: at, bytes: stop - at, preview: line.toString('utf8').slice(0, 200) });
+      moved.push(line, NL);
+    } else if (drop?.(rec as Record<string, unknown>)) {
+      out.dropped++;
+      moved.push(line, NL);
+    } else keep.push(line, NL);
+    at = stop + 1;
+  }
+  if (moved.length) {
+    fs.appendFileSync(file + '.torn', Buffer.concat(moved));
+    writeFileAtomic(file, Buffer.concat(keep), durable);
+  }
+  return out;
+}
+
+const NL = Buffer.from('\n');
 
 /** The last complete line of a file, read backwards in chunks (null: no complete line, or no file). */
 export function lastLine(file: string): string | null {
@@ -121,7 +228,7 @@ export function lastLine(file: string): string | null {
   }
   try {
     const size = fs.fstatSync(fd).size;
-    let end = size; // exclusive end of the region still to search; the file ends with '\n' after cutTornTail
+    let end = size; // exclusive end of the region still to search; the file ends with '\n' after repairJsonl
     let tail = Buffer.alloc(0);
     for (let chunk = 65536; end > 0; chunk *= 2) {
       const start = Math.max(0, end - chunk);
@@ -140,26 +247,21 @@ export function lastLine(file: string): string | null {
   }
 }
 
-/** Truncate an incomplete last line; keep the fragment in `<file>.torn` for forensics. */
-function cutTornTail(file: string): TornLine | null {
-  const buf = readIfExists(file);
-  const torn = buf && tornTail(buf);
-  if (!torn) return null;
-  fs.appendFileSync(file + '.torn', Buffer.concat([buf.subarray(torn.offset), Buffer.from('\n')]));
-  fs.truncateSync(file, torn.offset);
-  return torn;
-}
-
 /** Write a file atomically: temp file, fsync, rename, fsync the directory. */
 export function writeFileAtomic(file: string, data: string | Buffer, durable = true): void {
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = fs.openSync(tmp, 'w');
   try {
+    const fault = storeFaults.hook?.('write', file, data.length) ?? null;
+    if (fault) throw 'partial' in fault ? fault.error : fault;
     fs.writeFileSync(fd, data);
     if (durable) fs.fsyncSync(fd);
-  } finally {
+  } catch (e) {
     fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true }); // no temp file left on a full disk
+    throw e;
   }
+  fs.closeSync(fd);
   fs.renameSync(tmp, file);
   if (durable) fsyncDir(path.dirname(file));
 }

@@ -53,5 +53,7 @@ export interface RunState {
   stats: unknown; // RunStats.snapshot()
   controller: unknown; // Controller.snapshot()
   certified_checkpoints: { step: number; path: string }[];
+  /** --state-every when saved (store/recover.ts tells from it which commit saved the state). */
+  state_every?: number;
   saved_at: string;
 }

@@ -3,13 +3,17 @@
 import { Router } from 'zeromq';
 import type { Logger } from 'pino';
 import { decodeMessage, encodeHeader, encodeMessage, type Message } from '../protocol/codec.ts';
-import { ProtocolError, type ErrorRef } from '../protocol/errors.ts';
+import { ProtocolError } from '../protocol/errors.ts';
 import { CLIENT_TYPES, type AckHeader, type ByeHeader, type HelloHeader, type Limits, type StepHeader } from '../protocol/messages.ts';
-import { DEFAULT_LIMITS, PROTOCOL_MAJOR, PROTOCOL_MINOR } from '../protocol/validate.ts';
+import { DEFAULT_LIMITS, PROTOCOL_MAJOR, PROTOCOL_MINOR, refOf } from '../protocol/validate.ts';
 import { VERSION } from '../version.ts';
 import type { PipelineFactory } from '../engine/pipeline.ts';
 import { RunRegistry } from '../engine/registry.ts';
 import { noSession } from '../engine/run.ts';
+import { DIRECTIVE_LAG } from '../engine/outbox.ts';
+import { DEFAULT_STEP_LIMITS } from '../engine/assembler.ts';
+import { FairQueue, queueKey } from './fairqueue.ts';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 
 export const DEFAULT_ENDPOINT = 'tcp://127.0.0.1:5599';
 const V = [PROTOCOL_MAJOR, PROTOCOL_MINOR];
@@ -30,6 +34,12 @@ export interface ServerOptions {
   /** Open runs at most (`--max-runs`, default 64) and when a run with sessions counts as idle (`--run-idle-ms`): engine/registry.ts. */
   maxRuns?: number;
   runIdleMs?: number;
+  /** Memory budget for incomplete steps (engine/budget.ts): in total, and per run. */
+  maxPendingBytes?: number;
+  maxRunPendingBytes?: number;
+  /** Runs one connection may hold sessions in; run directory retention (engine/registry.ts). */
+  maxRunsPerConn?: number;
+  retain?: { runs?: number; days?: number };
   /** Extra Router options, e.g. CURVE server keys (transport/curve.ts). */
   socketOptions?: Record<string, unknown>;
   /** `--record`: gets every received message, as received (capture/, ui/serve-hooks.ts). */
@@ -54,12 +64,16 @@ export class EngineServer {
   private sending: Promise<unknown> = Promise.resolve();
   private delayed = new Set<NodeJS.Timeout>();
   private tick: NodeJS.Timeout | null = null;
+  /** Received messages waiting for their run's turn (transport/fairqueue.ts). */
+  private readonly fair = new FairQueue();
+  private working = false;
+  private resumeReader: (() => void) | null = null;
   private readonly log: Logger;
 
   constructor(private readonly opts: ServerOptions) {
-    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.limits = { ...DEFAULT_LIMITS, ...DEFAULT_STEP_LIMITS, ...opts.limits };
     this.log = opts.log;
-    this.registry = new RunRegistry({ limits: this.limits, log: opts.log, factory: opts.factory ?? (() => ({})), runDir: opts.runDir ?? 'runs', options: opts.options, maxRuns: opts.maxRuns, runIdleMs: opts.runIdleMs });
+    this.registry = new RunRegistry({ limits: this.limits, log: opts.log, factory: opts.factory ?? (() => ({})), runDir: opts.runDir ?? 'runs', options: opts.options, maxRuns: opts.maxRuns, runIdleMs: opts.runIdleMs, maxPendingBytes: opts.maxPendingBytes, maxRunPendingBytes: opts.maxRunPendingBytes, maxRunsPerConn: opts.maxRunsPerConn, retain: opts.retain });
   }
 
   async start(): Promise<string> {
@@ -77,9 +91,34 @@ export class EngineServer {
 
   private async receive(sock: Router): Promise<void> {
     try {
-      for await (const [id, ...frames] of sock) this.handle(id, frames);
+      for await (const [id, ...frames] of sock) {
+        let bytes = 0;
+        for (const f of frames) bytes += f.byteLength;
+        this.fair.push(queueKey(id, frames, this.limits.max_header_bytes), { id, frames, bytes });
+        void this.work();
+        if (this.fair.full) await new Promise<void>((r) => (this.resumeReader = r));
+      }
     } catch (e) {
       if (!sock.closed) this.log.error({ err: e }, 'receive loop failed');
+    }
+  }
+
+  /** Handle queued messages one run at a time, yielding between messages so the reader can queue more. */
+  private async work(): Promise<void> {
+    if (this.working) return;
+    this.working = true;
+    try {
+      for (let q = this.fair.shift(); q; q = this.fair.shift()) {
+        this.handle(q.id, q.frames);
+        if (this.resumeReader && !this.fair.full) {
+          this.resumeReader();
+          this.resumeReader = null;
+        }
+        await nextTurn();
+        if (!this.sock) break;
+      }
+    } finally {
+      this.working = false;
     }
   }
 
@@ -95,7 +134,7 @@ export class EngineServer {
     } catch (e) {
       const pe = e instanceof ProtocolError ? e : new ProtocolError('E_INTERNAL', `engine failure: ${(e as Error)?.message ?? e}`, { cause: e });
       if (pe.code === 'E_INTERNAL') this.log.error({ err: e, ref: pe.ref }, 'internal error handling a message');
-      if (msg && Object.keys(pe.ref).length === 0) pe.ref = refFrom(msg.header as Record<string, unknown>);
+      if (msg && Object.keys(pe.ref).length === 0) pe.ref = refOf(msg.header as Record<string, unknown>);
       if (pe.ref.type === 'hello' || pe.code === 'E_VERSION') pe.fatal = true;
       this.sendError(id, pe);
     }
@@ -111,19 +150,20 @@ export class EngineServer {
       case 'step':
         return this.onStep(id, msg as Message<StepHeader>);
       case 'ack':
-        return this.onAck(h as AckHeader);
+        return this.onAck(id, h as AckHeader);
       case 'bye':
         return this.onBye(id, h as ByeHeader);
     }
   }
 
   private onHello(id: Buffer, h: HelloHeader): void {
-    const run = this.registry.forHello(h);
-    const { session, resume, isNew } = run.hello(h);
-    this.log.info({ run_id: h.run_id, rank: h.rank, world_size: h.world_size, trainer: h.trainer, mode: h.mode ?? 'raw', session, new_run: isNew, client: h.client }, 'hello');
+    const run = this.registry.forHello(h, connOf(id));
+    const { session, resume, isNew, takenFrom } = run.hello(h, connOf(id));
+    if (takenFrom !== undefined) this.log.warn({ run_id: h.run_id, rank: h.rank, from_conn: takenFrom, to_conn: connOf(id) }, 'session taken over by a new hello (the old connection gets E_SESSION)');
+    this.log.info({ run_id: h.run_id, rank: h.rank, world_size: h.world_size, trainer: h.trainer, mode: h.mode ?? 'raw', session, new_run: isNew, resume: h.resume, client: h.client }, 'hello');
     this.reply(id, {
       type: 'welcome', version: V, run_id: h.run_id, rank: h.rank, session,
-      engine: { name: 'tailguard', version: VERSION }, limits: { ...this.limits, max_runs: this.registry.maxRuns }, resume,
+      engine: { name: 'tailguard', version: VERSION }, limits: { ...this.limits, max_runs: this.registry.maxRuns }, resume, directive_lag: DIRECTIVE_LAG,
     });
   }
 
@@ -131,24 +171,28 @@ export class EngineServer {
     const h = msg.header;
     const run = this.registry.get(h.run_id);
     if (!run) throw noSession(h.run_id, h.rank);
-    const out = run.step(msg, Date.now());
+    const out = run.step(msg, Date.now(), connOf(id));
     if (!out) return;
     this.counters.steps++;
     this.log.debug({ run_id: h.run_id, rank: h.rank, step: h.step, tokens: out.received.tokens, slices: out.received.slices }, 'step');
     this.reply(id, { type: 'directive', version: V, run_id: h.run_id, rank: h.rank, step: h.step, ...out });
   }
 
-  private onAck(h: AckHeader): void {
+  private onAck(id: Buffer, h: AckHeader): void {
     const run = this.registry.get(h.run_id);
     if (!run) throw noSession(h.run_id, h.rank);
-    run.ack(h);
+    run.ack(h, connOf(id));
     this.log.info({ run_id: h.run_id, rank: h.rank, directive_id: h.directive_id, step: h.step, applied: h.applied, changes: h.changes, refused: h.refused }, 'ack');
   }
 
   private onBye(id: Buffer, h: ByeHeader): void {
-    this.registry.get(h.run_id)?.bye(h.rank);
-    this.log.info({ run_id: h.run_id, rank: h.rank, last_step: h.last_step, stats: h.stats }, 'bye');
-    this.reply(id, { type: 'ack', version: V, of: 'bye', run_id: h.run_id, rank: h.rank });
+    const ack = (recorded: number | null) => {
+      this.log.info({ run_id: h.run_id, rank: h.rank, last_step: h.last_step, stats: h.stats, recorded_through: recorded }, 'bye');
+      this.reply(id, { type: 'ack', version: V, of: 'bye', run_id: h.run_id, rank: h.rank, recorded_through: recorded });
+    };
+    const recorded = this.registry.get(h.run_id)?.bye(h.rank, connOf(id)) ?? null;
+    if (recorded instanceof Promise) void recorded.then(ack); // --commit async: the ack waits for the flush
+    else ack(recorded);
   }
 
   private sendError(id: Buffer, e: ProtocolError): void {
@@ -184,6 +228,8 @@ export class EngineServer {
     const sock = this.sock;
     if (!sock) return;
     this.sock = null;
+    this.fair.clear();
+    this.resumeReader?.();
     if (this.tick) clearInterval(this.tick);
     for (const t of this.delayed) clearTimeout(t);
     this.delayed.clear();
@@ -195,14 +241,8 @@ export class EngineServer {
   }
 }
 
-function refFrom(h: Record<string, unknown>): ErrorRef {
-  const r: ErrorRef = {};
-  if (typeof h.type === 'string') r.type = h.type;
-  if (typeof h.run_id === 'string') r.run_id = h.run_id;
-  if (typeof h.rank === 'number') r.rank = h.rank;
-  if (typeof h.step === 'number') r.step = h.step;
-  return r;
-}
+/** A connection's name: its ROUTER routing id. */
+const connOf = (id: Buffer): string => id.toString('hex');
 
 // Re-exported for tests and clients written in TypeScript.
 export { encodeMessage };

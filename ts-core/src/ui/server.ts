@@ -46,6 +46,8 @@ interface Watch {
   lastStep: number | null;
   state: State | null;
   changedAt: number;
+  /** No re-render before this time: renders of a long run take a while, and a page needs no more than ~1/3 of a core. */
+  nextRender: number;
 }
 
 export async function startUi(opts: UiOptions): Promise<UiServer> {
@@ -60,7 +62,7 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
   function watch(runId: string): Watch {
     let w = watches.get(runId);
     if (!w) {
-      w = { tail: new RunTail(path.join(opts.root, runId)), clients: new Set(), timer: null, leaves: new Map(), layout: null, html: '', lastStep: null, state: null, changedAt: Date.now() };
+      w = { tail: new RunTail(path.join(opts.root, runId)), clients: new Set(), timer: null, leaves: new Map(), layout: null, html: '', lastStep: null, state: null, changedAt: Date.now(), nextRender: 0 };
       watches.set(runId, w);
     }
     return w;
@@ -85,10 +87,13 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
   }
 
   /** Re-render when the store changed; returns the leaves that differ from the last render. */
-  function update(w: Watch): { full: boolean; leaves: [string, string][] } | null {
+  function update(w: Watch, force = false): { full: boolean; leaves: [string, string][] } | null {
+    if (!force && Date.now() < w.nextRender) return null;
     if (!w.tail.refresh() && w.layout !== null) return null;
-    w.changedAt = Date.now();
+    const t0 = Date.now();
+    w.changedAt = t0;
     const r = renderRun(w.tail.data);
+    w.nextRender = Date.now() + 2 * (Date.now() - t0);
     const full = r.layout !== w.layout;
     const changed = r.leaves.filter(([id, html]) => w.leaves.get(id) !== html);
     w.leaves = new Map(r.leaves);
@@ -101,9 +106,9 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
   const send = (c: http.ServerResponse, event: string, data: object) => c.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   const fullMsg = (w: Watch, s: ReturnType<typeof stateOf>) => ({ html: w.html, layout: w.layout, lastStep: w.lastStep, ...s });
 
-  function tick(w: Watch): void {
+  function tick(w: Watch, force = false): void {
     try {
-      const u = update(w);
+      const u = update(w, force);
       const s = stateOf(w);
       if (u && (u.full || u.leaves.length)) {
         for (const c of w.clients) u.full ? send(c, 'full', fullMsg(w, s)) : send(c, 'delta', { leaves: u.leaves, lastStep: w.lastStep, ...s });
@@ -137,7 +142,7 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
     if (parts.length === 2) {
       if (!url.pathname.endsWith('/')) return void res.writeHead(302, { location: `/run/${runId}/` }).end();
       const w = watch(runId);
-      update(w); // never a stale snapshot: read what the store has now
+      tick(w, true); // never a stale snapshot: read what the store has now (open pages get the change too)
       return html(res, page({ title: `tailguard · ${runId}`, body: w.html, live: true }));
     }
     if (parts[2] === 'events') return events(runId, req, res);
@@ -153,7 +158,7 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
     const w = watch(runId);
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     res.write('retry: 1000\n\n');
-    tick(w); // brings the render up to date (and pushes it to the pages already open)
+    tick(w, true); // a new page starts from the store as it is now (open pages get the change too)
     w.clients.add(res);
     send(res, 'full', fullMsg(w, stateOf(w)));
     if (!w.timer) w.timer = setInterval(() => tick(w), pollMs);
