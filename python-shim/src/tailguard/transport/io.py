@@ -107,6 +107,7 @@ class IoThread:
     # ---- socket ------------------------------------------------------------------------------------
     def _open_socket(self) -> None:
         c, io = self.c, self.io
+        assert self.ctx is not None  # made in run()
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, c.linger_ms)
         s.setsockopt(zmq.RECONNECT_IVL, 100)
