@@ -1,7 +1,7 @@
 // The wire's one definition, loaded: proto/v1/<type>.schema.json for the header fields and
 // proto/v1/step-buffers.json for the step buffer table. validate.ts compiles these with ajv and walks
 // them for coded errors; the Python shim's wire/tables.py is generated from the same files.
-// Static JSON imports, not a computed require(): the packaged engine (scripts/build-engine.mjs) inlines them.
+// Static JSON imports, so that esbuild bundles the files into the packaged engine (scripts/build-engine.mjs).
 import ack from '../../../proto/v1/ack.schema.json' with { type: 'json' };
 import bye from '../../../proto/v1/bye.schema.json' with { type: 'json' };
 import directive from '../../../proto/v1/directive.schema.json' with { type: 'json' };
@@ -39,17 +39,14 @@ export interface Schema {
 
 export const SCHEMA_TYPES = ['hello', 'welcome', 'step', 'directive', 'ack', 'error', 'bye'] as const satisfies readonly MessageType[];
 
-const LOADED: Record<MessageType, unknown> = { hello, welcome, step, directive, ack, error, bye };
-export const SCHEMAS: Readonly<Record<MessageType, Schema>> = Object.freeze(
-  Object.fromEntries(SCHEMA_TYPES.map((t) => [t, LOADED[t] as Schema])) as Record<MessageType, Schema>,
-);
+export const SCHEMAS: Readonly<Record<MessageType, Schema>> = Object.freeze({ hello, welcome, step, directive, ack, error, bye } as Record<MessageType, Schema>);
 
 interface StepBufferTable {
   dtype_bytes: Record<Dtype, number>;
   buffers: Record<string, { dtype: Dtype; per: 'token' | 'seq' | 'offsets' }>;
   required: string[];
 }
-const table = stepBuffers as unknown as StepBufferTable;
+const table = stepBuffers as StepBufferTable;
 
 // Null-prototype tables: they are indexed by client strings (`constructor`, `__proto__` are not dtypes or buffer names).
 const bare = <T extends object>(o: T): T => Object.freeze(Object.assign(Object.create(null), o));
