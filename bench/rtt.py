@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "test")]
 from engine_fixture import Engine  # noqa: E402
 from synthetic_steps import big_step  # noqa: E402
 from tailguard.client import EngineClient  # noqa: E402
-from tailguard.protocol import decode_message, encode_message, encode_step  # noqa: E402
+from tailguard.wire import decode_message, encode_message, encode_step  # noqa: E402
 
 
 def client_rtts(endpoint: str, run: str, arrays, runs: int, checksum: bool) -> list[float]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from tailguard import sketch as S
-from tailguard.protocol import encode_step
+from tailguard.wire import encode_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

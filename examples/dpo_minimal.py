@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -43,6 +44,9 @@ def run(steps: int = 8, out: str | None = None) -> dict:
     trainer = DPOTrainer(model=str(work / "model"), processing_class=tok, args=args, train_dataset=data)
     os.environ["TAILGUARD_RUN_DIR"] = str(out_dir)
     os.environ.pop("TAILGUARD_ENGINE_ARGS", None)
+    # Each run of the example is a new training run under a fixed id: clear the last one's store (the engine
+    # refuses a fixed id it already holds steps for, E_RUN_EXISTS, rather than append to it).
+    shutil.rmtree(Path(out_dir) / "dpo-minimal", ignore_errors=True)
     # metric_names: q99 and ESS for every slice, including the user:chosen / user:rejected halves
     cb = tailguard.attach(trainer, run_id="dpo-minimal", log_wait_s=1.0, metric_names=["abs_q99", "ess"])
     trainer.train()

@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -61,6 +62,9 @@ def run(policy_mode="control", steps=96, run_dir="runs", run_id=None, seed=0, lr
 
     run_id = run_id or f"grpo-tool-{policy_mode}"
     run_dir = Path(run_dir).resolve()
+    # Each call is a new training run under a fixed id: clear the last one's store (the engine refuses a fixed
+    # id it already holds steps for, E_RUN_EXISTS, rather than append to it).
+    shutil.rmtree(run_dir / run_id, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f"tg-{run_id}-"))
     model, tok = build_tiny_lm(work / "model", seed=seed)
     n_prompts = steps * batch // num_generations + batch

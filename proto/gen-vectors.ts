@@ -1,4 +1,5 @@
-// Generates proto/v1/vectors/*.json: `npx tsx proto/gen-vectors.ts`. Canonical messages are
+// Generates proto/v1/vectors/*.json: `npx tsx proto/gen-vectors.ts` (`--out DIR` writes elsewhere; the
+// vitest vectors test regenerates into a temp dir and requires byte-identical files). Canonical messages are
 // encoded with the engine's pinned encoder; interop cases are written byte by byte with `mp`
 // below so they show exactly the msgpack forms other encoders (Python's msgpack) produce.
 // Every case is decoded again by the engine's codec before the files are written: a case whose
@@ -15,7 +16,8 @@ import {
   type TypedArray,
 } from '../ts-core/src/protocol/index.ts';
 
-const OUT = join(dirname(fileURLToPath(import.meta.url)), 'v1', 'vectors');
+const outArg = process.argv.indexOf('--out');
+const OUT = outArg > 0 ? process.argv[outArg + 1] : join(dirname(fileURLToPath(import.meta.url)), 'v1', 'vectors');
 const V = [1, 0];
 
 // ---- a tiny explicit msgpack writer -------------------------------------------------------

@@ -188,9 +188,12 @@ describe('the live page', () => {
     expect(Number(await page.evaluate(() => document.body.dataset.updates))).toBeGreaterThan(updates);
     expect(await page.locator('[data-filter="checkpoint"]').isChecked()).toBe(true);
     expect(await page.locator('[data-opt="smooth"]').isChecked()).toBe(true);
+    // Charts out of view are updated when they scroll in (the browser does only what it shows).
+    const q99 = page.locator('svg#tl-policy_vs_ref-abs_q99');
+    await q99.scrollIntoViewIfNeeded();
+    await expect.poll(() => q99.getAttribute('data-last-x')).toBe('20');
     expect(await page.locator('svg#tl-policy_vs_ref-abs_q99 line.hl').count()).toBe(1);
     expect(await page.locator('svg#tl-policy_vs_ref-abs_q99 path.smooth').count()).toBeGreaterThan(0);
-    expect(await page.locator('svg#tl-policy_vs_ref-abs_q99').getAttribute('data-last-x')).toBe('20');
 
     // The engine dies (kill -9) and a new one resumes the same run store: the page follows.
     e.proc.kill('SIGKILL');
@@ -254,11 +257,15 @@ describe('tailguard serve --ui --record', () => {
     const { page, errors } = await open(new URL('/run/engine-run/', uiUrl!).href);
     await page.waitForFunction(() => document.body.dataset.lastStep === '10', null, { timeout: 20_000 });
     const cdf = page.locator('svg#cdf-policy_vs_ref-post_tool');
+    await cdf.scrollIntoViewIfNeeded();
     const curves10 = Number(await cdf.getAttribute('data-curves'));
     expect(curves10).toBeGreaterThan(0);
     await d.send(11, 30);
     await page.waitForFunction(() => document.body.dataset.lastStep === '30', null, { timeout: 20_000 });
-    expect(await page.locator('svg#tl-policy_vs_ref-abs_q99').getAttribute('data-last-x')).toBe('30');
+    const q99 = page.locator('svg#tl-policy_vs_ref-abs_q99');
+    await q99.scrollIntoViewIfNeeded();
+    await expect.poll(() => q99.getAttribute('data-last-x')).toBe('30');
+    await expect.poll(() => cdf.getAttribute('data-curves').then(Number)).toBeGreaterThan(curves10);
     expect(Number(await page.locator('svg#tl-policy_vs_ref-abs_q99 path.series[data-name="post_tool"]').evaluate((p) => (p as SVGPathElement).getTotalLength()))).toBeGreaterThan(0);
     expect(await page.locator('svg.lane a.ev').count()).toBeGreaterThan(0); // the growing tail fired detectors
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-engine.png'), fullPage: true });

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tailguard.protocol import FNV_OFFSET, FNV_PRIME
+from tailguard.wire import FNV_OFFSET, FNV_PRIME
 
 
 def expected_slices(completion_mask, tool_mask, offsets) -> dict[str, int]:

@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 from synthetic_steps import synthetic_step  # noqa: E402
 from tailguard.client import EngineClient  # noqa: E402
-from tailguard.protocol import ProtocolError  # noqa: E402
+from tailguard.wire import ProtocolError  # noqa: E402
 
 
 def settled(st: dict, offered: int) -> None:
@@ -120,3 +120,26 @@ def test_steps_the_store_lost_count_as_dropped_and_the_rest_as_recorded():
 def test_endpoints_a_client_cannot_use_are_refused_up_front(endpoint, hint):
     with pytest.raises(ValueError, match=hint):
         EngineClient(endpoint, "run")
+
+
+def test_a_client_whose_session_was_taken_over_stops_instead_of_taking_it_back(start_engine):
+    engine = start_engine()
+    rng = np.random.default_rng(4)
+    old = EngineClient(engine.endpoint, "takeover", reply_timeout_s=600)
+    new = EngineClient(engine.endpoint, "takeover", reply_timeout_s=600)
+    try:
+        old.connect(timeout=30)
+        assert old.send_step(0, synthetic_step(rng, n_seqs=2, mean_len=10)) and old.flush(30)
+        new.connect(timeout=30)  # the same (run, rank) from another connection: it takes the session over
+        old.send_step(1, synthetic_step(rng, n_seqs=2, mean_len=10))
+        assert old.flush(60)  # settled by E_SESSION, not left waiting
+        assert old.refused is not None and old.refused["code"] == "E_SESSION", old.errors
+        assert old.send_step(2, synthetic_step(rng, n_seqs=2, mean_len=10)) is False
+        for step in (1, 2):  # the new owner keeps its session: the old one never says hello again
+            assert new.send_step(step, synthetic_step(rng, n_seqs=2, mean_len=10)) and new.flush(30), new.stats
+        st = new.stats
+        assert st["reconnects"] == 0 and st["dropped"] == 0 and st["acked"] == 2, st
+        assert old.stats["dropped"] == 2 and old.stats["recorded"] + old.stats["unconfirmed"] == 1, old.stats
+    finally:
+        old.close()
+        new.close()

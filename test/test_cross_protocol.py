@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 from helpers import expected_received  # noqa: E402
 from synthetic_steps import big_step, synthetic_step  # noqa: E402
 from tailguard.client import EngineClient  # noqa: E402
-from tailguard.protocol import ACTIONS, DEFAULT_LIMITS, decode_message, encode_message, encode_step  # noqa: E402
+from tailguard.wire import ACTIONS, DEFAULT_LIMITS, decode_message, encode_message, encode_step  # noqa: E402
 
 VECTORS = sorted((ROOT / "proto" / "v1" / "vectors").glob("*.json"))
 

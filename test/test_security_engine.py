@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine_fixture import CLI, free_tcp_endpoint  # noqa: E402
 from synthetic_steps import synthetic_step  # noqa: E402
 from tailguard.client import EngineClient  # noqa: E402
-from tailguard.protocol import decode_message, encode_message  # noqa: E402
+from tailguard.wire import decode_message, encode_message  # noqa: E402
 
 
 def keygen(prefix: Path) -> tuple[str, str]:

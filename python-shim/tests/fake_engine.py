@@ -9,13 +9,13 @@ import time
 import msgpack
 import zmq
 
-from tailguard.protocol import DEFAULT_LIMITS, ProtocolError, decode_message, encode_message, step_checksum
+from tailguard.wire import DEFAULT_LIMITS, ProtocolError, decode_message, encode_message, step_checksum
 
 
 class FakeEngine:
     def __init__(self, port: int | None = None, reply_steps: bool = True, delay_s: float = 0.0,
                  bad_directives: bool = False, watermark: bool = False, store_fault_at: int | None = None,
-                 reject_steps: frozenset = frozenset()):
+                 reject_steps: frozenset = frozenset(), warn_at: frozenset = frozenset()):
         self.ctx = zmq.Context()
         self.port = port
         self.reply_steps = reply_steps
@@ -27,6 +27,7 @@ class FakeEngine:
         self.store_fault_at = store_fault_at
         self.faulted = False
         self.reject_steps = set(reject_steps)  # answered with a non-retryable error: never recorded
+        self.warn_at = set(warn_at)  # the reply to these steps carries a `warn` due at the next step
         self.sessions: dict[bytes, dict] = {}
         self.steps: list[tuple[int, int, int, int]] = []  # (rank, step, chunk index, tokens)
         self.acks: list[dict] = []
@@ -123,7 +124,8 @@ class FakeEngine:
                     time.sleep(self.delay_s)
                     self._send(ident, {
                         "type": "directive", "run_id": h["run_id"], "rank": h["rank"], "step": h["step"],
-                        "directive": {"id": f"d{h['step']}", "action": "noop", "step": h["step"],
+                        "directive": {"id": f"d{h['step']}", "step": h["step"],
+                                      "action": "warn" if h["step"] in self.warn_at else "noop",
                                       "apply_at_step": h["step"] + 1, "params": {}, "reason": "", "evidence": {}},
                         "received": {"tokens": p["tokens"], "n_seqs": p["n_seqs"], "slices": dict.fromkeys(("all", "pre_tool", "post_tool", "tool_output"), 0),
                                      "checksum": step_checksum(p["frames"])},

@@ -7,7 +7,7 @@ import pytest
 
 from fake_engine import FakeEngine
 from tailguard.client import EngineClient
-from tailguard.protocol import ProtocolError, step_checksum
+from tailguard.wire import ProtocolError, step_checksum
 
 
 def arrays(T=12, seed=0):
@@ -162,3 +162,11 @@ def test_close_never_hangs_without_an_engine(engine):
     c.close()
     c.close()  # twice is fine
     assert not c.send_step(1, arrays())
+
+
+def test_close_with_a_capture_recorder_closes_it(engine, tmp_path):
+    c = EngineClient(engine.endpoint, "rec-run", record_to=str(tmp_path / "c.tgcap"))
+    c.connect()
+    assert c.send_step(0, arrays()) and c.flush(10)
+    c.close()  # raised NameError once (the recorder's close sat behind a stray condition)
+    assert c._recorder is None and (tmp_path / "c.tgcap").stat().st_size > 0

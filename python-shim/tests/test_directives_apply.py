@@ -75,7 +75,7 @@ def test_stop_ends_training_at_that_step(tmp_path):
     tr, _, client = _run(tmp_path, {2: [{"id": "s", "action": "stop", "apply_at_step": 3, "params": {}}]})
     assert tr.state.global_step == 3 and client.acks[0]["applied"]
     # The ack must pass the wire spec the engine enforces (it once carried booleans: E_FIELD_TYPE).
-    from tailguard.protocol import PROTOCOL_VERSION, validate_header
+    from tailguard.wire import PROTOCOL_VERSION, validate_header
 
     validate_header({"type": "ack", "version": list(PROTOCOL_VERSION), "run_id": "r", "rank": 0, **client.acks[0]})
     assert client.acks[0]["changes"] == [{"knob": "should_training_stop", "old": 0, "new": 1}]

@@ -85,3 +85,21 @@ def test_the_default_run_id_never_appends_to_an_earlier_run(tiny, tmp_path, engi
     for rid in ids:  # before: one run "out" with the second run's steps appended after the first's
         assert stored_steps(engine, rid) == [1, 2]
     assert json.loads((tmp_path / "out" / "tailguard-run.json").read_text())["run_id"] == ids[1]
+
+
+def test_an_explicit_run_id_reused_for_a_new_run_is_refused_loudly(tiny, tmp_path, engine, caplog):
+    first = grpo(tiny, tmp_path)
+    tailguard.attach(first, endpoint=engine.endpoint, run_id="reused")
+    first.train()
+    again = grpo(tiny, tmp_path / "again")  # a new training run under the same explicit id: never appended
+    cb = tailguard.attach(again, endpoint=engine.endpoint, run_id="reused")
+    with caplog.at_level(logging.ERROR, logger="tailguard"):
+        again.train()  # fail_open: trains, says loudly that it is not monitored, counts every step dropped
+    assert "E_RUN_EXISTS" in caplog.text and "NOT monitored" in caplog.text
+    assert cb.last_client.stats["dropped"] == 2 and cb.last_client.stats["sent"] == 0
+    assert stored_steps(engine, "reused") == [1, 2]
+    closed = grpo(tiny, tmp_path / "closed")
+    tailguard.attach(closed, endpoint=engine.endpoint, run_id="reused", fail_mode="fail_closed")
+    with pytest.raises(tailguard.TailguardStopped, match="E_RUN_EXISTS") as e:
+        closed.train()
+    assert e.value.code == "E_REFUSED" and closed.state.global_step == 0

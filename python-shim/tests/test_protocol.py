@@ -6,7 +6,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from tailguard.protocol import (
+from tailguard.wire import (
     MAX_FRAME_BYTES,
     ProtocolError,
     chunk_step,

@@ -71,7 +71,7 @@ class FrameSink:
         self.messages = []
 
     def send_step(self, step, arrays, **kw):  # EngineClient.send_step's encoding, without a socket
-        from tailguard.protocol import DEFAULT_LIMITS
+        from tailguard.wire import DEFAULT_LIMITS
         from tailguard.transport.headers import step_messages
 
         self.messages.extend(step_messages(self, step, arrays, DEFAULT_LIMITS, **kw))

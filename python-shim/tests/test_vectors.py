@@ -9,20 +9,14 @@ import jsonschema
 import numpy as np
 import pytest
 
-from tailguard.protocol import ProtocolError, decode_message, pack_header
+import msgpack_spec
+from tailguard.wire import MAX_HEADER_DEPTH, ProtocolError, decode_message, pack_header
 
 PROTO = Path(__file__).resolve().parents[2] / "proto" / "v1"
 FILES = sorted((PROTO / "vectors").glob("*.json"))
-CASES = [
-    pytest.param(f, i, id=f"{f.stem}#{i}")
-    for f in FILES
-    for i in range(len(json.loads(f.read_text())["cases"]))
-]
+N_CASES = sum(len(json.loads(f.read_text())["cases"]) for f in FILES)
+IDS = [f.stem for f in FILES]
 SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def load_case(f: Path, i: int) -> dict:
-    return json.loads(f.read_text())["cases"][i]
 
 
 def same(got, want) -> bool:
@@ -40,7 +34,7 @@ def same(got, want) -> bool:
 
 
 def test_there_are_vectors():
-    assert len(FILES) >= 5 and len(CASES) >= 50
+    assert len(FILES) >= 5 and N_CASES >= 50
 
 
 @pytest.mark.parametrize("f", FILES, ids=[f.stem for f in FILES])
@@ -49,20 +43,18 @@ def test_vector_file_matches_its_schema(f):
     jsonschema.validate(json.loads(f.read_text()), schema)
 
 
-@pytest.mark.parametrize("f,i", CASES)
-def test_vector(f, i):
-    case = load_case(f, i)
+def run_case(case: dict) -> None:
     frames = [bytes.fromhex(h) for h in case["frames"]]
     if not case["valid"]:
         with pytest.raises(ProtocolError) as e:
             decode_message(frames)
-        assert e.value.code == case["error"], f"{case['description']}: got {e.value}"
+        assert e.value.code == case["error"], f"got {e.value}"
         return
     header, buffers = decode_message(frames)
     want = case["meaning"]
-    assert same(header, want["header"]), f"{case['description']}: header {header} != {want['header']}"
+    assert same(header, want["header"]), f"header {header} != {want['header']}"
     got_bufs = {k: [float(x) if v.dtype.kind == "f" else int(x) for x in v] for k, v in buffers.items()}
-    assert same(got_bufs, want["buffers"]), f"{case['description']}: buffers {got_bufs}"
+    assert same(got_bufs, want["buffers"]), f"buffers {got_bufs}"
     # Decoded buffers are views of the frames, not copies.
     for (name, arr), frame in zip(buffers.items(), frames[1:]):
         if arr.size:
@@ -73,16 +65,62 @@ def test_vector(f, i):
     assert all(np.array_equal(buffers2[k], buffers[k], equal_nan=buffers[k].dtype.kind == "f") for k in buffers)
 
 
+def each_case(f: Path, check) -> None:
+    """Run `check` on every case of a file and report every failure at once (one test per file)."""
+    failures = []
+    for i, case in enumerate(json.loads(f.read_text())["cases"]):
+        try:
+            check(case)
+        except AssertionError as e:
+            failures.append(f"{f.stem}#{i} {case['description']}: {e}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("f", FILES, ids=IDS)
+def test_vectors(f):
+    each_case(f, run_case)
+
+
+def read_independently(case: dict) -> None:
+    """The header frame read by msgpack_spec (written from the msgpack spec, no msgpack package)."""
+    frame0 = bytes.fromhex(case["frames"][0])
+    code = case.get("error")
+    try:
+        header = msgpack_spec.decode(frame0)
+    except msgpack_spec.Rejected as e:
+        assert code in ("E_HEADER_DECODE", "E_HEADER_TYPE"), f"the spec reader rejects a header the shim accepts: {e}"
+        return
+    if code == "E_HEADER_DECODE":
+        assert _depth(header) > MAX_HEADER_DEPTH, f"the spec reader accepts {header!r}, a decode error for the shim"
+    elif code == "E_HEADER_TYPE":
+        assert not isinstance(header, dict), f"the spec reader reads a map: {header!r}"
+    elif case["valid"]:
+        assert same(header, case["meaning"]["header"]), f"spec reader: {header} != {case['meaning']['header']}"
+
+
+def _depth(v) -> int:
+    kids = list(v.values()) if isinstance(v, dict) else v if isinstance(v, list) else None
+    return 0 if kids is None else 1 + max(map(_depth, kids), default=0)
+
+
+@pytest.mark.parametrize("f", FILES, ids=IDS)
+def test_vectors_read_by_an_independent_msgpack_reader(f):
+    each_case(f, read_independently)
+
+
 def _schema_for(header: dict) -> dict:
     return json.loads((PROTO / f"{header['type']}.schema.json").read_text())
 
 
-@pytest.mark.parametrize("f,i", [c for c in CASES if load_case(*c.values)["valid"]])
-def test_valid_headers_match_the_json_schema(f, i):
-    case = load_case(f, i)
-    header, _ = decode_message([bytes.fromhex(h) for h in case["frames"]])
-    # JSON Schema has no NaN/Inf; the schemas describe those fields as numbers, so stand in a finite one.
-    jsonschema.validate(_finite(header), _schema_for(header))
+@pytest.mark.parametrize("f", FILES, ids=IDS)
+def test_valid_headers_match_the_json_schema(f):
+    def check(case):
+        if case["valid"]:
+            header, _ = decode_message([bytes.fromhex(h) for h in case["frames"]])
+            # JSON Schema has no NaN/Inf; the schemas describe those fields as numbers, so stand in a finite one.
+            jsonschema.validate(_finite(header), _schema_for(header))
+
+    each_case(f, check)
 
 
 def _finite(v):

@@ -237,8 +237,9 @@ on WebAssembly SIMD (about 2× the JS loop, see "Statistics kernel alone"), so t
 parts are the rest of the statistics (run building, windows, exact quantiles, shape), the run store
 (state.json snapshots, JSON lines, fsync: the reliability issue moves these off the reply path) and the
 garbage collector. V8's helper threads (the "node" rows: concurrent marking and sweeping) cost several ns
-per token·pair on their own: the engine runs about one mark-compact per step, started by the allocation
-limit of a small old generation while ~10 MB of received frames per step are external memory. Per-value
+per token·pair on their own: the engine runs about one mark-compact per step (see the GC count above),
+while \`RunStats\` alone, fed fresh arrays every step as received frames are, runs one in 20 steps, so the
+old-generation garbage comes from the rest of the per-step path (store JSON, detectors, replies). Per-value
 tdigest (~270 ns) is a slow baseline but a fair one; memcpy into fresh memory is ~2 ns per token·pair,
 so ≤ 8× memcpy and ≤ 10 ns need the GC and store costs gone as well as a faster kernel.
 

@@ -1,5 +1,6 @@
 // Shared engine types: the contract between transport, stats, detect/policy, store and UI.
 // Field names here are the names on the wire, in the run store and in the shim. One idea, one name.
+import type { Logger } from 'pino';
 
 export const PAIRS = ['policy_vs_old', 'policy_vs_ref', 'old_vs_rollout'] as const;
 export type PairName = (typeof PAIRS)[number];
@@ -169,4 +170,42 @@ export interface Directive {
   params: Record<string, unknown>;
   reason: string;
   evidence: Record<string, unknown>;
+}
+
+// ---- shared by engine/, stats/ and store/ (here so that no lower layer imports engine/) ----
+
+export interface SketchSlice {
+  hist: Float64Array; // HIST_BINS counts of finite |ℓ|
+  sums: Float64Array; // SUMS_FIELDS in order
+}
+
+/** One sketch step: every rank's data for `step`, merged. Arrays are copies (safe to keep). */
+export interface SketchStepData {
+  runId: string;
+  step: number;
+  worldSize: number;
+  trainer: string;
+  tokens: number;
+  nSeqs: number;
+  sliceCounts: { pre_tool: number; post_tool: number; tool_output: number };
+  /** key `${pair}/${slice}` */
+  slices: Map<string, SketchSlice>;
+  pairs: PairName[];
+  implicit: PairName[];
+  knobs: Knobs;
+  logs: TrainerLogs;
+  receivedAt: number;
+}
+
+/** What a run's pipeline is built from (engine/pipeline.ts buildPipeline; store/hooks.ts). */
+export interface PipelineContext {
+  runId: string;
+  worldSize: number;
+  trainer: string;
+  config: Record<string, unknown>;
+  /** Root of run stores (`--run-dir`); a run's store lives in `<runDir>/<runId>`. */
+  runDir: string;
+  /** The serve options as parsed by the CLI (window, step timeout, policy file, ...). */
+  options: Record<string, unknown>;
+  log: Logger;
 }

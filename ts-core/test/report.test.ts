@@ -99,9 +99,14 @@ describe('tailguard report', () => {
     const f = { kind: 'finding' as const, detector: 'post_tool_tail_growth', severity: 'high' as const, step: 7, pair: 'policy_vs_ref' as const, slice: 'post_tool' as const, message: 'tail grows', evidence: { values: { q99: 1.5 }, top_tokens: [{ rank: 1, seq: 3, pos: 12, value: -2.5, token_id: 42, text: '<tool>' }, { rank: 0, seq: 0, pos: 4, value: 2.25, token_id: 7 }] } };
     const { bodies } = auditLeaves([f], new Map());
     const row = JSON.parse(/>(\[.*\])</.exec(bodies[0][1])![1])[0];
-    expect(row[5]).toBe('tail grows | top tokens: "<tool>" (|ℓ| 2.5, rank 1, seq 3, pos 12); token 7 (|ℓ| 2.25, rank 0, seq 0, pos 4)');
+    expect(row.slice(2, 6)).toEqual(['high', 'post_tool_tail_growth', 'policy_vs_ref / post_tool', 'tail grows | top |ℓ|: 2.5 (r1 s3 p12 "<tool>"), 2.25 (r0 s0 p4 id 7)']);
     expect(row[6]).toEqual({ values: { q99: 1.5 } });
     expect(bodies[0][1]).not.toContain('<tool>'); // escaped inside the JSON script
+    // Thresholds (the policy's) stay on the finding that raised the episode, not on each repeat.
+    const raise = { ...f, evidence: { values: { q99: 1 }, thresholds: { q99: 2 }, event: 'raise' } };
+    const repeat = { ...f, step: 8, evidence: { values: { q99: 3 }, thresholds: { q99: 2 }, event: 'repeat' } };
+    const rows = JSON.parse(/>(\[.*\])</.exec(auditLeaves([raise, repeat], new Map()).bodies[0][1])![1]);
+    expect(rows.map((r: unknown[]) => r[6])).toEqual([{ values: { q99: 1 }, thresholds: { q99: 2 }, event: 'raise' }, { values: { q99: 3 }, event: 'repeat' }]);
   });
 
   it('shows the trainer logs and per-rank attribution', () => {
@@ -115,8 +120,8 @@ describe('tailguard report', () => {
 
   it('keeps spikes when it downsamples long series, and says why a chart is empty', () => {
     const pts: [number, number][] = Array.from({ length: 10_000 }, (_, i) => [i, i === 7777 ? 100 : 1]);
-    const ds = downsample(pts, 300);
-    expect(ds.length).toBeLessThanOrEqual(300);
+    const ds = downsample(pts, 160);
+    expect(ds.length).toBeLessThanOrEqual(160);
     expect(ds.some(([x, y]) => x === 7777 && y === 100)).toBe(true);
     expect(lineChart({ id: 'e', title: 'empty', series: [] })).toContain('no data yet');
     expect(lineChart({ id: 'e', title: 'empty', series: [], empty: 'no tokens in this slice' })).toContain('no tokens in this slice');

@@ -23,16 +23,9 @@ from . import guard
 from .events import EventLog
 from .guard import TailguardStopped
 from .logmetrics import curate
-from .options import DEFAULTS, ENV_ALLOW_UNTESTED_TRL, ENV_ENDPOINT, Options, OptionsError, disabled_by_env, parse_options, resolve_endpoint
+from .options import DEFAULTS, ENV_ALLOW_UNTESTED_TRL, ENV_ENDPOINT, Options, disabled_by_env, parse_options, resolve_endpoint
 
 logger = logging.getLogger("tailguard")
-
-
-def record_path(path: str | None, rank: int, world_size: int) -> str | None:
-    """Each rank records its own steps; with several ranks the file name gets a `.rank<R>` suffix."""
-    if path is None or world_size == 1:
-        return path
-    return f"{path}.rank{rank}"
 
 
 class TailguardCallback(TrainerCallback):
@@ -165,7 +158,7 @@ class TailguardCallback(TrainerCallback):
         check_trl_version(trl.__version__, os.environ.get(ENV_ALLOW_UNTESTED_TRL) == "1")
         capture = capture_for(trainer, self.options)
         capture.check()
-        _check_curve(self.options)
+        guard.check_curve(self.options)
         if self.endpoint is not None or os.environ.get(ENV_ENDPOINT):
             resolve_endpoint(self.endpoint)  # fail at attach, not after the first step
         else:  # embedded engine (engine.py)
@@ -248,7 +241,7 @@ class TailguardCallback(TrainerCallback):
             queue_max_steps=self.options.queue_max_steps,
             connect_timeout_s=self.options.connect_timeout_s,
             mode=self.options.mode,
-            record_to=record_path(self.options.record_to, int(acc.process_index), int(acc.num_processes)),
+            record_to=guard.record_path(self.options.record_to, int(acc.process_index), int(acc.num_processes)),
             curve_server_key=self.options.curve_server_key,
             curve_public_key=self.options.curve_public_key,
             curve_secret_key=self.options.curve_secret_key,
@@ -287,14 +280,20 @@ class TailguardCallback(TrainerCallback):
             try:
                 self.client.connect()
             except Exception as e:
-                if self.options.fail_mode != "fail_closed":
+                refused = getattr(e, "code", None)  # ProtocolError: the engine answered no (E_RUN_EXISTS, E_RANK, ...)
+                if refused and self.options.fail_mode != "fail_closed":
+                    logger.error("tailguard: the engine refused run %s: %s; this run is NOT monitored (every step "
+                                 "is counted in tailguard/client/dropped)", self.run_id, e)
+                elif self.options.fail_mode != "fail_closed":
                     self._warn_once("connect", f"tailguard: engine not reachable yet ({e}); training goes on and the client keeps retrying")
+                elif refused:
+                    failure = f"rank {rank}: E_REFUSED: the engine refused run {self.run_id}: {e}"
                 else:
                     failure = f"rank {rank}: E_UNREACHABLE: engine unreachable at {self.client.endpoint}: {e}"
         if self.options.fail_mode == "fail_closed":
             # Every rank learns every rank's outcome, so all raise together (one rank raising alone
             # would leave the others in DDP's first all-reduce until its timeout).
-            failures = [f for f in _all_gather(failure) if f]
+            failures = [f for f in guard.all_gather(failure) if f]
             if failures:
                 self._close_client()
                 raise TailguardStopped("; ".join(failures))
@@ -427,31 +426,6 @@ def _one_prefix(message: str) -> str:
     return message
 
 
-def _check_curve(options: Options) -> None:
-    """Bad or incomplete CURVE keys fail at attach (E_OPTION), not in `on_train_begin`."""
-    from .transport import curve_keys
-
-    keys = {k: getattr(options, k) for k in ("curve_server_key", "curve_secret_key", "curve_public_key")}
-    try:
-        curve_keys(keys["curve_server_key"], keys["curve_public_key"], keys["curve_secret_key"])
-    except Exception as e:  # ValueError (incomplete / not 40 chars), or a key file zmq cannot read
-        name = next((k for k, v in keys.items() if v is None), "curve_secret_key")
-        raise OptionsError(name, f"a complete CURVE key set ({e})", "<hidden>") from e
-
-
-def _all_gather(obj: Any) -> list:
-    """`obj` from every rank of the trainer's process group (just `[obj]` outside one)."""
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return [obj]
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [obj]
-    box = [None] * dist.get_world_size()
-    dist.all_gather_object(box, obj)
-    return box
-
-
 def _make_directives(trainer: Any, options: Options):
     from .directives import DirectiveApplier
 
@@ -460,6 +434,7 @@ def _make_directives(trainer: Any, options: Options):
         trainer, None, rank=int(acc.process_index), world_size=int(acc.num_processes),
         fail_mode=options.fail_mode, checkpoint_every=options.checkpoint_every,
         keep_certified=options.keep_certified, lost_after_s=options.engine_lost_after_s,
+        reply_wait_s=options.log_wait_s,  # the reply that carries a directive due at this boundary
     )  # fmt: skip
 
 

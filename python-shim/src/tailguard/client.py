@@ -34,16 +34,17 @@ import time
 from typing import Any, Iterable, Mapping
 
 from . import __version__
-from .protocol import DEFAULT_LIMITS, ProtocolError, encode_message
+from .wire import DEFAULT_LIMITS, ProtocolError
 from .transport import IoThread, Ledger, Step, check_endpoint, curve_keys
-from .transport.headers import _plain, ack_header, bye_header, hello_header, step_header, step_messages
+from .transport.headers import _plain, bye_header, hello_header, step_header, step_messages
+from .transport.replies import Replies
 
 __all__ = ["EngineClient", "step_header"]
 
 log = logging.getLogger("tailguard.client")
 
 
-class EngineClient:
+class EngineClient(Replies):
     """Non-blocking client of a tailguard engine.
 
     Args:
@@ -66,7 +67,7 @@ class EngineClient:
         heartbeat_ms (`int`, *optional*, defaults to `1000`): ZMQ heartbeat interval (timeout 3×).
         linger_ms (`int`, *optional*, defaults to `100`): socket linger, so closing never hangs.
         checksum (`bool`, *optional*, defaults to `False`): ask the engine to echo `received.checksum`
-            (FNV-1a over every buffer byte, `protocol.step_checksum`). A verification aid for tests and
+            (FNV-1a over every buffer byte, `wire.step_checksum`). A verification aid for tests and
             debugging: it costs the engine about 2 ns per byte (~12 ns per token), more than its statistics.
         curve_server_key (`str`, *optional*): the engine's CURVE public key (Z85), or a key file
             (`tailguard keygen` / zcert format). Set it to connect to an engine started with `--curve-secret`.
@@ -289,37 +290,6 @@ class EngineClient:
         self._wake()
         return True
 
-    def send_ack(
-        self,
-        directive_id: str,
-        step: int,
-        applied: bool,
-        changes: Iterable[Mapping[str, Any]] = (),
-        refused: str | None = None,
-    ) -> None:
-        """Tell the engine a directive was applied (or refused, with a reason). Never blocks."""
-        h = ack_header(self, directive_id, step, applied, changes, refused)
-        self.start()
-        with self._cv:
-            self._control.append(encode_message(h))
-        self._wake()
-
-    def poll_directives(self) -> list[dict]:
-        """Directives received since the last call (no-ops included), oldest first. Never blocks."""
-        with self._cv:
-            out, self._directives = self._directives, []
-            return out
-
-    def latest_metrics(self) -> tuple[int | None, dict]:
-        """`(metrics_step, metrics)` from the newest directive reply: `"<pair>/<slice>/<metric>" -> value`."""
-        with self._cv:
-            return self._metrics
-
-    def reply_for(self, step: int) -> dict | None:
-        """The full `directive` reply header for a step (the last 4096 steps are kept)."""
-        with self._cv:
-            return self._replies.get(step)
-
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued step got its reply (or was dropped). True if all were answered."""
         deadline = time.monotonic() + timeout
@@ -342,7 +312,7 @@ class EngineClient:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        if self._recorder is not None and sketch is None:
+        if self._recorder is not None:
             self._recorder.close()
             self._recorder = None
         for s in (self._wake_r, self._wake_w):
@@ -379,21 +349,3 @@ class EngineClient:
     def _hello_header(self) -> dict:
         # After a welcome every hello continues this run (a reconnect or an engine restart).
         return hello_header(self, __version__, True if self._hellos else self.resume)
-
-    def _on_directive(self, h: dict) -> None:
-        """A `directive` reply (I/O thread): settle its step, keep the directive and the metrics."""
-        step = h.get("step")
-        with self._cv:
-            watermark = "recorded_through" in h  # proto v1.1: the step is recorded once the watermark passes it
-            self._ledger.answer(step, watermark)
-            self._ledger.confirm_through(h.get("recorded_through"))
-            self._ledger.bound_unconfirmed(self.queue_max_steps)
-            self._replies[step] = h
-            self._replies.move_to_end(step)
-            while len(self._replies) > 4096:
-                self._replies.popitem(last=False)
-            if isinstance(h.get("directive"), dict):
-                self._directives.append(h["directive"])
-            if isinstance(h.get("metrics"), dict) and h.get("metrics"):
-                self._metrics = (h.get("metrics_step"), h["metrics"])
-            self._cv.notify_all()

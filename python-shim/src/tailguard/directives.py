@@ -3,113 +3,28 @@
 Rank 0 polls the engine; every rank joins one ``all_gather_object`` per step (a no-op payload
 when there is nothing to apply), so all ranks apply the same directive at the same
 ``state.global_step``, ack it, and log it to ``<output_dir>/tailguard-directives.rank<R>.jsonl``.
-The same exchange carries each rank's local stop (fail_closed: its step could not be sent), so every
-rank stops at the same step instead of the others waiting in DDP's next all-reduce.
+The same exchange carries each rank's local stop (fail_closed: a step went unrecorded or the engine session
+was lost, guard.Verdict), so every rank stops at the same step instead of the others waiting in DDP's next
+all-reduce; `stopped` keeps (step, why) for the `TailguardStopped` that `train()` raises.
 
-Knobs (TRL 1.16 GRPO; read on every micro-batch, so changed only here, at step end):
-
-- ``beta`` → ``trainer.beta``. 0 → >0 is refused without a reference model (none is built when
-  beta starts at 0), unless the model is a PEFT model (its reference is the disabled adapter).
-- ``epsilon_low`` / ``epsilon_high`` → ``trainer.epsilon_low`` / ``trainer.epsilon_high``.
-- ``is_clip_max`` → ``trainer.vllm_importance_sampling_clip_max`` when vLLM IS correction is on,
-  else ``args.delta`` (the two-sided clip of the ratio; ``None`` means off).
-- ``off_policy_mask_threshold`` → ``trainer.off_policy_mask_threshold`` (``None`` means off).
+Knobs: knobs.py (what each wire name sets on a TRL trainer, and what is refused).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 
 from .checkpoints import CheckpointKeeper, RollbackRefused, read_state, rollback_in_process, rollback_refusal
+from .knobs import KNOBS, Refusal, read_knobs, set_knob, tighten_targets  # noqa: F401 - re-exported
 
 logger = logging.getLogger("tailguard.directives")
 
-KNOBS = ("beta", "epsilon_low", "epsilon_high", "is_clip_max", "off_policy_mask_threshold")
 ACTIONS = ("noop", "warn", "tighten", "rollback", "stop", "curriculum")
 ALPHA_CEILING_ENV = "TAILGUARD_ALPHA_CEILING"
 ALPHA_CEILING_FILE = "tailguard-alpha-ceiling.json"
-_NULLABLE = ("is_clip_max", "off_policy_mask_threshold")
-
-
-class Refusal(Exception):
-    """A directive (or part of one) the trainer cannot honour. ``code`` is stable (``E_*``)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-
-
-# --- knobs ----------------------------------------------------------------------------------
-
-
-def _is_clip_target(trainer):
-    if getattr(trainer, "use_vllm", False) and getattr(trainer, "vllm_importance_sampling_correction", False):
-        return trainer, "vllm_importance_sampling_clip_max"
-    return trainer.args, "delta"
-
-
-def read_knobs(trainer) -> dict:
-    """The live knobs this trainer has, by their wire names (absent knobs are left out)."""
-    out = {}
-    for knob in ("beta", "epsilon_low", "epsilon_high", "off_policy_mask_threshold"):
-        if hasattr(trainer, knob):
-            out[knob] = getattr(trainer, knob)
-    if hasattr(trainer, "epsilon_low"):  # the clip knobs exist on GRPO/RLOO-style trainers only
-        obj, attr = _is_clip_target(trainer)
-        if hasattr(obj, attr):
-            out["is_clip_max"] = getattr(obj, attr)
-    return out
-
-
-def _has_reference(trainer) -> bool:
-    if getattr(trainer, "ref_model", None) is not None:
-        return True
-    try:
-        from trl.models.utils import is_peft_model  # noqa: PLC0415
-    except ImportError:  # older/newer layout
-        return hasattr(getattr(trainer, "model", None), "peft_config")
-    return bool(is_peft_model(trainer.model))
-
-
-def set_knob(trainer, knob: str, value) -> tuple:
-    """Set one knob; returns ``(old, new)``. Raises `Refusal` when the trainer cannot honour it."""
-    if knob not in KNOBS:
-        raise Refusal("E_UNKNOWN_KNOB", f"unknown knob {knob!r} (known: {', '.join(KNOBS)})")
-    if value is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise Refusal("E_KNOB_VALUE", f"{knob}={value!r} is not a finite number >= 0")
-        value = float(value)
-    elif knob not in _NULLABLE:
-        raise Refusal("E_KNOB_VALUE", f"{knob} cannot be null")
-    live = read_knobs(trainer)
-    if knob not in live:
-        raise Refusal("E_KNOB_ABSENT", f"{type(trainer).__name__} has no {knob}")
-    old = live[knob]
-    if knob == "beta" and (old or 0.0) == 0.0 and value and not _has_reference(trainer):
-        raise Refusal(
-            "E_NO_REF_MODEL",
-            "cannot raise beta from 0: the trainer built no reference model (beta was 0 at init); "
-            "stop and resume_from_checkpoint with beta > 0 in the config",
-        )
-    if knob == "epsilon_low" and value is not None and value >= 1.0:
-        raise Refusal("E_KNOB_VALUE", "epsilon_low must be < 1 (the clip range is [1-eps_low, 1+eps_high])")
-    if knob == "is_clip_max":
-        obj, attr = _is_clip_target(trainer)
-        setattr(obj, attr, value)
-    else:
-        setattr(trainer, knob, value)
-    return old, value
-
-
-def tighten_targets(params: dict) -> dict:
-    """Knob targets of a tighten directive: ``params.knobs`` or knob names at the top level."""
-    if isinstance(params.get("knobs"), dict):
-        return dict(params["knobs"])  # unknown names there are refused, not ignored
-    return {k: v for k, v in params.items() if k in KNOBS}
 
 
 # --- the applier ----------------------------------------------------------------------------
@@ -139,11 +54,13 @@ class DirectiveApplier:
         checkpoint_every (`int`, *optional*, defaults to `0`): also save every N steps (0: the trainer's own cadence).
         lost_after_s (`float`, *optional*, defaults to `3.0`): no engine session this long = engine lost.
         keep_certified (`int`, *optional*, defaults to `2`): certified checkpoints kept from rotation (K).
+        reply_wait_s (`float`, *optional*, defaults to `0.0`): rank 0 waits this long at most for the replies
+            that carry the directives due at a boundary (the callback passes `log_wait_s`).
     """
 
     def __init__(
         self, trainer, client=None, *, rank=0, world_size=1, fail_mode="fail_open", keeper=None, checkpoint_every=0,
-        lost_after_s=3.0, keep_certified=2,
+        lost_after_s=3.0, keep_certified=2, reply_wait_s=0.0,
     ):
         if fail_mode not in ("fail_open", "fail_closed"):
             raise ValueError(f"fail_mode must be 'fail_open' or 'fail_closed', got {fail_mode!r}")
@@ -168,6 +85,7 @@ class DirectiveApplier:
         self._down_since: float | None = None
         self.lost_after_s = float(lost_after_s)
         self.stopped: tuple[int, str] | None = None  # fail_closed: (step, why) every rank stopped at
+        self.reply_wait_s = float(reply_wait_s)
 
     # --- persistence -------------------------------------------------------------------------
 
@@ -260,6 +178,7 @@ class DirectiveApplier:
 
     def _rank0_payload(self, step: int) -> dict:
         if self.client is not None:
+            self._await_replies(step)
             try:
                 received = self.client.poll_directives()
             except Exception as e:  # the monitor must not take the trainer down
@@ -278,6 +197,18 @@ class DirectiveApplier:
         due = [d for d in self.pending if int(d.get("apply_at_step", step)) <= step]
         self.pending = [d for d in self.pending if d not in due]
         return {"apply": due, "lost": self._engine_lost()}
+
+    def _await_replies(self, step: int) -> None:
+        """The contract's client rule: before applying at boundary b, wait (bounded by `reply_wait_s`) for the
+        replies to steps ≤ b − D, D = `welcome.directive_lag`; a directive due at b is in one of them."""
+        wait = getattr(self.client, "wait_answered", None)
+        if wait is None or self.reply_wait_s <= 0:
+            return
+        lag = int(((getattr(self.client, "welcome", None) or {}).get("directive_lag")) or 1)
+        try:
+            wait(step - lag, self.reply_wait_s)
+        except Exception as e:  # the monitor must not take the trainer down
+            logger.warning("tailguard: waiting for the engine's replies failed: %s", e)
 
     def _note_certified(self, raw) -> None:
         """The engine's verdicts on checkpoints (no-op params ``certified_checkpoints``, ``rejected_checkpoints``)."""
@@ -403,8 +334,13 @@ class DirectiveApplier:
             logger.info("tailguard: applied %s %s at step %d: %s", action, d.get("id"), step, changes)
         if applied:
             self.applied_ids.append(str(d.get("id")))
+        late = isinstance(d.get("apply_at_step"), int) and d["apply_at_step"] < step
+        if late:
+            logger.warning("tailguard: %s %s applied late: due at step %d, applied at %d", action, d.get("id"),
+                           d["apply_at_step"], step)
         rec = {
             "event": "directive",
+            "late": late,
             "directive_id": d.get("id"),
             "action": action,
             "apply_at_step": d.get("apply_at_step"),

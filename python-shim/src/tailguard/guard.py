@@ -13,6 +13,8 @@ import secrets
 import time
 from typing import Any
 
+from .options import Options, OptionsError, default_run_id
+
 logger = logging.getLogger("tailguard")
 
 RUN_FILE = "tailguard-run.json"  # <output_dir>/: the run id a resumed trainer continues
@@ -40,11 +42,12 @@ class TailguardStopped(RuntimeError):
 def check_not_attached(cb: Any, trainer: Any) -> None:
     """A trainer gets one TailguardCallback: a second would start a second engine session for the same
     run and record nothing (`E_RUN_LOCKED` in the engine's log only)."""
+    from .callback import TailguardCallback  # noqa: PLC0415 - callback.py imports this module
     from .capture import CaptureError
 
     handler = getattr(trainer, "callback_handler", None)
     for other in getattr(handler, "callbacks", ()):
-        if other is not cb and type(other).__name__ == "TailguardCallback":
+        if other is not cb and isinstance(other, TailguardCallback):
             how = "attach()" if getattr(other, "trainer", None) is trainer else "callbacks=[...]"
             raise CaptureError("E_ATTACHED", f"this trainer already has a TailguardCallback (added by {how}); "
                                              "use that one, or `cb.detach()` / `trainer.remove_callback(cb)` first")
@@ -66,13 +69,26 @@ def find_trainer(cb: Any) -> Any | None:
     return None
 
 
+def check_curve(options: Options) -> None:
+    """Bad or incomplete CURVE keys fail at attach (E_OPTION), not in `on_train_begin`."""
+    from .transport import curve_keys
+
+    keys = {k: getattr(options, k) for k in ("curve_server_key", "curve_secret_key", "curve_public_key")}
+    try:
+        curve_keys(keys["curve_server_key"], keys["curve_public_key"], keys["curve_secret_key"])
+    except Exception as e:  # ValueError (incomplete / not 40 chars), or a key file zmq cannot read
+        name = next((k for k, v in keys.items() if v is None), "curve_secret_key")
+        raise OptionsError(name, f"a complete CURVE key set ({e})", "<hidden>") from e
+
+
+def record_path(path: str | None, rank: int, world_size: int) -> str | None:
+    """Each rank records its own steps; with several ranks the file name gets a `.rank<R>` suffix."""
+    if path is None or world_size == 1:
+        return path
+    return f"{path}.rank{rank}"
+
+
 # ---- run identity ------------------------------------------------------------------------------------
-
-
-def _base_id(args: Any) -> str:
-    base = getattr(args, "run_name", None) or os.path.basename(os.path.normpath(getattr(args, "output_dir", "") or ""))
-    rid = re.sub(r"[^A-Za-z0-9._-]+", "-", str(base)).strip("-._")[:100]
-    return rid or "run"
 
 
 def _broadcast(obj: Any) -> Any:
@@ -106,7 +122,8 @@ def run_identity(args: Any, explicit: str | None, resuming: bool, rank: int) -> 
             except (OSError, ValueError, KeyError, TypeError):
                 run_id = None
         if not run_id:
-            run_id = f"{_base_id(args)}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+            base = default_run_id(args)[:100]  # the run name or output dir's name, as every rank derives it
+            run_id = f"{base}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
             resuming = False
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -159,3 +176,16 @@ def barrier() -> None:
         return
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def all_gather(obj: Any) -> list:
+    """`obj` from every rank of the trainer's process group (just `[obj]` outside one)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return [obj]
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    box = [None] * dist.get_world_size()
+    dist.all_gather_object(box, obj)
+    return box

@@ -11,9 +11,10 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-PAIRS = ("policy_vs_old", "policy_vs_ref", "old_vs_rollout")
+from .wire import PAIRS, RUN_ID_PATTERN
+
 FAIL_MODES = ("fail_open", "fail_closed")
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RUN_ID_RE = re.compile(RUN_ID_PATTERN)
 
 # Environment variables the shim reads. Documented in docs/trl.md and in TailguardCallback's docstring.
 ENV_ENDPOINT = "TAILGUARD_ENDPOINT"
@@ -99,7 +100,7 @@ def parse_options(**kwargs: Any) -> Options:
         kwargs["run_id"] = os.environ[ENV_RUN_ID]
     for name, value in kwargs.items():
         if name == "run_id":
-            if value is not None and (not isinstance(value, str) or not RUN_ID_RE.match(value)):
+            if value is not None and (not isinstance(value, str) or not RUN_ID_RE.fullmatch(value)):
                 raise OptionsError(name, f"None or a str matching {RUN_ID_RE.pattern}", value)
         elif name == "pairs":
             value = _names(name, value, PAIRS)
@@ -160,10 +161,11 @@ def resolve_endpoint(endpoint: str | None) -> str:
 
 
 def default_run_id(args: Any) -> str:
-    """A run id every rank derives identically (no clocks, no randomness): the run name or output dir."""
+    """The base every rank derives identically (no clocks, no randomness): the run name or output dir's name.
+    guard.run_identity appends a time and a random tag on rank 0, so each training run gets its own id."""
     base = getattr(args, "run_name", None) or os.path.basename(os.path.normpath(getattr(args, "output_dir", "") or ""))
     rid = re.sub(r"[^A-Za-z0-9._-]+", "-", str(base)).strip("-._")[:128]
-    return rid if rid and RUN_ID_RE.match(rid) else "run"
+    return rid if rid and RUN_ID_RE.fullmatch(rid) else "run"
 
 
 def disabled_by_env() -> bool:

@@ -143,7 +143,7 @@ class StepRecorder:
 
     def _hello(self) -> list:
         from . import __version__
-        from .protocol import PROTOCOL_VERSION, encode_message
+        from .wire import PROTOCOL_VERSION, encode_message
 
         c = self._client
         return encode_message(

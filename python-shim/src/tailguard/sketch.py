@@ -10,9 +10,8 @@ The layout is the engine's (proto/README.md "Sketch payloads", docs/sketch.md):
 Counts travel as f64 because a bin can exceed 2^32 at the scale this mode is for
 (10^8 tokens per rank × 43 ranks); f64 counts are exact up to 2^53.
 
-Example:
+Example (run by pytest --doctest-modules):
 
-```python
 >>> import torch
 >>> from tailguard.sketch import compute_sketch
 >>> lr = torch.tensor([0.0, 0.5, -1.0, 2.0])
@@ -20,7 +19,6 @@ Example:
 ...                     torch.tensor([1, 0, 1, 1], dtype=torch.uint8), torch.tensor([0, 4]))
 >>> int(sk.field("policy_vs_ref", "post_tool", "n"))
 2
-```
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .protocol import SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_SUMS_FIELDS
+from .wire import PAIRS, SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_SUMS_FIELDS
 
 log = logging.getLogger("tailguard")
 
@@ -46,7 +44,6 @@ _BITS_MIN = (127 + HIST_EXP_MIN) << 23  # float32 bits of 2^-24
 _BITS_MAX = (127 + HIST_EXP_MAX) << 23  # float32 bits of 2^8
 _SHIFT = 23 - HIST_MANT_BITS
 
-PAIRS = ("policy_vs_old", "policy_vs_ref", "old_vs_rollout")
 BUILTIN_SLICES = ("all", "pre_tool", "post_tool", "tool_output")
 # Disjoint base slices computed in one pass; "all" = pre_tool + post_tool (model tokens).
 _BASE = ("pre_tool", "post_tool", "tool_output")
@@ -79,7 +76,7 @@ SUMS_FIELDS: tuple[tuple[str, str], ...] = (
     ("seqn2_sum", "lse2:seqn_max"),
 )
 FIELD_INDEX = {name: i for i, (name, _) in enumerate(SUMS_FIELDS)}
-# The wire contract lives in protocol.py (no torch there); this module must compute exactly that layout.
+# The wire contract lives in wire/ (no torch there); this module must compute exactly that layout.
 assert tuple(FIELD_INDEX) == SKETCH_SUMS_FIELDS and HIST_LAYOUT == SKETCH_HIST and HIST_BINS == SKETCH_HIST_BINS
 N_FIELDS = len(SUMS_FIELDS)
 _MAX_IDX = [i for i, (_, kind) in enumerate(SUMS_FIELDS) if kind == "max"]
@@ -528,7 +525,7 @@ def sketch_step_header(client, step: int, sk: Sketch, knobs=None, logs=None, imp
 
 def encode_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=(), checkpoint=None) -> list:
     """Frames of one sketch step message (one message: its size is fixed by pairs × slices)."""
-    from .protocol import encode_message
+    from .wire import encode_message
 
     return encode_message(sketch_step_header(client, step, sk, knobs, logs, implicit, checkpoint), sk.buffers())
 

@@ -12,8 +12,9 @@
 //   close    flush files on shutdown           -> Pipeline.close
 import type { Logger } from 'pino';
 import type { AckHeader, HelloHeader } from '../protocol/messages.ts';
-import type { Directive, StepData, StepResult } from '../types.ts';
-import type { SketchStepData } from './sketch.ts';
+import type { Directive, PipelineContext, StepData, StepResult } from '../types.ts';
+export type { PipelineContext } from '../types.ts';
+import type { SketchStepData } from '../types.ts';
 import type { MaskCounts } from './received.ts';
 import { controlHooks } from '../policy/hooks.ts';
 import type { ControllerSnapshot } from '../policy/controller.ts';
@@ -59,18 +60,6 @@ export interface Pipeline {
   onBye?(rank: number): void | Promise<void>;
   /** Flush and release (shutdown). */
   close?(): void | Promise<void>;
-}
-
-export interface PipelineContext {
-  runId: string;
-  worldSize: number;
-  trainer: string;
-  config: Record<string, unknown>;
-  /** Root of run stores (`--run-dir`); a run's store lives in `<runDir>/<runId>`. */
-  runDir: string;
-  /** The serve options as parsed by the CLI (window, step timeout, policy file, ...). */
-  options: Record<string, unknown>;
-  log: Logger;
 }
 
 export type PipelineFactory = (ctx: PipelineContext) => Pipeline;

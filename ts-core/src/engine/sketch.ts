@@ -3,30 +3,8 @@
 import type { Message } from '../protocol/codec.ts';
 import type { StepHeader } from '../protocol/messages.ts';
 import { SKETCH_BUFFER, checkSketchStep } from '../protocol/sketch.ts';
-import { PAIRS, type Knobs, type PairName, type TrainerLogs } from '../types.ts';
-
-export interface SketchSlice {
-  hist: Float64Array; // HIST_BINS counts of finite |ℓ|
-  sums: Float64Array; // SUMS_FIELDS in order
-}
-
-/** One sketch step: every rank's data for `step`, merged. Arrays are copies (safe to keep). */
-export interface SketchStepData {
-  runId: string;
-  step: number;
-  worldSize: number;
-  trainer: string;
-  tokens: number;
-  nSeqs: number;
-  sliceCounts: { pre_tool: number; post_tool: number; tool_output: number };
-  /** key `${pair}/${slice}` */
-  slices: Map<string, SketchSlice>;
-  pairs: PairName[];
-  implicit: PairName[];
-  knobs: Knobs;
-  logs: TrainerLogs;
-  receivedAt: number;
-}
+import { PAIRS, type Knobs, type PairName, type SketchSlice, type SketchStepData, type TrainerLogs } from '../types.ts';
+export type { SketchSlice, SketchStepData } from '../types.ts';
 
 export function decodeSketchStep(msg: Message<StepHeader>, trainer: string, nowMs: number): SketchStepData {
   const h = msg.header as StepHeader & Record<string, unknown>;

@@ -4,7 +4,8 @@ import { Packr } from 'msgpackr';
 import { ProtocolError, type ErrorRef } from './errors.ts';
 import { checkSketchStep } from './sketch.ts';
 import { invalidUtf8At } from './utf8.ts';
-import type { BufferDesc, Dtype, Header, Limits, StepHeader } from './messages.ts';
+import type { BufferDesc, Dtype, Header, Limits, StepHeader, TypedArray } from './messages.ts';
+export type { TypedArray } from './messages.ts';
 import { DEFAULT_LIMITS, DTYPE_SIZE, REQUIRED_STEP_BUFFERS, STEP_BUFFERS, refOf, validateHeader } from './validate.ts';
 
 /**
@@ -29,7 +30,6 @@ export const PACKR_OPTIONS = Object.freeze({
 // ext value that every decoder rejects (found by test/test_faults_engine.py: findings[0].rank).
 const packr = new Packr({ ...PACKR_OPTIONS, encodeUndefinedAsNil: true });
 
-export type TypedArray = Float32Array | Float64Array | Uint8Array | Uint16Array | Int32Array | Uint32Array;
 type Ctor = { new (b: ArrayBufferLike, off: number, len: number): TypedArray; new (len: number): TypedArray; BYTES_PER_ELEMENT: number };
 export const DTYPE_CTOR: Readonly<Record<Dtype, Ctor>> = {
   f32: Float32Array as unknown as Ctor,

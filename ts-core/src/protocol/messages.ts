@@ -15,6 +15,7 @@ export interface BufferDesc {
 }
 
 export type Dtype = 'f32' | 'u8' | 'i32' | 'u16' | 'u32' | 'f64';
+export type TypedArray = Float32Array | Float64Array | Uint8Array | Uint16Array | Int32Array | Uint32Array;
 
 interface Base {
   type: MessageType;

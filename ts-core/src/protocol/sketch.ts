@@ -4,7 +4,7 @@
 import { HIST_BINS, HIST_LAYOUT } from '../stats/hist.ts';
 import { N_SUMS, SUMS_FIELDS } from '../stats/sums.ts';
 import { BUILTIN_SLICES, PAIRS } from '../types.ts';
-import type { TypedArray } from './codec.ts';
+import type { TypedArray } from './messages.ts';
 import { ProtocolError } from './errors.ts';
 
 export const SKETCH_BUFFER = /^sketch\/([a-z_]+)\/([a-z_]+)\/(hist|sums)$/;

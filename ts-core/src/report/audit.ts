@@ -14,22 +14,25 @@ export function compactJson(v: unknown): string {
   return JSON.stringify(v, (_k, x) => (typeof x === 'number' && !Number.isInteger(x) ? +x.toPrecision(4) : x));
 }
 
-/** One table row as data: [step, kind, class, what, where, text, evidence]. The page script builds the
+/** One table row as data: [step, kind, severity or action, detector or what, where, text, evidence]. The page script builds the
  *  visible page's <tr>s from it (textContent: no markup from the store reaches the DOM). */
 export type AuditRow = [number, string, string, string, string, string, unknown];
 
 const DROP = new Set(['hysteresis', 'windows']); // policy constants and the step: the same on every finding
+const TOP_SHOWN = 3; // of the engine's top-k |ℓ| tokens (evidence.top_tokens), per finding
 
 function row(e: AuditEntry, outcome: Map<string, string>): AuditRow | null {
   if (e.kind === 'finding') {
     const { top_tokens: tt, ...rest } = e.evidence ?? {};
-    const ev = Object.fromEntries(Object.entries(rest).filter(([k]) => !DROP.has(k)));
-    const top = Array.isArray(tt) && tt.length ? ` | top tokens: ${tt.slice(0, 10).map((t: Record<string, unknown>) => `${t.text !== undefined ? JSON.stringify(t.text) : t.token_id !== undefined ? `token ${t.token_id}` : '?'} (|ℓ| ${fmtL(t)}${['rank', 'seq', 'pos'].filter((k) => t[k] !== undefined).map((k) => `, ${k} ${t[k]}`).join('')})`).join('; ')}` : '';
-    return [e.step, 'finding', `sev-${e.severity}`, `${e.severity} ${e.detector}`, [e.pair, e.slice, e.rank !== undefined ? `rank ${e.rank}` : ''].filter(Boolean).join(' / '), e.message + top, round(ev)];
+    // Thresholds are the policy's: kept on the finding that raised an episode, not on each repeat.
+    const drop = rest.event === 'raise' || rest.thresholds === undefined ? DROP : new Set([...DROP, 'thresholds']);
+    const ev = Object.fromEntries(Object.entries(rest).filter(([k]) => !drop.has(k)));
+    const top = Array.isArray(tt) && tt.length ? ` | top |ℓ|: ${tt.slice(0, TOP_SHOWN).map((t: Record<string, unknown>) => `${fmtL(t)} (r${t.rank ?? '?'} s${t.seq ?? '?'} p${t.pos ?? '?'}${t.text !== undefined ? ` ${JSON.stringify(t.text)}` : t.token_id !== undefined ? ` id ${t.token_id}` : ''})`).join(', ')}` : '';
+    return [e.step, 'finding', e.severity, e.detector, [e.pair, e.slice, e.rank !== undefined ? `rank ${e.rank}` : ''].filter(Boolean).join(' / '), e.message + top, round(ev)];
   }
   if (e.kind === 'directive') {
     if (e.action === 'noop') return null;
-    return [e.step, 'directive', `act-${e.action}`, `${e.action} → step ${e.apply_at_step}`, '', `${compactJson(e.params)} ${outcome.get(e.id) ?? ''} | ${e.reason}`, round({ ...e.evidence, findings: undefined })];
+    return [e.step, 'directive', e.action, `→ step ${e.apply_at_step}`, '', `${compactJson(e.params)} ${outcome.get(e.id) ?? ''} | ${e.reason}`, round({ ...e.evidence, findings: undefined })];
   }
   if (e.kind === 'ack') {
     const what = `${e.applied ? (e.refused ? 'partly applied' : 'applied') : 'refused'} by rank ${e.rank}`;

@@ -54,10 +54,10 @@ export const PAGE_SCRIPT = String.raw`
     tb.textContent = '';
     vis.slice(S.page * PAGE, (S.page + 1) * PAGE).forEach(function (r) {
       var tr = document.createElement('tr');
-      tr.className = 'k-' + r[1] + (r[2] ? ' ' + r[2] : '') + (r[0] === S.step ? ' hlrow' : '');
+      tr.className = 'k-' + r[1] + (r[2] ? (r[1] === 'finding' ? ' sev-' : ' act-') + r[2] : '') + (r[0] === S.step ? ' hlrow' : '');
       tr.setAttribute('data-step', r[0]);
       var a = document.createElement('a'); a.href = '#step-' + r[0]; a.setAttribute('data-step', r[0]); a.textContent = r[0];
-      td(tr, '').appendChild(a); td(tr, r[1]); td(tr, r[3]); td(tr, r[4]); td(tr, r[5]);
+      td(tr, '').appendChild(a); td(tr, r[1]); td(tr, r[2] ? r[2] + ' ' + r[3] : r[3]); td(tr, r[4]); td(tr, r[5]);
       var ev = td(tr, '');
       var evs = r[6] && typeof r[6] === 'object' ? JSON.stringify(r[6]) : ''; if (evs && evs !== '{}') { var d = document.createElement('details'), s = document.createElement('summary'), c = document.createElement('code'); s.textContent = 'evidence'; c.textContent = evs; d.appendChild(s); d.appendChild(c); ev.appendChild(d); }
       tb.appendChild(tr);
@@ -166,6 +166,11 @@ export const LIVE_SCRIPT = String.raw`
 (function () {
   var main = document.getElementById('main'), badge = document.getElementById('live');
   var updates = 0, layout = null;
+  // Charts out of view are swapped when they scroll in: an update costs the browser only what it shows.
+  var pending = {}, io = 'IntersectionObserver' in window ? new IntersectionObserver(function (es) {
+    es.forEach(function (e) { var h = pending[e.target.id]; if (e.isIntersecting && h !== undefined) swap(e.target.id, h); });
+  }, { rootMargin: '300px' }) : null;
+  function inView(el) { var r = el.getBoundingClientRect(); return r.bottom > -300 && r.top < innerHeight + 300; }
   function status(m) {
     document.body.dataset.lastStep = m.lastStep == null ? '' : String(m.lastStep);
     document.body.dataset.state = m.state;
@@ -177,6 +182,7 @@ export const LIVE_SCRIPT = String.raw`
   function swap(id, html) {
     var el = document.getElementById(id);
     if (!el) return false;
+    delete pending[id]; if (io) io.unobserve(el);
     var tpl = document.createElement('template'); tpl.innerHTML = html.trim();
     var n = tpl.content.firstElementChild;
     if (el.tagName.toLowerCase() === 'tbody' || el.tagName.toLowerCase() === 'svg') {
@@ -190,6 +196,7 @@ export const LIVE_SCRIPT = String.raw`
   }
   function full(m) {
     var scroll = window.scrollY;
+    pending = {}; if (io) io.disconnect();
     main.innerHTML = m.html; layout = m.layout;
     window.tailguardApply(document);
     window.scrollTo(0, scroll);
@@ -200,7 +207,9 @@ export const LIVE_SCRIPT = String.raw`
     es.addEventListener('delta', function (ev) {
       var m = JSON.parse(ev.data), ok = true;
       m.leaves.forEach(function (l) {
-        if (document.getElementById(l[0])) ok = swap(l[0], l[1]) && ok;
+        var el = document.getElementById(l[0]);
+        if (el && io && el.tagName.toLowerCase() === 'svg' && !inView(el)) { pending[l[0]] = l[1]; io.observe(el); }
+        else if (el) ok = swap(l[0], l[1]) && ok;
         else if (l[0].indexOf('audit-b') === 0) { var t = document.getElementById('audit-data'); if (t) { t.insertAdjacentHTML('beforeend', l[1]); window.tailguardApply(document.getElementById(l[0])); } else ok = false; }
         else ok = false;
       });

@@ -75,7 +75,7 @@ function logTicks(lo: number, hi: number): number[] {
 }
 
 /** Keep at most `max` points, preserving each bucket's min and max so spikes survive. */
-export function downsample(points: [number, number][], max = 240): [number, number][] {
+export function downsample(points: [number, number][], max = 160): [number, number][] {
   if (points.length <= max) return points;
   const per = Math.ceil(points.length / (max / 2));
   const out: [number, number][] = [];

@@ -182,7 +182,7 @@ function rankSection(body: Body, steps: StepEntry[], bands: Band[], xDomain: [nu
   for (const s of steps) for (const p of s.per_rank ?? []) for (const [pair, sl] of Object.entries(p.pairs)) for (const slice of Object.keys(sl ?? {})) pairSlices.add(`${pair}/${slice}`);
   for (const ps of [...pairSlices].sort()) {
     const [pair, slice] = ps.split('/');
-    if (slice !== 'post_tool' && slice !== 'pre_tool' && slice !== 'all') continue;
+    if (slice !== 'post_tool' && slice !== 'pre_tool') continue; // the contrast that matters; `all` mixes both
     const series = ranks.map((rank, i) => ({
       name: `rank ${rank}`,
       color: PALETTE[i % PALETTE.length],

@@ -1,16 +1,15 @@
-// Rolling window per pair × slice: a ring of W per-step histograms plus a running sum (subtract on
-// eviction), the fixed baseline (the first K tumbling windows, i.e. the first K·W steps), the
-// drift-aware baseline (EWMA of window CDFs, updated at each tumbling-window boundary) and the
-// run-level t-digest (fed the tumbling window's histogram at each boundary).
+// Rolling window per pair × slice: a ring of W per-step histograms plus their sum over the window
+// (`winHist`, `winN`, `winSumAbs`: added on push, subtracted on eviction), the fixed baseline (the first K tumbling windows, i.e. the first K·W steps), the
+// drift-aware baseline (EWMA of window CDFs, updated at each tumbling-window boundary).
 import { HIST_BINS, histAdd, histAddSub, histFromSparse, histQuantiles, histToSparse } from './hist.ts';
 import { CDF_GRID } from './shape.ts';
-import { RunDigest } from './digest.ts';
 
 export interface WindowOpts { window: number; fixedBaselineWindows: number; ewmaAlpha: number }
 
 export class WindowState {
   readonly ring: Float64Array;
-  readonly run = new Float64Array(HIST_BINS);
+  /** Sum of the ring's W histograms: the current window's histogram. */
+  readonly winHist = new Float64Array(HIST_BINS);
   readonly ringN: Float64Array;
   readonly ringSumAbs: Float64Array;
   readonly ringMax: Float64Array;
@@ -18,8 +17,8 @@ export class WindowState {
   head = 0; // next slot
   filled = 0;
   steps = 0; // steps pushed since the start
-  runN = 0;
-  runSumAbs = 0;
+  winN = 0;
+  winSumAbs = 0;
   // fixed baseline
   fixedHist: Float64Array | null = new Float64Array(HIST_BINS);
   fixedN = 0;
@@ -28,16 +27,14 @@ export class WindowState {
   fixedQ: Float64Array | null = null;
   // drift-aware baseline
   ewmaQ: Float64Array | null = null;
-  digest: RunDigest;
 
-  constructor(readonly opts: WindowOpts, seed: number) {
+  constructor(readonly opts: WindowOpts) {
     const W = opts.window;
     this.ring = new Float64Array(W * HIST_BINS);
     this.ringN = new Float64Array(W);
     this.ringSumAbs = new Float64Array(W);
     this.ringMax = new Float64Array(W);
     this.ringStep = new Float64Array(W);
-    this.digest = new RunDigest(seed);
   }
 
   get fixedReady(): boolean {
@@ -49,13 +46,13 @@ export class WindowState {
     const W = this.opts.window;
     const slot = this.head;
     const o = slot * HIST_BINS;
-    const ring = this.ring, run = this.run;
+    const ring = this.ring, winHist = this.winHist;
     if (this.filled === W) {
-      histAddSub(run, hist, ring, o);
-      this.runN -= this.ringN[slot];
-      this.runSumAbs -= this.ringSumAbs[slot];
+      histAddSub(winHist, hist, ring, o);
+      this.winN -= this.ringN[slot];
+      this.winSumAbs -= this.ringSumAbs[slot];
     } else {
-      histAdd(run, hist);
+      histAdd(winHist, hist);
       this.filled++;
     }
     ring.set(hist, o);
@@ -63,8 +60,8 @@ export class WindowState {
     this.ringSumAbs[slot] = sumAbs;
     this.ringMax[slot] = maxAbs;
     this.ringStep[slot] = step;
-    this.runN += n;
-    this.runSumAbs += sumAbs;
+    this.winN += n;
+    this.winSumAbs += sumAbs;
     this.head = (slot + 1) % W;
     this.steps++;
     if (this.fixedHist) {
@@ -91,14 +88,13 @@ export class WindowState {
 
   /** Quantiles of the current window on CDF_GRID. */
   cdf(): Float64Array {
-    return histQuantiles(this.run, CDF_GRID, this.maxAbs, new Float64Array(CDF_GRID.length));
+    return histQuantiles(this.winHist, CDF_GRID, this.maxAbs, new Float64Array(CDF_GRID.length));
   }
 
-  /** At a tumbling boundary (every W steps): EWMA update and run-level digest feed. Call after push. */
+  /** At a tumbling boundary (every W steps): EWMA update. Call after push. */
   atBoundary(cur: Float64Array): boolean {
     if (this.steps % this.opts.window !== 0) return false;
-    if (this.runN > 0) {
-      this.digest.pushHist(this.run, this.maxAbs);
+    if (this.winN > 0) {
       const a = this.opts.ewmaAlpha;
       if (!this.ewmaQ) this.ewmaQ = Float64Array.from(cur);
       else for (let i = 0; i < cur.length; i++) this.ewmaQ[i] = (1 - a) * this.ewmaQ[i] + a * cur[i];
@@ -111,29 +107,28 @@ export class WindowState {
     const ring: [number[], number[]][] = [];
     for (let s = 0; s < W; s++) ring.push(histToSparse(this.ring.subarray(s * HIST_BINS, (s + 1) * HIST_BINS)));
     return {
-      ring, head: this.head, filled: this.filled, steps: this.steps, runN: this.runN, runSumAbs: this.runSumAbs,
+      ring, head: this.head, filled: this.filled, steps: this.steps, winN: this.winN, winSumAbs: this.winSumAbs,
       ringN: [...this.ringN], ringSumAbs: [...this.ringSumAbs], ringMax: [...this.ringMax], ringStep: [...this.ringStep],
       fixedHist: this.fixedHist ? histToSparse(this.fixedHist) : null,
       fixedN: this.fixedN, fixedSumAbs: this.fixedSumAbs, fixedMax: this.fixedMax,
       fixedQ: this.fixedQ ? [...this.fixedQ] : null, ewmaQ: this.ewmaQ ? [...this.ewmaQ] : null,
-      digest: this.digest.toJSON(),
     };
   }
 
-  static fromJSON(j: any, opts: WindowOpts, seed: number): WindowState {
-    const w = new WindowState(opts, seed);
+  static fromJSON(j: any, opts: WindowOpts): WindowState {
+    const w = new WindowState(opts); // a `digest` in snapshots written before 0.2 is ignored
     if (j.ring.length !== opts.window) throw new Error(`snapshot window ${j.ring.length} != ${opts.window}`);
     j.ring.forEach((sp: [number[], number[]], s: number) => histFromSparse(sp, w.ring.subarray(s * HIST_BINS, (s + 1) * HIST_BINS)));
-    for (let s = 0; s < opts.window; s++) histAdd(w.run, w.ring, s * HIST_BINS);
+    for (let s = 0; s < opts.window; s++) histAdd(w.winHist, w.ring, s * HIST_BINS);
     Object.assign(w, { head: j.head, filled: j.filled, steps: j.steps, fixedN: j.fixedN, fixedSumAbs: j.fixedSumAbs, fixedMax: j.fixedMax });
     w.ringN.set(j.ringN); w.ringSumAbs.set(j.ringSumAbs); w.ringMax.set(j.ringMax); w.ringStep.set(j.ringStep);
-    // running sums as they were (float adds/subtracts), so a restored run continues bit-identically
-    w.runN = j.runN;
-    w.runSumAbs = j.runSumAbs;
+    // window sums as they were (float adds/subtracts), so a restored run continues bit-identically;
+    // runN/runSumAbs: their names in snapshots written before the rename
+    w.winN = j.winN ?? j.runN;
+    w.winSumAbs = j.winSumAbs ?? j.runSumAbs;
     w.fixedHist = j.fixedHist ? histFromSparse(j.fixedHist) : null;
     w.fixedQ = j.fixedQ ? Float64Array.from(j.fixedQ) : null;
     w.ewmaQ = j.ewmaQ ? Float64Array.from(j.ewmaQ) : null;
-    w.digest = RunDigest.fromJSON(j.digest, seed);
     return w;
   }
 }

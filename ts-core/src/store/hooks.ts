@@ -6,8 +6,7 @@
 // write rolls the logs back to the last commit and sets `fault` (the run's next reply is E_STORE; the
 // engine closes the run without saving state, and a new hello reopens it from what is durable).
 import * as fs from 'node:fs';
-import type { PipelineContext } from '../engine/pipeline.ts';
-import type { Directive, StepResult } from '../types.ts';
+import type { Directive, PipelineContext, StepResult } from '../types.ts';
 import { RunStore, type AuditEntry, type RunState } from './index.ts';
 
 export interface StoreHooks {

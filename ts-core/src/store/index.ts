@@ -11,6 +11,7 @@ import { RUN_ID_RE } from '../protocol/validate.ts';
 import { PROTOCOL_VERSION, VERSION } from '../version.ts';
 import type { MetricRecord, StepResult, WindowRecord } from '../types.ts';
 import { JsonlAppender, lastLine, readIfExists, readJsonl, writeFileAtomic, type JsonlRead, type TornLine } from './jsonl.ts';
+import { FILES, LOGS, StoreError, type LogName } from './layout.ts';
 import { recoverRunDir, type Recovered } from './recover.ts';
 import type { AuditEntry, RunMeta, RunState, StepEntry } from './types.ts';
 
@@ -18,30 +19,7 @@ export * from './types.ts';
 export { readJsonl, storeFaults, toJsonLine, type JsonlRead, type TornLine } from './jsonl.ts';
 
 export { RUN_ID_RE }; // one pattern for the wire (E_RUN_ID) and the run directory name
-
-export const FILES = {
-  run: 'run.json',
-  metrics: 'metrics.jsonl',
-  windows: 'windows.jsonl',
-  directives: 'directives.jsonl',
-  steps: 'steps.jsonl',
-  state: 'state.json',
-  lock: 'engine.lock',
-} as const;
-
-/** The append-only JSONL logs of a run directory. */
-export type LogName = 'metrics' | 'windows' | 'directives' | 'steps';
-export const LOGS: readonly LogName[] = ['metrics', 'windows', 'directives', 'steps'];
-
-export class StoreError extends Error {
-  constructor(
-    readonly code: 'E_RUN_ID' | 'E_RUN_LOCKED' | 'E_STATE',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'StoreError';
-  }
-}
+export { FILES, LOGS, StoreError, type LogName } from './layout.ts';
 
 /** Throws E_RUN_ID unless `runId` is safe to use as a single path component. */
 export function checkRunId(runId: unknown): string {

@@ -6,7 +6,7 @@
 //  3. state.json must parse and must not be ahead of L, else the run is refused (E_STATE → wire E_STORE);
 //  4. a step after state.json whose commit was one that saves the state was never answered (the reply comes
 //     after the save): it is removed so its resend is accepted and the windows do not shift.
-import { FILES, LOGS, StoreError, type LogName } from './index.ts';
+import { FILES, LOGS, StoreError, type LogName } from './layout.ts';
 import { readIfExists, repairJsonl, type Repair } from './jsonl.ts';
 import type { RunState } from './types.ts';
 import * as path from 'node:path';

@@ -3,9 +3,9 @@
 import { Router } from 'zeromq';
 import type { Logger } from 'pino';
 import { decodeMessage, encodeHeader, encodeMessage, type Message } from '../protocol/codec.ts';
-import { ProtocolError, type ErrorRef } from '../protocol/errors.ts';
+import { ProtocolError } from '../protocol/errors.ts';
 import { CLIENT_TYPES, type AckHeader, type ByeHeader, type HelloHeader, type Limits, type StepHeader } from '../protocol/messages.ts';
-import { DEFAULT_LIMITS, PROTOCOL_MAJOR, PROTOCOL_MINOR } from '../protocol/validate.ts';
+import { DEFAULT_LIMITS, PROTOCOL_MAJOR, PROTOCOL_MINOR, refOf } from '../protocol/validate.ts';
 import { VERSION } from '../version.ts';
 import type { PipelineFactory } from '../engine/pipeline.ts';
 import { RunRegistry } from '../engine/registry.ts';
@@ -134,7 +134,7 @@ export class EngineServer {
     } catch (e) {
       const pe = e instanceof ProtocolError ? e : new ProtocolError('E_INTERNAL', `engine failure: ${(e as Error)?.message ?? e}`, { cause: e });
       if (pe.code === 'E_INTERNAL') this.log.error({ err: e, ref: pe.ref }, 'internal error handling a message');
-      if (msg && Object.keys(pe.ref).length === 0) pe.ref = refFrom(msg.header as Record<string, unknown>);
+      if (msg && Object.keys(pe.ref).length === 0) pe.ref = refOf(msg.header as Record<string, unknown>);
       if (pe.ref.type === 'hello' || pe.code === 'E_VERSION') pe.fatal = true;
       this.sendError(id, pe);
     }
@@ -243,15 +243,6 @@ export class EngineServer {
 
 /** A connection's name: its ROUTER routing id. */
 const connOf = (id: Buffer): string => id.toString('hex');
-
-function refFrom(h: Record<string, unknown>): ErrorRef {
-  const r: ErrorRef = {};
-  if (typeof h.type === 'string') r.type = h.type;
-  if (typeof h.run_id === 'string') r.run_id = h.run_id;
-  if (typeof h.rank === 'number') r.rank = h.rank;
-  if (typeof h.step === 'number') r.step = h.step;
-  return r;
-}
 
 // Re-exported for tests and clients written in TypeScript.
 export { encodeMessage };

@@ -7,6 +7,11 @@ import type { UiOptions } from './server.ts';
 
 export const DEFAULT_UI_PORT = 7860;
 
+declare const __TAILGUARD_BUNDLED__: boolean | undefined;
+// From source the worker needs tsx's loader (worker-entry.mjs registers it); the bundle (scripts/build-engine.mjs)
+// builds ui/worker.ts into ui-worker.mjs beside the CLI.
+const WORKER = typeof __TAILGUARD_BUNDLED__ !== 'undefined' ? new URL('./ui-worker.mjs', import.meta.url) : new URL('./worker-entry.mjs', import.meta.url);
+
 export interface UiHandle {
   url: string;
   port: number;
@@ -23,7 +28,7 @@ export interface Observability {
 /** The live page in a worker thread: rendering never runs on the engine's event loop. */
 export function startUiWorker(opts: UiOptions, log: Logger): Promise<UiHandle> {
   const { log: _ignored, ...data } = opts;
-  const w = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: data });
+  const w = new Worker(WORKER, { workerData: data });
   w.unref();
   return new Promise((resolve, reject) => {
     w.on('error', reject);

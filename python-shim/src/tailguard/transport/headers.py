@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable, Mapping
 
-from ..protocol import PROTOCOL_VERSION, encode_message, encode_step
+from ..wire import PROTOCOL_VERSION, encode_message, encode_step
 
 
 def _plain(v: Any) -> Any:

@@ -3,7 +3,7 @@
 It does the handshake, sends queued steps and control messages, reads replies, and reconnects: when the
 connection drops (socket monitor, ZMQ heartbeats), when the engine says `E_NO_SESSION`, or when a reply
 is overdue, it opens a fresh socket, says `hello` again and resends the steps still unanswered. A
-retryable refusal (`E_LIMIT`, `E_BUDGET`, or any error marked `retryable`) is retried with backoff.
+retryable refusal (`E_LIMIT`, or any error marked `retryable: true`) is retried with backoff.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import msgpack
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from ..protocol import ProtocolError, decode_message, encode_message
+from ..wire import ProtocolError, decode_message, encode_message
 
 log = logging.getLogger("tailguard.client")
 
-# Codes that say "not now" rather than "never": the hello or step is sent again after a backoff.
-RETRYABLE = frozenset({"E_LIMIT", "E_BUDGET", "E_BUSY"})
+# Codes that say "not now" rather than "never": the hello (or step) is sent again after a backoff. Not
+# E_BUDGET: a step resent after a later one completed would be an E_DUPLICATE, so it counts as dropped.
+RETRYABLE = frozenset({"E_LIMIT"})
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.25, 10.0
 MAX_STEP_REFUSALS = 5
 
@@ -106,6 +107,7 @@ class IoThread:
     # ---- socket ------------------------------------------------------------------------------------
     def _open_socket(self) -> None:
         c, io = self.c, self.io
+        assert self.ctx is not None  # made in run()
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, c.linger_ms)
         s.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -287,6 +289,16 @@ class IoThread:
                 else:  # rejected (E_CHUNK, E_STORE, ...): sending the same bytes again would not help
                     c._ledger.reject(step, f"step {step} rejected by the engine ({code}: {h.get('message')})")
                 c._cv.notify_all()
+        if code == "E_SESSION":  # another client took this (run_id, rank) over: taking it back would ping-pong
+            with c._cv:
+                c._hello_error = h
+                c._ledger.drop_all(f"dropped: this session was taken over by another client ({h.get('message')})")
+                c.welcome = None
+                c._cv.notify_all()
+            log.error("tailguard: another client took over run %s rank %d (E_SESSION); this one stops sending",
+                      c.run_id, c.rank)
+            self._close_socket()
+            return
         if code == "E_NO_SESSION" or h.get("fatal") is True:
             # The engine restarted or dropped the session: a fresh hello, then the unanswered steps again.
             self._reset(f"{code} from the engine")
