@@ -96,6 +96,10 @@ def test_engine_sigkill_restart_keeps_every_acknowledged_step(start_engine):
     # Exact accounting: every step is in the store or counted as dropped by the client, never both.
     assert st["reconnects"] >= 1
     assert len(stored) + st["dropped"] == 60, (sorted(stored), st)
+    # The client's own ledger agrees: each step recorded or dropped once (none left unconfirmed after the bye),
+    # a step resent after the restart answered once, and nothing both sent and dropped.
+    assert st["recorded"] == len(stored) and st["unconfirmed"] == 0 and st["queued"] == 0, st
+    assert st["acked"] == st["recorded"] and st["sent"] == st["recorded"], st
     assert all(stored[s]["tokens"] == tokens_sent[s] for s in stored)
     assert engine.alive
 

@@ -76,6 +76,7 @@ def test_wheel_is_a_platform_wheel_carrying_the_engine(wheel: Path):
         assert "manylinux_" in wheel.name
     names = zipfile.ZipFile(wheel).namelist()
     assert "tailguard/_engine/cli.mjs" in names and "tailguard/_engine/policy/default.yaml" in names
+    assert "tailguard/_engine/ui-worker.mjs" in names
     assert "tailguard/_engine/kernel.wasm" in names  # beside the chunks, or the engine silently runs the JS kernel
     assert sum(n.endswith("addon.node") for n in names) == 1  # one prebuilt: the platform's
     assert "tailguard/py.typed" in names and any(n.endswith("licenses/LICENSE") for n in names)
@@ -124,7 +125,9 @@ def test_wheel_trains_offline_outside_the_checkout(work: Path, venv: Path):
     run.mkdir()
     shutil.copy(TINY, run / "tiny.py")
     (run / "train.py").write_text(TRAIN)
-    r = _run([venv / "bin" / "python", "train.py"], cwd=run, timeout=400, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    # --ui: the live page runs in a worker thread, a separate bundled entry (ui-worker.mjs) of the engine.
+    r = _run([venv / "bin" / "python", "train.py"], cwd=run, timeout=400, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+             TAILGUARD_ENGINE_ARGS="--ui 0")
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["stats"]["sent"] == 3 and out["stats"]["dropped"] == 0, out["stats"]
     logs = out["logs"]
@@ -134,6 +137,7 @@ def test_wheel_trains_offline_outside_the_checkout(work: Path, venv: Path):
         assert entry.get("tailguard/metrics_step") == i, entry
         assert "tailguard/policy_vs_ref/post_tool/abs_q99" in entry or "tailguard/policy_vs_ref/all/abs_q99" in entry
         assert len(keys) <= 24, keys
+    assert "dashboard listening" in (run / "runs" / "engine.log").read_text()
     store = run / "runs" / "pip-run"
     assert (store / "metrics.jsonl").stat().st_size > 0
     html = run / "report.html"

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import type { StepData } from '../src/types.ts';
 import { encodeMessage } from '../src/protocol/codec.ts';
-import { mulberry32 } from '../src/stats/digest.ts';
+import { mulberry32 } from '../src/util/prng.ts';
 
 export function ingestStep(T: number, seed = 1): StepData {
   const rng = mulberry32(seed);

@@ -19,7 +19,7 @@ function run(ack: { changes: { knob: string; old: number; new: number }[]; appli
   }
   // ESS collapses from 21 (tighten at 23); a second detector (exceedance) raises two steps later.
   const failing = (n: number) =>
-    n < 23 ? bad(n, { knobs }) : step(n, { all: { ess: 0.1 }, post: { ess: 0.1, exceed_2: 0.2 }, extra: { knobs } });
+    n < 23 ? bad(n, { knobs }) : step(n, { pair: 'old_vs_rollout', all: { ess: 0.1 }, post: { ess: 0.1, exceed_2: 0.2 }, extra: { knobs } });
   for (const r of range(21, 40, failing)) {
     const d = c.onStepResult(r).directive;
     if (!d || d.action === 'warn') continue;

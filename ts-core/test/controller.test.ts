@@ -70,33 +70,43 @@ describe('Controller ladder', () => {
 
   it('a refused knob is not sent again; a fully refused tighten does not spend the budget and the ladder moves on', () => {
     const c = ctl();
+    feed(c, range(1, 10, step)); // the run's own reference: a level needs a change against it to escalate
     const zeroBeta = (n: number) => bad(n, { knobs: { beta: 0, epsilon_low: 0.2, epsilon_high: 0.28 } });
-    const [t1] = feed(c, range(1, 3, zeroBeta));
+    const [t1] = feed(c, range(11, 13, zeroBeta));
     expect(t1).toMatchObject({ action: 'tighten', params: { beta: 0.04, epsilon_low: 0.15, epsilon_high: 0.21 } });
     c.onAck({
-      directive_id: t1.id, rank: 0, step: 4, applied: true,
+      directive_id: t1.id, rank: 0, step: 14, applied: true,
       changes: [{ knob: 'epsilon_low', old: 0.2, new: 0.15 }, { knob: 'epsilon_high', old: 0.28, new: 0.21 }],
       refused: 'E_NO_REF_MODEL: cannot raise beta from 0: the trainer built no reference model',
     });
-    const [t2] = feed(c, range(4, 8, (n) => bad(n, { knobs: { beta: 0, epsilon_low: 0.15, epsilon_high: 0.21 } })));
+    const [t2] = feed(c, range(14, 18, (n) => bad(n, { knobs: { beta: 0, epsilon_low: 0.15, epsilon_high: 0.21 } })));
     expect(t2.action).toBe('tighten');
     expect(t2.params).toEqual({ epsilon_low: 0.1125, epsilon_high: 0.1575 });
     expect(t2.evidence).toMatchObject({ skipped: { beta: 'refused by the trainer earlier' } });
     // all refused: the budget is refunded and the ladder moves on at once
-    c.onAck({ directive_id: t2.id, rank: 0, step: 9, applied: false, changes: [], refused: 'E_KNOB_ABSENT' });
-    const rest = feed(c, range(9, 13, (n) => bad(n, { knobs: { beta: 0, epsilon_low: 0.15, epsilon_high: 0.21 } })));
+    c.onAck({ directive_id: t2.id, rank: 0, step: 19, applied: false, changes: [], refused: 'E_KNOB_ABSENT' });
+    const rest = feed(c, range(19, 23, (n) => bad(n, { knobs: { beta: 0, epsilon_low: 0.15, epsilon_high: 0.21 } })));
     expect(c.snapshot().state.tightens).toBe(1);
     expect(c.snapshot().state.refusedKnobs).toEqual(['beta', 'epsilon_low', 'epsilon_high']);
     // nothing left to tighten and no certified checkpoint: the next finding goes to stop
     expect(rest).toHaveLength(1);
-    expect(rest[0]).toMatchObject({ action: 'stop', step: 13, params: { cause: 'no certified checkpoint to roll back to' } });
+    expect(rest[0]).toMatchObject({ action: 'stop', step: 23, params: { cause: 'no certified checkpoint to roll back to' } });
   });
 
   it('tighten with nothing left to tighten escalates; no certified checkpoint means stop', () => {
     const c = ctl();
-    const ds = feed(c, range(1, 3, (n) => bad(n, { knobs: {} })));
+    feed(c, range(1, 10, (n) => step(n, { knobs: {} } as any)));
+    const ds = feed(c, range(11, 13, (n) => bad(n, { knobs: {} })));
     expect(ds).toHaveLength(1);
     expect(ds[0]).toMatchObject({ action: 'stop', params: { resume_from_checkpoint: null, cause: 'no certified checkpoint to roll back to' } });
+  });
+
+  it('a level alone never escalates: a fresh run that is heavy-tailed from step 1 gets warns, never tighten/rollback/stop', () => {
+    const c = ctl();
+    const ds = feed(c, range(1, 40, (n) => bad(n, { knobs: {} })));
+    expect(ds.length).toBeGreaterThan(0);
+    expect(ds.every((d) => d.action === 'warn')).toBe(true);
+    expect(ds[0]).toMatchObject({ step: 3, params: { severity: 'warn' } });
   });
 
   it('a refused rollback (e.g. ZeRO-3) leads to stop with a resume-from-checkpoint hint', () => {
@@ -153,13 +163,24 @@ describe('Controller ladder', () => {
 
   it('observe mode: findings and spaced warns only', () => {
     const c = ctl({ mode: 'observe' });
-    const ds = feed(c, range(1, 25, (n) => bad(n)));
-    expect(ds.map((d) => [d.action, d.step])).toEqual([['warn', 3], ['warn', 13], ['warn', 23]]);
+    const ds = feed(c, [...range(1, 10, step), ...range(11, 35, (n) => bad(n))]);
+    expect(ds.map((d) => [d.action, d.step])).toEqual([['warn', 13], ['warn', 23], ['warn', 33]]);
     expect(ds[0].params).toEqual({ severity: 'high', detectors: ['ess_collapse'] });
   });
 
-  it('α climbing fast gives a curriculum ceiling, lowered but never raised', () => {
+  it('α climbing with stationary slices is info by default: no directive at all', () => {
     const c = ctl();
+    const out = range(1, 60, (n) => step(n, { all: { alpha: 0.2 + 0.01 * n } })).map((r) => c.onStepResult(r));
+    expect(out.map((d) => d.directive).filter(Boolean)).toEqual([]);
+    const ramp = out.flatMap((d) => d.findings).filter((f) => f.detector === 'alpha_ramp');
+    expect(ramp.length).toBeGreaterThan(0);
+    expect(ramp.every((f) => f.severity === 'info')).toBe(true);
+  });
+
+  const rampWarn: PolicyOverride = { detectors: { alpha_ramp: { rate: { warn: 0.004 } } } } as PolicyOverride;
+
+  it('α climbing fast, with alpha_ramp set to warn, gives a curriculum ceiling, lowered but never raised', () => {
+    const c = ctl(rampWarn);
     const ds = feed(c, range(1, 40, (n) => step(n, { all: { alpha: 0.2 + 0.01 * n } })));
     const cur = ds.filter((d) => d.action === 'curriculum');
     expect(cur.length).toBeGreaterThan(0);
@@ -169,6 +190,18 @@ describe('Controller ladder', () => {
     c.onAck({ directive_id: cur[0].id, rank: 0, step: cur[0].apply_at_step, applied: true, changes: [{ knob: 'alpha_ceiling', old: null, new: a }], refused: null });
     const more = feed(c, range(41, 80, (n) => step(n, { all: { alpha: 0.2 + 0.01 * n } }))).filter((d) => d.action === 'curriculum');
     expect(more).toEqual([]); // the ceiling in force is not raised
+  });
+
+  it('an α ramp never takes the place of a higher-severity directive', () => {
+    const c = ctl(rampWarn);
+    const ramp = (n: number) => ({ alpha: 0.2 + 0.01 * n });
+    // ESS collapses while α climbs: the first control directive is the tighten, and no ceiling
+    // is set while the collapse is latched.
+    const withRamp = feed(c, [...range(1, 20, (n) => step(n, { all: ramp(n) })), ...range(21, 40, (n) => step(n, { pair: 'old_vs_rollout', all: { ...ramp(n), ess: 0.1 }, post: { ess: 0.1 } }))]);
+    expect(withRamp.some((d) => d.action === 'curriculum' && d.step <= 20)).toBe(true); // the ramp alone did act
+    // A ceiling at 22 (the collapse is not latched yet) does not hold back the tighten at 23.
+    expect(withRamp.find((d) => d.action === 'tighten')).toMatchObject({ step: 23 });
+    expect(withRamp.filter((d) => d.action === 'curriculum' && d.step >= 23)).toEqual([]);
   });
 
   it('checkpoint certification: rejected when its covering window is unhealthy, invalidated after a rollback', () => {

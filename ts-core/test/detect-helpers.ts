@@ -22,7 +22,10 @@ export interface StepOver {
 
 export function step(n: number, o: StepOver = {}): StepResult {
   const pair = o.pair ?? 'policy_vs_ref';
+  // The other watched pair rides along healthy, so every pair has its own reference from step 1.
+  const other: PairName = pair === 'old_vs_rollout' ? 'policy_vs_ref' : 'old_vs_rollout';
   const records = [rec(n, pair, 'all', o.all), rec(n, pair, 'pre_tool', o.pre), rec(n, pair, 'post_tool', o.post)];
+  records.push(rec(n, other, 'all'), rec(n, other, 'pre_tool'), rec(n, other, 'post_tool'));
   const windows: WindowRecord[] = o.postWindow
     ? [{ step: n, first_step: n - 19, pair, slice: 'post_tool', n: 20000, alpha: 0.3, abs_q50: 0.05, abs_q90: 0.12, abs_q95: 0.15, abs_q99: 0.25, abs_q999: 0.4, cdf: { p: [], q: [] }, ...o.postWindow }]
     : [];
@@ -33,5 +36,6 @@ export function step(n: number, o: StepOver = {}): StepResult {
   };
 }
 
-/** A collapsed-ESS step (ess_collapse high on all/post_tool). */
-export const bad = (n: number, extra?: Partial<StepResult>) => step(n, { all: { ess: 0.1 }, post: { ess: 0.1 }, extra });
+/** A collapsed-ESS step (ess_collapse on old_vs_rollout all/post_tool: high once the run has its own
+ *  healthy reference, warn on a fresh run — a level alone does not escalate). */
+export const bad = (n: number, extra?: Partial<StepResult>) => step(n, { pair: 'old_vs_rollout', all: { ess: 0.1 }, post: { ess: 0.1 }, extra });

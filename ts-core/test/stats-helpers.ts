@@ -1,6 +1,6 @@
 // Synthetic steps and an exact (sort + float64) reference for the stats tests and the benchmark.
 import type { PairName, StepData } from '../src/types.ts';
-import { mulberry32 } from '../src/stats/digest.ts';
+import { mulberry32 } from '../src/util/prng.ts';
 
 export function normal(rng: () => number): () => number {
   return () => {

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { RunStats } from '../src/stats/index.ts';
 import { TopK } from '../src/stats/topk.ts';
-import { mulberry32 } from '../src/stats/digest.ts';
+import { mulberry32 } from '../src/util/prng.ts';
 import type { PairName, StepData, TopToken } from '../src/types.ts';
 import { refLabels, splitRanks, studentT3, synthStep } from './stats-helpers.ts';
 

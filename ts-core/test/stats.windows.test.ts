@@ -1,4 +1,4 @@
-// Windows, CDF snapshots, baselines, shape change, attribution, digests, snapshot/restore.
+// Windows, CDF snapshots, baselines, shape change, attribution, snapshot/restore.
 import { describe, expect, it } from 'vitest';
 import { CDF_GRID, RunStats, attribution, shapeChange } from '../src/stats/index.ts';
 import type { StepResult } from '../src/types.ts';
@@ -93,19 +93,7 @@ describe('rolling windows', () => {
   });
 });
 
-describe('digests and snapshots', () => {
-  it('run-level t-digest is deterministic and close to the window quantiles', () => {
-    const mk = () => {
-      const rs = new RunStats({ worldSize: 1, window: W });
-      runSteps(rs, 1, 8, () => 0.05);
-      return rs;
-    };
-    const a = mk(), b = mk();
-    const qa = a.runQuantile('policy_vs_ref', 'all', 0.99), qb = b.runQuantile('policy_vs_ref', 'all', 0.99);
-    expect(qa).toBe(qb);
-    expect(qa).toBeGreaterThan(0);
-  });
-
+describe('snapshots', () => {
   it('snapshot → JSON → restore continues identically', () => {
     const a = new RunStats({ worldSize: 1, window: W, fixedBaselineWindows: K });
     runSteps(a, 1, 10, () => 0.05);
@@ -115,7 +103,6 @@ describe('digests and snapshots', () => {
     const ra = runSteps(a, 11, 14, (s) => 0.05 + s / 100);
     const rb = runSteps(b, 11, 14, (s) => 0.05 + s / 100);
     expect(JSON.stringify(rb.map((r) => r.windows))).toBe(JSON.stringify(ra.map((r) => r.windows)));
-    expect(b.runQuantile('policy_vs_ref', 'all', 0.9)).toBe(a.runQuantile('policy_vs_ref', 'all', 0.9));
     // late data for a step before the snapshot is counted, not merged
     b.addRankStep(synthStep({ tokens: 100, seed: 1, step: 3, alpha: 0.3 }));
     expect(b.late.count).toBe(1);

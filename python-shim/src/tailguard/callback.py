@@ -427,7 +427,7 @@ def _one_prefix(message: str) -> str:
 
 
 def _make_directives(trainer: Any, options: Options):
-    from .directives import DirectiveApplier
+    from .control import DirectiveApplier
 
     acc = trainer.accelerator
     return DirectiveApplier(

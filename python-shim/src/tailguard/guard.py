@@ -42,11 +42,12 @@ class TailguardStopped(RuntimeError):
 def check_not_attached(cb: Any, trainer: Any) -> None:
     """A trainer gets one TailguardCallback: a second would start a second engine session for the same
     run and record nothing (`E_RUN_LOCKED` in the engine's log only)."""
+    from .callback import TailguardCallback  # noqa: PLC0415 - callback.py imports this module
     from .capture import CaptureError
 
     handler = getattr(trainer, "callback_handler", None)
     for other in getattr(handler, "callbacks", ()):
-        if other is not cb and type(other).__name__ == "TailguardCallback":
+        if other is not cb and isinstance(other, TailguardCallback):
             how = "attach()" if getattr(other, "trainer", None) is trainer else "callbacks=[...]"
             raise CaptureError("E_ATTACHED", f"this trainer already has a TailguardCallback (added by {how}); "
                                              "use that one, or `cb.detach()` / `trainer.remove_callback(cb)` first")

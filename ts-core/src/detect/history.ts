@@ -2,8 +2,9 @@
 // shape per pair×slice. Bounded, JSON-serialisable, and reset when steps go back (rollback).
 import type { MetricRecord, StepResult, WindowRecord } from '../types.ts';
 import type { Point } from './series.ts';
+import { newCusum, resetEvidence, type CusumState } from './cusum.ts';
 
-export const TRACKED = ['n', 'alpha', 'abs_mean', 'abs_q50', 'abs_q95', 'abs_q99', 'ess', 'ess_seq', 'kl_k3', 'exceed_2'] as const;
+export const TRACKED = ['n', 'alpha', 'abs_mean', 'abs_q50', 'abs_q95', 'abs_q99', 'ess', 'ess_seq', 'kl_k3', 'exceed_1_5', 'exceed_2', 'exceed_3'] as const;
 export type Tracked = (typeof TRACKED)[number] | 'win_abs_q95' | 'win_abs_q99';
 
 const MAX_POINTS = 256;
@@ -18,6 +19,8 @@ export interface HistoryState {
   series: Record<string, Point[]>;
   early: Record<string, number[]>;
   windows: Record<string, WindowView>;
+  /** Sequential evidence per detector key (cusum.ts); absent in snapshots from older versions. */
+  cusum?: Record<string, CusumState>;
 }
 
 export class History {
@@ -67,8 +70,9 @@ export class History {
     }
   }
 
-  /** Clears trends and windows; keeps the early (fixed) baselines. */
+  /** Clears trends, windows and accumulated evidence; keeps the early (fixed) baselines and anchors. */
   reset(): void {
+    for (const c of Object.values(this.s.cusum ?? {})) resetEvidence(c);
     this.s.series = {};
     this.s.windows = {};
     this.s.lastStep = null;
@@ -88,6 +92,11 @@ export class History {
 
   window(pair: string, slice: string): WindowView | undefined {
     return this.s.windows[History.key(pair, slice)];
+  }
+
+  /** The CUSUM state of `key` (created empty). */
+  cusum(key: string): CusumState {
+    return ((this.s.cusum ??= {})[key] ??= newCusum());
   }
 
   snapshot(): HistoryState {

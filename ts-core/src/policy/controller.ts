@@ -41,6 +41,8 @@ interface ControllerState {
   lastStep: number | null;
   lastControlStep: number | null;
   lastWarnStep: number | null;
+  /** Curriculum directives are spaced among themselves: they never hold back an escalation. */
+  lastCurriculumStep?: number | null;
   tightens: number;
   rollbacks: number;
   stopped: boolean;
@@ -134,6 +136,7 @@ export class Controller {
       this.detectors.reset();
       this.s.lastControlStep = null;
       this.s.lastWarnStep = null;
+      this.s.lastCurriculumStep = null;
       this.s.lastStep = step;
       // Applied at ack.step's end: steps up to it not yet finalised hold pre-rollback data.
       this.s.stale = typeof ack.step === 'number' && ack.step > seen ? { from: seen + 1, through: ack.step } : null;
@@ -192,7 +195,8 @@ export class Controller {
     if (this.s.stopped) return null;
     const p = this.policy;
     const raised = findings.filter((f) => f.severity !== 'info');
-    if (!raised.length) return null;
+    const ramp = this.rampFinding(findings);
+    if (!raised.length && !ramp) return null;
     const warnOk = this.s.lastWarnStep === null || r.step - this.s.lastWarnStep >= p.warn_cooldown_steps;
     const warn = () => {
       if (!warnOk) return null;
@@ -214,12 +218,21 @@ export class Controller {
       const d = this.escalate(r, nowStep, escalating, critical);
       if (d) return d;
     }
-    const ramp = raised.find((f) => f.detector === 'alpha_ramp');
-    if (ramp && spaced && !pendingLive && p.curriculum.enabled && !this.s.curriculumRefused) {
+    // α rising is learning unless something else is wrong: a ceiling only while no other detector
+    // is latched at warn or above, so it never takes the place of a higher-severity directive.
+    const others = this.detectors.active(2).some((a) => a.detector !== 'alpha_ramp');
+    const curriculumSpaced = this.s.lastCurriculumStep == null || r.step - this.s.lastCurriculumStep >= p.min_steps_between_directives;
+    if (ramp && !others && curriculumSpaced && !pendingLive && p.curriculum.enabled && !this.s.curriculumRefused) {
       const d = this.curriculum(r, nowStep, ramp);
       if (d) return d;
     }
-    return warn();
+    return raised.length ? warn() : null;
+  }
+
+  /** An alpha_ramp raise or repeat at curriculum.min_severity or above (info by default: none). */
+  private rampFinding(findings: Finding[]): Finding | undefined {
+    const min = levelOf(this.policy.curriculum.min_severity ?? 'warn');
+    return findings.find((f) => f.detector === 'alpha_ramp' && levelOf(f.severity) >= min && (f.evidence as any)?.event !== 'clear');
   }
 
   private escalate(r: StepResult, nowStep: number, why: Finding[], critical: boolean): Directive | null {
@@ -264,7 +277,8 @@ export class Controller {
     let ceiling = Math.max(c.min_alpha_max, Math.round((alpha + c.margin) * 1000) / 1000);
     if (this.s.alphaMax !== null) ceiling = Math.min(ceiling, this.s.alphaMax);
     if (ceiling === this.s.alphaMax) return null; // already in force
-    return this.control(r, nowStep, 'curriculum', { alpha_ceiling: ceiling }, `${f.detector}: ${f.message}`, [f]);
+    this.s.lastCurriculumStep = r.step;
+    return this.issue(r, nowStep, 'curriculum', { alpha_ceiling: ceiling }, `${f.detector}: ${f.message}`, [f]);
   }
 
   private control(r: StepResult, nowStep: number, action: Directive['action'], params: Record<string, unknown>, reason: string, why: Finding[], extra: Record<string, unknown> = {}): Directive {

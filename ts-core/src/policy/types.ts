@@ -17,7 +17,7 @@ export interface Policy {
   };
   rollback: { max_rollbacks: number; skip_data: boolean; when_unavailable: 'stop' | 'warn' };
   checkpoints: { certify_after: number; window: number; keep: number };
-  curriculum: { enabled: boolean; margin: number; min_alpha_max: number };
+  curriculum: { enabled: boolean; min_severity: 'info' | 'warn' | 'high' | 'critical'; margin: number; min_alpha_max: number };
   stop: { enabled: boolean };
   detectors: DetectorsOptions;
 }

@@ -1,10 +1,16 @@
 // The wire's one definition, loaded: proto/v1/<type>.schema.json for the header fields and
 // proto/v1/step-buffers.json for the step buffer table. validate.ts compiles these with ajv and walks
 // them for coded errors; the Python shim's wire/tables.py is generated from the same files.
-import { createRequire } from 'node:module';
+// Static JSON imports, so that esbuild bundles the files into the packaged engine (scripts/build-engine.mjs).
+import ack from '../../../proto/v1/ack.schema.json' with { type: 'json' };
+import bye from '../../../proto/v1/bye.schema.json' with { type: 'json' };
+import directive from '../../../proto/v1/directive.schema.json' with { type: 'json' };
+import error from '../../../proto/v1/error.schema.json' with { type: 'json' };
+import hello from '../../../proto/v1/hello.schema.json' with { type: 'json' };
+import step from '../../../proto/v1/step.schema.json' with { type: 'json' };
+import stepBuffers from '../../../proto/v1/step-buffers.json' with { type: 'json' };
+import welcome from '../../../proto/v1/welcome.schema.json' with { type: 'json' };
 import type { Dtype, Limits, MessageType } from './messages.ts';
-
-const require = createRequire(import.meta.url);
 
 /** The JSON Schema subset proto/v1 uses (draft-07). */
 export interface Schema {
@@ -33,16 +39,14 @@ export interface Schema {
 
 export const SCHEMA_TYPES = ['hello', 'welcome', 'step', 'directive', 'ack', 'error', 'bye'] as const satisfies readonly MessageType[];
 
-export const SCHEMAS: Readonly<Record<MessageType, Schema>> = Object.freeze(
-  Object.fromEntries(SCHEMA_TYPES.map((t) => [t, require(`../../../proto/v1/${t}.schema.json`) as Schema])) as Record<MessageType, Schema>,
-);
+export const SCHEMAS: Readonly<Record<MessageType, Schema>> = Object.freeze({ hello, welcome, step, directive, ack, error, bye } as Record<MessageType, Schema>);
 
 interface StepBufferTable {
   dtype_bytes: Record<Dtype, number>;
   buffers: Record<string, { dtype: Dtype; per: 'token' | 'seq' | 'offsets' }>;
   required: string[];
 }
-const table = require('../../../proto/v1/step-buffers.json') as StepBufferTable;
+const table = stepBuffers as StepBufferTable;
 
 // Null-prototype tables: they are indexed by client strings (`constructor`, `__proto__` are not dtypes or buffer names).
 const bare = <T extends object>(o: T): T => Object.freeze(Object.assign(Object.create(null), o));

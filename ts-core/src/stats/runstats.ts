@@ -31,13 +31,11 @@ export interface RunStatsOptions {
   exactMaxValues?: number;
   /** Run id echoed in StepResult. */
   runId?: string;
-  /** PRNG seed for the t-digests' compression (default 1). */
-  seed?: number;
   /** Forensics: top-k tokens by |ℓ| per pair × slice × step (stats/topk.ts; default 8, 0 = off). */
   topK?: number;
 }
 
-const DEFAULTS = { window: 20, stepTimeoutMs: 30_000, fixedBaselineWindows: 3, ewmaAlpha: 0.3, exactMaxValues: 1 << 26, runId: '', seed: 1, topK: TOPK_DEFAULT };
+const DEFAULTS = { window: 20, stepTimeoutMs: 30_000, fixedBaselineWindows: 3, ewmaAlpha: 0.3, exactMaxValues: 1 << 26, runId: '', topK: TOPK_DEFAULT };
 const Q_PS = [0.5, 0.9, 0.95, 0.99, 0.999];
 /**
  * Band around last step's quantiles that the kernel collects, in ranks: ±(6σ of the sample rank +
@@ -71,12 +69,6 @@ function normalize(o: RunStatsOptions): Required<RunStatsOptions> {
   if (!(r.stepTimeoutMs >= 0)) throw new TypeError(`RunStats option stepTimeoutMs must be >= 0, got ${r.stepTimeoutMs}`);
   if (!(r.ewmaAlpha > 0 && r.ewmaAlpha <= 1)) throw new TypeError(`RunStats option ewmaAlpha must be in (0, 1], got ${r.ewmaAlpha}`);
   return r;
-}
-
-function seedOf(key: string, seed: number): number {
-  let h = 0x811c9dc5 ^ seed;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
-  return h >>> 0;
 }
 
 export class RunStats {
@@ -376,7 +368,7 @@ export class RunStats {
 
   private window(key: string): WindowState {
     let w = this.windows.get(key);
-    if (!w) this.windows.set(key, (w = new WindowState(this.opts, seedOf(key, this.opts.seed))));
+    if (!w) this.windows.set(key, (w = new WindowState(this.opts)));
     return w;
   }
 
@@ -424,12 +416,7 @@ export class RunStats {
     }
   }
 
-  /** Run-level quantile of |ℓ| from the t-digest (data up to the last tumbling-window boundary). */
-  runQuantile(pair: PairName, slice: SliceName, p: number): number {
-    return this.windows.get(`${pair}/${slice}`)?.digest.quantile(p) ?? NaN;
-  }
-
-  /** JSON-serialisable state (windows, baselines, digests). Pending, not yet final steps are not included. */
+  /** JSON-serialisable state (windows, baselines). Pending, not yet final steps are not included. */
   snapshot(): unknown {
     const windows: Record<string, unknown> = {};
     for (const [k, w] of this.windows) windows[k] = w.toJSON();
@@ -445,7 +432,7 @@ export class RunStats {
     const rs = new RunStats({ ...opts, window: s.window, fixedBaselineWindows: s.fixedBaselineWindows, ewmaAlpha: s.ewmaAlpha });
     rs.lastFinal = s.lastFinal;
     rs.late = { count: s.late?.count ?? 0, steps: [...(s.late?.steps ?? [])] };
-    for (const [k, w] of Object.entries(s.windows ?? {})) rs.windows.set(k, WindowState.fromJSON(w, rs.opts, seedOf(k, rs.opts.seed)));
+    for (const [k, w] of Object.entries(s.windows ?? {})) rs.windows.set(k, WindowState.fromJSON(w, rs.opts));
     return rs;
   }
 }

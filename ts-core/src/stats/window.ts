@@ -1,10 +1,8 @@
 // Rolling window per pair × slice: a ring of W per-step histograms plus their sum over the window
 // (`winHist`, `winN`, `winSumAbs`: added on push, subtracted on eviction), the fixed baseline (the first K tumbling windows, i.e. the first K·W steps), the
-// drift-aware baseline (EWMA of window CDFs, updated at each tumbling-window boundary) and the
-// run-level t-digest (fed the tumbling window's histogram at each boundary).
+// drift-aware baseline (EWMA of window CDFs, updated at each tumbling-window boundary).
 import { HIST_BINS, histAdd, histAddSub, histFromSparse, histQuantiles, histToSparse } from './hist.ts';
 import { CDF_GRID } from './shape.ts';
-import { RunDigest } from './digest.ts';
 
 export interface WindowOpts { window: number; fixedBaselineWindows: number; ewmaAlpha: number }
 
@@ -29,16 +27,14 @@ export class WindowState {
   fixedQ: Float64Array | null = null;
   // drift-aware baseline
   ewmaQ: Float64Array | null = null;
-  digest: RunDigest;
 
-  constructor(readonly opts: WindowOpts, seed: number) {
+  constructor(readonly opts: WindowOpts) {
     const W = opts.window;
     this.ring = new Float64Array(W * HIST_BINS);
     this.ringN = new Float64Array(W);
     this.ringSumAbs = new Float64Array(W);
     this.ringMax = new Float64Array(W);
     this.ringStep = new Float64Array(W);
-    this.digest = new RunDigest(seed);
   }
 
   get fixedReady(): boolean {
@@ -95,11 +91,10 @@ export class WindowState {
     return histQuantiles(this.winHist, CDF_GRID, this.maxAbs, new Float64Array(CDF_GRID.length));
   }
 
-  /** At a tumbling boundary (every W steps): EWMA update and run-level digest feed. Call after push. */
+  /** At a tumbling boundary (every W steps): EWMA update. Call after push. */
   atBoundary(cur: Float64Array): boolean {
     if (this.steps % this.opts.window !== 0) return false;
     if (this.winN > 0) {
-      this.digest.pushHist(this.winHist, this.maxAbs);
       const a = this.opts.ewmaAlpha;
       if (!this.ewmaQ) this.ewmaQ = Float64Array.from(cur);
       else for (let i = 0; i < cur.length; i++) this.ewmaQ[i] = (1 - a) * this.ewmaQ[i] + a * cur[i];
@@ -117,12 +112,11 @@ export class WindowState {
       fixedHist: this.fixedHist ? histToSparse(this.fixedHist) : null,
       fixedN: this.fixedN, fixedSumAbs: this.fixedSumAbs, fixedMax: this.fixedMax,
       fixedQ: this.fixedQ ? [...this.fixedQ] : null, ewmaQ: this.ewmaQ ? [...this.ewmaQ] : null,
-      digest: this.digest.toJSON(),
     };
   }
 
-  static fromJSON(j: any, opts: WindowOpts, seed: number): WindowState {
-    const w = new WindowState(opts, seed);
+  static fromJSON(j: any, opts: WindowOpts): WindowState {
+    const w = new WindowState(opts); // a `digest` in snapshots written before 0.2 is ignored
     if (j.ring.length !== opts.window) throw new Error(`snapshot window ${j.ring.length} != ${opts.window}`);
     j.ring.forEach((sp: [number[], number[]], s: number) => histFromSparse(sp, w.ring.subarray(s * HIST_BINS, (s + 1) * HIST_BINS)));
     for (let s = 0; s < opts.window; s++) histAdd(w.winHist, w.ring, s * HIST_BINS);
@@ -135,7 +129,6 @@ export class WindowState {
     w.fixedHist = j.fixedHist ? histFromSparse(j.fixedHist) : null;
     w.fixedQ = j.fixedQ ? Float64Array.from(j.fixedQ) : null;
     w.ewmaQ = j.ewmaQ ? Float64Array.from(j.ewmaQ) : null;
-    w.digest = RunDigest.fromJSON(j.digest, seed);
     return w;
   }
 }

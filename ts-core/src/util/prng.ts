@@ -1,4 +1,4 @@
-// Seeded randomness shared by the t-digest shuffle, the synthetic streams and the benches.
+// Seeded randomness shared by the synthetic streams, tests and benches.
 // Changing any of these changes replay bytes, report fixtures and detection-bench seeds.
 
 /** mulberry32: small seeded PRNG, uniform in [0, 1). */
