@@ -163,7 +163,7 @@ export function report(ev: Evaluation, grid: Grid, meta: { seconds: number; comm
     vals.forEach((v, i) => lines[i].points.push({ x: rate, y: med(v) }));
   }
   const svgs = {
-    'detection-delay.svg': delayPlot('Post-tool 10× component growth: delay to alarm (α 0.3, 5k tokens/rank-step)', 'growth of the heavy component weight (pp/step, log scale)', lines, 400),
+    'detection-delay.svg': delayPlot('Post-tool 10× component growth: delay to alarm (α 0.3, 5k tokens/rank-step)', 'growth of the heavy component weight (pp/step, log scale)', lines, 300),
     'detection-false-alarms.svg': barPlot('Alarms per 1000 steps on nuisance streams (calibrated baselines: 0 by construction)', NUISANCE, Object.entries(bars).map(([name, values]) => ({ name, values }))),
   };
   return { markdown: out.join('\n'), svgs };

@@ -3,7 +3,7 @@
 // aggregate baselines calibrated to raise no more alarms than tailguard on the nuisance streams, and
 // an oracle CUSUM that knows the changed slice's laws. Seeded and reproducible; writes the generated
 // section of docs/detection.md and two SVG plots.
-// Run: npm run bench:detect [-- --seeds N --nuisance-steps N --policy FILE --no-write]
+// Run: npm run bench:detect [-- --seeds N --nuisance-steps N --policy FILE --no-write --small]
 import { execSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -14,7 +14,9 @@ import { report } from './detection-report.ts';
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: number) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
 const policyFile = args.includes('--policy') ? args[args.indexOf('--policy') + 1] : undefined;
-const grid = buildGrid({ seeds: opt('--seeds', 5), nuisanceSteps: opt('--nuisance-steps', 600) });
+// --small: the reduced grid of ts-core/test/detection.bench.test.ts (a smoke run, not the documented figures).
+const small = args.includes('--small');
+const grid = buildGrid({ seeds: opt('--seeds', small ? 2 : 5), nuisanceSteps: opt('--nuisance-steps', small ? 150 : 500), ...(small && { rates: [0.1], small }) });
 const t0 = Date.now();
 const ev = runGrid(grid, loadPolicy(policyFile), (i, n) => {
   if (i % 10 === 0) process.stderr.write(`stream ${i + 1}/${n} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
