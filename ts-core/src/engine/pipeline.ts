@@ -84,7 +84,8 @@ export const buildPipeline: PipelineFactory = (ctx) => {
   const stats = store.state?.stats ? RunStats.restore(store.state.stats, statsOpts) : new RunStats(statsOpts);
   // state.json can be older than steps.jsonl (saved every K steps): steps already stored count as late, never twice.
   stats.lastFinal = Math.max(stats.lastFinal, store.resumeStep() ?? -1);
-  Object.assign(store.snapshots, { stats: () => new RawJson(stats.snapshotText()), // cached ring text: a save re-serialises only new slots controller: () => control.snapshot(), certified: () => control.controller.certifiedCheckpoints() });
+  // stats: pre-serialised with the window rings' text cached, so a save re-serialises only new slots.
+  Object.assign(store.snapshots, { stats: () => new RawJson(stats.snapshotText()), controller: () => control.snapshot(), certified: () => control.controller.certifiedCheckpoints() });
   return {
     onFinalized: (r, d) => store.onFinalized(r, d),
     resumeStep: () => store.resumeStep(),
