@@ -70,7 +70,7 @@ describe('tailguard replay', () => {
     const pyCap = path.join(dir, 'py.tgcap');
     const py = `
 import sys, numpy as np
-from tailguard.protocol import encode_step
+from tailguard.wire import encode_step
 from tailguard.record import StepRecorder
 class C: run_id = "py-run"; rank = 0; world_size = 1; trainer = "grpo"; mode = "raw"; config = {"beta": 0.04}
 rec = StepRecorder(sys.argv[1], C())

@@ -123,6 +123,7 @@ describe('tailguard report', () => {
     const ds = downsample(pts, 160);
     expect(ds.length).toBeLessThanOrEqual(160);
     expect(ds.some(([x, y]) => x === 7777 && y === 100)).toBe(true);
+    expect([ds[0][0], ds.at(-1)![0]]).toEqual([0, 9999]); // never cut short
     expect(lineChart({ id: 'e', title: 'empty', series: [] })).toContain('no data yet');
     expect(lineChart({ id: 'e', title: 'empty', series: [], empty: 'no tokens in this slice' })).toContain('no tokens in this slice');
   });

@@ -31,7 +31,7 @@ def step_header_fields(sk: Sketch) -> dict:
 
 def sketch_step_header(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=(), checkpoint=None) -> dict:
     """The full `step` header of a sketch step from rank 0, with the client's run identity."""
-    from .client import step_header
+    from ..client import step_header
 
     return {**step_header(client, step, knobs, logs, implicit, checkpoint), "chunk": {"index": 0, "count": 1},
             **step_header_fields(sk)}
@@ -39,7 +39,7 @@ def sketch_step_header(client, step: int, sk: Sketch, knobs=None, logs=None, imp
 
 def encode_sketch_step(client, step: int, sk: Sketch, knobs=None, logs=None, implicit=(), checkpoint=None) -> list:
     """Frames of one sketch step message (one message: its size is fixed by pairs × slices)."""
-    from .wire import encode_message
+    from ..wire import encode_message
 
     return encode_message(sketch_step_header(client, step, sk, knobs, logs, implicit, checkpoint), sk.buffers())
 
