@@ -5,8 +5,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CaptureWriter } from '../src/capture/index.ts';
-import { helloFrames, stepFrames } from '../src/capture/synthetic.ts';
+import { RecordingWriter } from '../src/record/index.ts';
+import { helloFrames, stepFrames } from '../src/record/synthetic.ts';
 import { replayToDir } from '../src/commands/replay.ts';
 import { readRun } from '../src/store/index.ts';
 
@@ -18,7 +18,7 @@ let capture: string;
 beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tg-replay-'));
   capture = path.join(dir, 'run.tgcap');
-  const w = new CaptureWriter(capture);
+  const w = new RecordingWriter(capture);
   const run = { runId: 'cap-run', onset: 8 };
   let t = 1_700_000_000_000;
   w.write(helloFrames(run), t);
