@@ -27,7 +27,7 @@ def first_fired(audit: list[dict], rows: list[dict], onsets: dict) -> dict[str, 
     """view → {"warn": (step, what) | None, "high": (step, what) | None}."""
     out: dict[str, dict] = {v: {"warn": None, "high": None} for v in VIEWS}
     for f in sorted((e for e in audit if e.get("kind") == "finding"), key=lambda e: e["step"]):
-        lvl = LEVELS.get(f.get("severity"), 0)
+        lvl = LEVELS.get(str(f.get("severity")), 0)
         if not lvl or f.get("evidence", {}).get("event") == "clear":
             continue
         slot = out[view_of(f)]

@@ -7,8 +7,8 @@ import os
 from test_directives_tiny import ScriptedClient, build_grpo, drive
 from test_directives_tiny import one_torch_thread  # noqa: F401 - autouse fixture
 
-from tailguard.checkpoints import PROTECTED_DIR, CheckpointKeeper
-from tailguard.directives import DirectiveApplier
+from tailguard.control.checkpoints import PROTECTED_DIR, CheckpointKeeper
+from tailguard.control.directives import DirectiveApplier
 
 
 def _save(k, tmp_path, step, rotate_out=True):

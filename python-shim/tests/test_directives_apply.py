@@ -9,7 +9,7 @@ import pytest
 from test_directives_tiny import ScriptedClient, build_grpo, drive, read_jsonl
 from test_directives_tiny import one_torch_thread  # noqa: F401 - autouse fixture
 
-from tailguard.directives import ALPHA_CEILING_ENV, ALPHA_CEILING_FILE, DirectiveApplier, read_knobs
+from tailguard.control.directives import ALPHA_CEILING_ENV, ALPHA_CEILING_FILE, DirectiveApplier, read_knobs
 
 
 def _run(tmp_path, script, *, observe=None, lost_at=None, fail_mode="fail_open", **kw):

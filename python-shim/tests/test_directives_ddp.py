@@ -22,7 +22,7 @@ WORKER = textwrap.dedent(
     sys.path.insert(0, {here!r})
     from safetensors.torch import load_file
     from test_directives_tiny import ScriptedClient, build_grpo, drive
-    from tailguard.directives import DirectiveApplier, read_knobs
+    from tailguard.control.directives import DirectiveApplier, read_knobs
 
     out = sys.argv[1]
     rank = int(os.environ["RANK"])

@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 from test_directives_tiny import ScriptedClient, build_grpo, drive, read_jsonl
 from test_directives_tiny import one_torch_thread  # noqa: F401 - autouse fixture
 
-from tailguard.checkpoints import PROTECTED_DIR, CheckpointKeeper
-from tailguard.directives import DirectiveApplier
+from tailguard.control.checkpoints import PROTECTED_DIR, CheckpointKeeper
+from tailguard.control.directives import DirectiveApplier
 
 
 def _weights(model):

@@ -4,7 +4,8 @@ import type { Policy } from '../src/policy/types.ts';
 import { NUISANCE, type Family, type Law, type StreamSpec } from './detection-streams.ts';
 import { basePair, oracleAlarm, ORACLE_DESIGNS, ruleAlarm, runStream, silentThreshold, standardise, type BasePair, type StreamResult } from './detection-run.ts';
 
-export const ONSET = 100;
+/** Onset of every change: after the detectors' references (anchor_max 50) and the baselines' μ, σ (59 steps). */
+export const ONSET = 60;
 /** Nuisance and other families cycle these by seed: every law, α 0.1–0.6, 1k–50k tokens, 1–8 ranks. */
 export const CONFIGS: { law: Law; alpha: number; tokens: number; ranks: number }[] = [
   { law: 't3', alpha: 0.3, tokens: 5000, ranks: 8 },
@@ -35,10 +36,10 @@ export interface Grid {
 /** The full grid (scale 1) or a reduced one (fewer seeds and steps) for tests. */
 export function buildGrid(o: { seeds?: number; nuisanceSteps?: number; rates?: number[]; families?: Family[]; small?: boolean } = {}): Grid {
   const seeds = o.seeds ?? 5;
-  const nuisanceSteps = o.nuisanceSteps ?? 600;
+  const nuisanceSteps = o.nuisanceSteps ?? 500;
   const specs: Grid['specs'] = [];
   const want = (f: Family) => !o.families || o.families.includes(f);
-  const horizon = (rate: number) => Math.min(400, Math.max(80, Math.ceil(4 / rate)));
+  const horizon = (rate: number) => Math.min(300, Math.max(60, Math.ceil(3 / rate)));
   for (let i = 0; i < seeds; i++) {
     const c = CONFIGS[i % CONFIGS.length];
     const g = GROWTH[i % GROWTH.length];
@@ -49,14 +50,14 @@ export function buildGrid(o: { seeds?: number; nuisanceSteps?: number; rates?: n
       want(family) && specs.push({ ...shrink({ family, seed: seed + specs.length * 7919, steps, onset: ONSET, ...c, rate, ...over }), group });
     at('healthy', nuisanceSteps, 0);
     at('benign_drift', nuisanceSteps, [0.2, 0.1, 0.2, 0.05, 0.2][i % 5]);
-    at('alpha_ramp', Math.round((nuisanceSteps * 2) / 3), 0, { alpha: 0.1 });
-    at('seq_len', Math.round((nuisanceSteps * 2) / 3), 0);
-    at('shape_wander', nuisanceSteps, 0);
+    at('alpha_ramp', Math.round(nuisanceSteps * 0.8), 0, { alpha: 0.1 });
+    at('seq_len', Math.round(nuisanceSteps * 0.6), 0);
+    at('shape_wander', Math.round(nuisanceSteps * 1.2), 0);
     for (const rate of o.rates ?? WEIGHT_RATES) at('weight_growth', ONSET + horizon(rate), rate, { alpha: 0.3, tokens: 5000, ...g });
     for (const rate of o.rates ? [] : CONDITION_RATES) at('weight_growth', ONSET + horizon(rate), rate, {}, 'conditions');
-    for (const rate of o.small ? [3] : TAIL_SCALE_RATES) at('tail_scale', ONSET + (o.small ? 100 : 200), rate, { alpha: 0.3, tokens: 5000, ...g });
+    for (const rate of o.small ? [3] : TAIL_SCALE_RATES) at('tail_scale', ONSET + (o.small ? 100 : 150), rate, { alpha: 0.3, tokens: 5000, ...g });
     for (const rate of o.rates ? o.rates.slice(0, 1) : MISMATCH_RATES) at('mismatch', ONSET + horizon(rate), rate, { alpha: 0.3, tokens: 5000, ...g });
-    at('rank_outlier', ONSET + (o.small ? 25 : 50), [2, 3, 4, 5, 3][i % 5], { ranks: [4, 8, 2, 8, 4][i % 5], tokens: 5000 });
+    at('rank_outlier', ONSET + (o.small ? 25 : 30), [2, 3, 4, 5, 3][i % 5], { ranks: [4, 8, 2, 8, 4][i % 5], tokens: 5000 });
     at('nonfinite', ONSET + 10, 0);
   }
   return { seeds, nuisanceSteps, specs };

@@ -3,7 +3,7 @@
 // aggregate baselines calibrated to raise no more alarms than tailguard on the nuisance streams, and
 // an oracle CUSUM that knows the changed slice's laws. Seeded and reproducible; writes the generated
 // section of docs/detection.md and two SVG plots.
-// Run: npm run bench:detect [-- --seeds N --nuisance-steps N --policy FILE --no-write]
+// Run: npm run bench:detect [-- --seeds N --nuisance-steps N --policy FILE --no-write --small]
 import { execSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -14,12 +14,17 @@ import { report } from './detection-report.ts';
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: number) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
 const policyFile = args.includes('--policy') ? args[args.indexOf('--policy') + 1] : undefined;
-const grid = buildGrid({ seeds: opt('--seeds', 5), nuisanceSteps: opt('--nuisance-steps', 600) });
+// --small: the reduced grid of ts-core/test/detection.bench.test.ts (a smoke run, not the documented figures).
+const small = args.includes('--small');
+const grid = buildGrid({ seeds: opt('--seeds', small ? 2 : 5), nuisanceSteps: opt('--nuisance-steps', small ? 150 : 500), ...(small && { rates: [0.1], small }) });
 const t0 = Date.now();
+const cpu0 = process.cpuUsage();
 const ev = runGrid(grid, loadPolicy(policyFile), (i, n) => {
   if (i % 10 === 0) process.stderr.write(`stream ${i + 1}/${n} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
 });
 const seconds = (Date.now() - t0) / 1000;
+const cpu = process.cpuUsage(cpu0);
+const cpuSeconds = (cpu.user + cpu.system) / 1e6;
 let commit = 'unknown';
 try {
   commit = execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim() + (execSync('git status --porcelain -- ts-core', { encoding: 'utf8' }).trim() ? ' (+ uncommitted changes)' : '');
@@ -27,7 +32,7 @@ try {
   /* not a git checkout */
 }
 const machine = `${os.cpus()[0]?.model ?? 'unknown CPU'}, one core (single-threaded), Node ${process.version}, ${os.platform()}`;
-const { markdown, svgs } = report(ev, grid, { seconds, commit, machine, policy: policyFile ?? 'default' });
+const { markdown, svgs } = report(ev, grid, { seconds, cpuSeconds, commit, machine, policy: policyFile ?? 'default' });
 
 if (args.includes('--no-write')) {
   console.log(markdown);

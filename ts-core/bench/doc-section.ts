@@ -9,12 +9,12 @@ import { join } from 'node:path';
 
 export const BENCH_DOC = join(import.meta.dirname, '..', '..', 'docs', 'benchmarks.md');
 
-/** Short commit id of the tree being measured, with `+dirty` when it has uncommitted changes. */
+/** Short commit id of the tree being measured, `+dirty` with uncommitted changes (the generated doc itself aside). */
 export function commitId(): string {
   try {
     const root = join(import.meta.dirname, '..', '..');
     const id = execFileSync('git', ['-C', root, 'rev-parse', '--short=10', 'HEAD'], { encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim() !== '';
+    const dirty = execFileSync('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no', '--', '.', ':!docs/benchmarks.md'], { encoding: 'utf8' }).trim() !== '';
     return dirty ? `${id}+dirty` : id;
   } catch {
     return 'unknown';

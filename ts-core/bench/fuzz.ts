@@ -398,6 +398,7 @@ async function phase1Worker(): Promise<void> {
   let replies: Record<string, unknown>[] = [];
   (server as unknown as { reply: (id: Buffer, h: Record<string, unknown>) => void }).reply = (_id, h) => replies.push(h);
   const id = Buffer.from('fuzz');
+  Atomics.store(prog, 2, 1); // ready: the hang clock starts now
   const res: Phase1Result = { cases: 0, failures: [], codes: {}, kinds: {}, kindMs: {}, engineCodes: {}, valid: 0, maxCaseMs: 0, maxCaseIndex: -1, peakRssMiB: 0, ms: 0 };
   const t0 = performance.now();
   for (let i = from; i < to; i++) {
@@ -433,7 +434,7 @@ async function phase1Worker(): Promise<void> {
 
 /** Run phase 1 in a worker; a case that runs longer than `hangMs` is reported as a hang (seed, index). */
 export function runInProcess(o: { seed: number; from: number; to: number; hangMs?: number; runDir: string; maxFailures?: number }): Promise<Phase1Result & { hang: Failure | null }> {
-  const progress = new SharedArrayBuffer(8);
+  const progress = new SharedArrayBuffer(12); // [case index, RSS MiB, worker ready]
   const prog = new Int32Array(progress);
   Atomics.store(prog, 0, o.from);
   // The worker loads this file through tsx's loader (workers do not inherit it).
@@ -444,7 +445,8 @@ export function runInProcess(o: { seed: number; from: number; to: number; hangMs
     let since = Date.now();
     const timer = setInterval(() => {
       const cur = Atomics.load(prog, 0);
-      if (cur !== last) (last = cur), (since = Date.now());
+      // The worker's start (loading tsx and the engine, slow on a loaded machine) is not a case.
+      if (cur !== last || Atomics.load(prog, 2) === 0) (last = cur), (since = Date.now());
       else if (Date.now() - since > (o.hangMs ?? 10_000)) {
         clearInterval(timer);
         void w.terminate();

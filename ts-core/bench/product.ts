@@ -233,14 +233,15 @@ async function main(): Promise<void> {
 
 // Read from the figures above and the profile; keep in step with what the code does.
 const WHY = `Why the targets are not met yet: the engine's cost is spread, not concentrated. The kernel now runs
-on WebAssembly SIMD (about 2× the JS loop, see "Statistics kernel alone"), so the main thread's largest
-parts are the rest of the statistics (run building, windows, exact quantiles, shape), the run store
-(state.json snapshots, JSON lines, fsync: the reliability issue moves these off the reply path) and the
-garbage collector. V8's helper threads (the "node" rows: concurrent marking and sweeping) cost several ns
+on WebAssembly SIMD (about 2× the JS loop, see "Statistics kernel alone") and is still the largest single
+part of the main thread (table loads and histogram increments stay scalar: wasm has no gather/scatter);
+next come the rest of the statistics (run building, windows, exact quantiles, shape, top-k), the run
+store (state.json snapshots, JSON lines, fsync: the reliability issue moves these off the reply path) and
+the garbage collector. V8's helper threads (the "node" rows: concurrent marking and sweeping) cost several ns
 per token·pair on their own: the engine runs about one mark-compact per step (see the GC count above),
 while \`RunStats\` alone, fed fresh arrays every step as received frames are, runs one in 20 steps, so the
 old-generation garbage comes from the rest of the per-step path (store JSON, detectors, replies). Per-value
-tdigest (~270 ns) is a slow baseline but a fair one; memcpy into fresh memory is ~2 ns per token·pair,
+tdigest is a slow baseline but a fair one; memcpy into fresh memory is ~2 ns per token·pair,
 so ≤ 8× memcpy and ≤ 10 ns need the GC and store costs gone as well as a faster kernel.
 
 Not measured here: no GPU was available in the session that wrote this, so the GPU sketch cost and the

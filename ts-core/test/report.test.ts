@@ -4,8 +4,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CaptureWriter } from '../src/capture/index.ts';
-import { helloFrames, stepFrames } from '../src/capture/synthetic.ts';
+import { RecordingWriter } from '../src/record/index.ts';
+import { helloFrames, stepFrames } from '../src/record/synthetic.ts';
 import { replayToDir } from '../src/commands/replay.ts';
 import { writeControlRun } from '../src/report/control-run.ts';
 import { downsample, lineChart } from '../src/report/svg.ts';
@@ -19,7 +19,7 @@ let html: string;
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tg-report-'));
   const cap = path.join(dir, 'r.tgcap');
-  const w = new CaptureWriter(cap);
+  const w = new RecordingWriter(cap);
   const run = { runId: 'rep-run', worldSize: 2, onset: 6, rankSkew: 1 };
   let t = 1_700_000_000_000;
   for (const r of [0, 1]) w.write(helloFrames(run, r), t);
@@ -123,6 +123,7 @@ describe('tailguard report', () => {
     const ds = downsample(pts, 160);
     expect(ds.length).toBeLessThanOrEqual(160);
     expect(ds.some(([x, y]) => x === 7777 && y === 100)).toBe(true);
+    expect([ds[0][0], ds.at(-1)![0]]).toEqual([0, 9999]); // never cut short
     expect(lineChart({ id: 'e', title: 'empty', series: [] })).toContain('no data yet');
     expect(lineChart({ id: 'e', title: 'empty', series: [], empty: 'no tokens in this slice' })).toContain('no tokens in this slice');
   });

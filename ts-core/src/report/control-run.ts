@@ -6,7 +6,7 @@
 // screenshots and the live-page benchmark.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { helloFrames, stepFrames, type SyntheticRun } from '../capture/synthetic.ts';
+import { helloFrames, stepFrames, type SyntheticRun } from '../record/synthetic.ts';
 import { buildPipeline } from '../engine/pipeline.ts';
 import { RunRegistry } from '../engine/registry.ts';
 import { createLogger } from '../log.ts';
@@ -25,6 +25,9 @@ export interface ControlRunOptions {
   mode?: 'control' | 'observe';
   seqs?: number;
   seqLen?: number;
+  /** Which ranks ack each directive: all (as the DDP shim does, the default) or rank 0 only (each ack makes the
+   *  store save the resume state, so long fixtures ack once). */
+  acks?: 'all' | 'rank0';
 }
 
 export interface ControlRunSummary {
@@ -70,7 +73,7 @@ export async function writeControlRun(o: ControlRunOptions): Promise<ControlRunS
       const d = reply?.directive;
       if (!d || d.action === 'noop' || r !== 0) continue;
       issued.push(d);
-      for (let rank = 0; rank < world; rank++) registry.get(runId)!.ack(ackFor(d, runId, rank, step));
+      for (let rank = 0; rank < (o.acks === 'rank0' ? 1 : world); rank++) registry.get(runId)!.ack(ackFor(d, runId, rank, step));
       if (d.action === 'rollback') run = healthy;
       if (d.action === 'stop') stopped = true; // the trainer ends after this step
     }

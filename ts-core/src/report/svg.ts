@@ -74,20 +74,22 @@ function logTicks(lo: number, hi: number): number[] {
   return out.length >= 2 ? out : [lo, hi];
 }
 
-/** Keep at most `max` points, preserving each bucket's min and max so spikes survive. */
+/** Keep at most `max` points, preserving each bucket's min and max so spikes survive, and the first and last
+ *  points so a series is never cut short. */
 export function downsample(points: [number, number][], max = 160): [number, number][] {
   if (points.length <= max) return points;
-  const per = Math.ceil(points.length / (max / 2));
-  const out: [number, number][] = [];
-  for (let i = 0; i < points.length; i += per) {
+  const per = Math.ceil(points.length / ((max - 2) / 2));
+  const out: [number, number][] = [points[0]];
+  for (let i = 1; i < points.length - 1; i += per) {
     let lo = points[i], hi = points[i];
-    for (let j = i; j < Math.min(points.length, i + per); j++) {
+    for (let j = i; j < Math.min(points.length - 1, i + per); j++) {
       if (points[j][1] < lo[1]) lo = points[j];
       if (points[j][1] > hi[1]) hi = points[j];
     }
     if (lo === hi) out.push(lo);
     else out.push(...(lo[0] <= hi[0] ? [lo, hi] : [hi, lo]));
   }
+  out.push(points[points.length - 1]);
   return out;
 }
 

@@ -12,7 +12,7 @@ from .errors import ProtocolError
 from .schema_check import MAX_SAFE_INT, is_int
 from .tables import PAIRS, SCHEMAS
 
-# Sketch payloads (proto/README.md "Sketch payloads"); sketch.py computes them and checks it agrees.
+# Sketch payloads (proto/README.md "Sketch payloads"); sketch/layout.py computes them and checks it agrees.
 _LAYOUT = SCHEMAS["step"]["properties"]["hist"]["properties"]
 SKETCH_HIST = {k: _LAYOUT[k]["const"] for k in ("exp_min", "exp_max", "mant_bits")}  # from step.schema.json
 SKETCH_HIST_BINS = 2 + ((SKETCH_HIST["exp_max"] - SKETCH_HIST["exp_min"]) << SKETCH_HIST["mant_bits"])  # 16386
