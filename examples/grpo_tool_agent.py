@@ -138,7 +138,7 @@ def main() -> int:
     ap.add_argument("--stall-recurs", action="store_true", help="the worker's stall resumes after a rollback's resync")
     ap.add_argument("--rollout-dtype", choices=["bfloat16", "float32"], default="bfloat16",
                     help="precision of the rollout side's logprobs (bfloat16, as vLLM-style engines)")
-    ap.add_argument("--record-to", help="also write every step message to this capture file (tailguard replay)")
+    ap.add_argument("--record-to", help="also write every step message to this recording (tailguard replay)")
     ap.add_argument("--run-dir", default="runs")
     ap.add_argument("--run-id")
     ap.add_argument("--seed", type=int, default=0)

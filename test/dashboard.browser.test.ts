@@ -10,7 +10,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Dealer } from 'zeromq';
 import { decodeHeader } from '../ts-core/src/protocol/index.ts';
-import { helloFrames, stepFrames } from '../ts-core/src/capture/synthetic.ts';
+import { helloFrames, stepFrames } from '../ts-core/src/record/synthetic.ts';
 import { replayToDir } from '../ts-core/src/commands/replay.ts';
 import { writeControlRun } from '../ts-core/src/report/control-run.ts';
 import { reportFromDir } from '../ts-core/src/report/index.ts';

@@ -149,7 +149,10 @@ def test_clear_message_without_node(tmp_path):
     code = ("from tailguard.engine import EmbeddedEngine, EngineUnavailable\n"
             "try:\n    EmbeddedEngine(run_dir=%r).start()\nexcept EngineUnavailable as e:\n    print(e)\n") % str(tmp_path)
     r = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert "Node.js was not found" in r.stdout and "TAILGUARD_ENDPOINT" in r.stdout, r.stdout + r.stderr
+    # One line that names the cause and both fixes (install Node, or point at a running engine).
+    msg = r.stdout.strip()
+    assert "\n" not in msg and "Node.js >= 20" in msg and "no `node` on PATH" in msg, r.stdout + r.stderr
+    assert "tailguard[node]" in msg and "endpoint=" in msg, msg
 
 
 def test_ptt_rules_and_first_views():

@@ -105,7 +105,7 @@ def test_grpo_tool_rollout_end_to_end(tmp_path):
     last = [e for e in trainer.state.log_history if "tailguard/metrics_step" in e]
     assert last and last[-1]["tailguard/metrics_step"] == 6
 
-    # 4. record_to=: the capture replays through the engine to the same statistics as the live run.
+    # 4. record_to=: the recording replays through the engine to the same statistics as the live run.
     repo = Path(__file__).resolve().parents[1]
     replay = subprocess.run(["node", str(repo / "ts-core" / "bin" / "tailguard.mjs"), "replay", str(tmp_path / "grpo.tgcap"),
                              "--run-dir", str(tmp_path / "replayed")], capture_output=True, text=True, timeout=120)

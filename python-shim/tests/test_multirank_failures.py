@@ -28,7 +28,7 @@ WORKER = textwrap.dedent(
     sys.path.insert(0, {here!r})
     from fake_engine import FakeEngine
     from test_directives_tiny import build_grpo
-    import tailguard, tailguard.sketch
+    import tailguard, tailguard.sketch.send
 
     case, fail_mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
     rank = int(os.environ["RANK"])
@@ -47,12 +47,12 @@ WORKER = textwrap.dedent(
             endpoint = f"tcp://127.0.0.1:{{s.getsockname()[1]}}"
     if case == "sketch":
         if rank == 1:
-            original = tailguard.sketch.sketch_payload
+            original = tailguard.sketch.send.sketch_payload
             def sketch_payload(arrays, names, knobs=None, device=None):
                 if tr.state.global_step == {fail_at}:
                     raise RuntimeError("injected sketch failure")
                 return original(arrays, names, knobs, device)
-            tailguard.sketch.sketch_payload = sketch_payload
+            tailguard.sketch.send.sketch_payload = sketch_payload  # where send_capture_step looks it up
     tr = build_grpo(out, max_steps=6, ddp_backend="gloo", ddp_timeout=30)
     cb = tailguard.attach(tr, endpoint=endpoint, **opts)
     error = None

@@ -5,6 +5,8 @@ import { basePair, ORACLE_DESIGNS, standardise } from './detection-run.ts';
 import { barPlot, delayPlot, type Line } from './detection-svg.ts';
 
 const CAL = ['mean_abs', 'kl_k3', 'q99_drift_aware'] as const;
+/** A baseline's label inside a markdown table cell. */
+const cell = (b: BaselineName) => BASELINE_LABEL[b].replace(/\|/g, '\\|');
 const d = (s: Scored, step: number | null) => (step === null ? null : step - s.r.spec.onset);
 const horizon = (s: Scored) => s.r.spec.steps - s.r.spec.onset;
 /** Median with "none" counted as +∞. */
@@ -34,7 +36,7 @@ const earliestBase = (s: Scored) => {
 
 function growthTable(rows: Scored[], rates: number[], unit: string, highWithin: number | null): { md: string[]; checks: Record<string, boolean> } {
   const md = [
-    `| rate (${unit}) | seeds | tailguard warn | tailguard high (median [max]) | oracle | high ÷ oracle (median [max]) | ${CAL.map((b) => BASELINE_LABEL[b]).join(' | ')} | ${BASELINE_LABEL.ptt} | lead of high over the earliest calibrated baseline (min over seeds) | cleared while growing |`,
+    `| rate (${unit}) | seeds | tailguard warn | tailguard high (median [max]) | oracle | high ÷ oracle (median [max]) | ${CAL.map(cell).join(' | ')} | ${cell('ptt')} | lead of high over the earliest calibrated baseline (min over seeds) | cleared while growing |`,
     `|---|---|---|---|---|---|${CAL.map(() => '---|').join('')}---|---|---|`,
   ];
   const checks = { within: true, lead: true, notLater: true, oracle2x: true, neverCleared: true };
@@ -69,13 +71,13 @@ function growthTable(rows: Scored[], rates: number[], unit: string, highWithin: 
   return { md, checks };
 }
 
-export function report(ev: Evaluation, grid: Grid, meta: { seconds: number; commit: string; machine: string; policy: string }): { markdown: string; svgs: Record<string, string> } {
+export function report(ev: Evaluation, grid: Grid, meta: { seconds: number; cpuSeconds?: number; commit: string; machine: string; policy: string }): { markdown: string; svgs: Record<string, string> } {
   const S = ev.scored;
   const fam = (f: Family, group?: string) => S.filter((s) => s.r.spec.family === f && (!group || s.group === group));
   const out: string[] = [];
   out.push(`## Results (generated)`, '');
   out.push(`Command: \`npm run bench:detect\` — ${grid.specs.length} streams, ${grid.seeds} seeds per family, ${S.reduce((a, s) => a + s.r.spec.steps, 0)} steps, ` +
-    `${meta.seconds.toFixed(0)} s on ${meta.machine}. Commit ${meta.commit}, policy ${meta.policy}. Stream seeds: ${grid.specs[0].seed}…${grid.specs[grid.specs.length - 1].seed} (per stream in \`buildGrid\`).`, '');
+    `${meta.seconds.toFixed(0)} s wall${meta.cpuSeconds ? ` (${meta.cpuSeconds.toFixed(0)} s CPU)` : ''} on ${meta.machine}. Commit ${meta.commit}, policy ${meta.policy}. Stream seeds: ${grid.specs[0].seed}…${grid.specs[grid.specs.length - 1].seed} (per stream in \`buildGrid\`).`, '');
   out.push(`Delays are steps from onset (step ${ONSET}, the first changed step) to the first alarm at or after it; \`> H\`: none within the stream's horizon H.`);
   out.push(`Calibrated baselines raise an alarm after 3 consecutive steps over a threshold set to the lowest value at which they raise no more alarms on the ${ev.nuisanceStepsTotal} nuisance steps than tailguard raised at high or above (${ev.tgNuisanceHigh}):`);
   for (const pair of ['policy_vs_ref', 'old_vs_rollout'] as const)
@@ -85,7 +87,7 @@ export function report(ev: Evaluation, grid: Grid, meta: { seconds: number; comm
 
   // False alarms.
   out.push(`### False alarms per 1000 steps (nuisance streams: any alarm is false)`, '');
-  out.push(`| stream family | steps | tailguard warn | tailguard high+ | control directives | ${CAL.map((b) => BASELINE_LABEL[b] + ' (calibrated)').join(' | ')} | mean \\|ℓ\\| + 3σ (uncalibrated) | ${BASELINE_LABEL.ptt} |`);
+  out.push(`| stream family | steps | tailguard warn | tailguard high+ | control directives | ${CAL.map((b) => cell(b) + ' (calibrated)').join(' | ')} | mean \\|ℓ\\| + 3σ (uncalibrated) | ${cell('ptt')} |`);
   out.push(`|---|---|---|---|---|${CAL.map(() => '---|').join('')}---|---|`);
   const bars: Record<string, number[]> = { 'tailguard warn': [], 'tailguard high+': [], 'mean |ℓ| + 3σ (uncal.)': [], 'PTT as shipped': [] };
   const tot = { steps: 0, warn: 0, high: 0 };

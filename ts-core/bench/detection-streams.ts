@@ -155,6 +155,8 @@ function draw(rng: () => number, s: SliceLaw, law: Law): number {
 /** Tokens of the changed slice (post_tool of the changed pair), for the oracle. */
 export type Sink = (v: number) => void;
 
+const withRoll = (spec: StreamSpec) => spec.family === 'mismatch' || NUISANCE.includes(spec.family);
+
 /** One rank's StepData under `law`. */
 export function rankStep(rng: () => number, spec: StreamSpec, law: StepLaw, step: number, rank: number, sink?: Sink): StepData {
   const L = Math.min(law.seqLen, spec.tokens);
@@ -165,7 +167,7 @@ export function rankStep(rng: () => number, spec: StreamSpec, law: StepLaw, step
   const toolMask = new Uint8Array(T);
   const offsets = new Int32Array(nSeq + 1);
   const ref = new Float32Array(T);
-  const roll = new Float32Array(T);
+  const roll = withRoll(spec) ? new Float32Array(T) : null;
   const model = L - toolLen;
   const factor = law.rank?.rank === rank ? law.rank.factor : 1;
   const changedRoll = spec.family === 'mismatch';
@@ -179,16 +181,17 @@ export function rankStep(rng: () => number, spec: StreamSpec, law: StepLaw, step
       if (t >= nPre && t < nPre + toolLen) continue; // tool output: ℓ is 0 and masked
       const post = t >= nPre + toolLen;
       const r1 = draw(rng, post ? law.ref.post : law.ref.pre, spec.law) * (post ? factor : 1);
-      const r2 = draw(rng, post ? law.roll.post : law.roll.pre, 'laplace');
+      const r2 = roll ? draw(rng, post ? law.roll.post : law.roll.pre, 'laplace') : 0;
       ref[i] = r1;
-      roll[i] = r2;
+      if (roll) roll[i] = r2;
       if (post && sink) sink(changedRoll ? r2 : r1);
     }
     for (let t = 0; t < L; t++) if (!(t >= nPre && t < nPre + toolLen)) toolMask[s * L + t] = 1;
   }
   offsets[nSeq] = T;
   if (law.nonfinite !== undefined && rank === 0) ref[T - 1] = law.nonfinite;
-  const pairs: Partial<Record<PairName, Float32Array>> = { policy_vs_ref: ref, old_vs_rollout: roll };
+  // old_vs_rollout rides along where its alarms are scored (nuisance streams, mismatch): half the cost elsewhere.
+  const pairs: Partial<Record<PairName, Float32Array>> = roll ? { policy_vs_ref: ref, old_vs_rollout: roll } : { policy_vs_ref: ref };
   return {
     runId: 'bench', rank, worldSize: spec.ranks, step, trainer: 'synthetic', pairs, implicit: [],
     completionMask, toolMask, offsets,

@@ -18,10 +18,13 @@ const policyFile = args.includes('--policy') ? args[args.indexOf('--policy') + 1
 const small = args.includes('--small');
 const grid = buildGrid({ seeds: opt('--seeds', small ? 2 : 5), nuisanceSteps: opt('--nuisance-steps', small ? 150 : 500), ...(small && { rates: [0.1], small }) });
 const t0 = Date.now();
+const cpu0 = process.cpuUsage();
 const ev = runGrid(grid, loadPolicy(policyFile), (i, n) => {
   if (i % 10 === 0) process.stderr.write(`stream ${i + 1}/${n} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
 });
 const seconds = (Date.now() - t0) / 1000;
+const cpu = process.cpuUsage(cpu0);
+const cpuSeconds = (cpu.user + cpu.system) / 1e6;
 let commit = 'unknown';
 try {
   commit = execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim() + (execSync('git status --porcelain -- ts-core', { encoding: 'utf8' }).trim() ? ' (+ uncommitted changes)' : '');
@@ -29,7 +32,7 @@ try {
   /* not a git checkout */
 }
 const machine = `${os.cpus()[0]?.model ?? 'unknown CPU'}, one core (single-threaded), Node ${process.version}, ${os.platform()}`;
-const { markdown, svgs } = report(ev, grid, { seconds, commit, machine, policy: policyFile ?? 'default' });
+const { markdown, svgs } = report(ev, grid, { seconds, cpuSeconds, commit, machine, policy: policyFile ?? 'default' });
 
 if (args.includes('--no-write')) {
   console.log(markdown);

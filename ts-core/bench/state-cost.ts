@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { EngineServer } from '../src/transport/server.ts';
 import { buildPipeline } from '../src/engine/pipeline.ts';
 import { silentLogger } from '../src/log.ts';
-import { helloFrames, stepFrames } from '../src/capture/synthetic.ts';
+import { helloFrames, stepFrames } from '../src/record/synthetic.ts';
 import { RunStore } from '../src/store/index.ts';
 
 const { values } = parseArgs({ options: { ranks: { type: 'string', default: '8' }, steps: { type: 'string', default: '60' }, every: { type: 'string', default: '1' } } });

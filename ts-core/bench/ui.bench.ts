@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium } from 'playwright-core';
 import { Dealer } from 'zeromq';
-import { helloFrames, stepFrames } from '../src/capture/synthetic.ts';
+import { helloFrames, stepFrames } from '../src/record/synthetic.ts';
 import { commitId, loadAvg, writeSection } from './doc-section.ts';
 
 const arg = (name: string, d: number) => {

@@ -28,7 +28,7 @@ program
   .option('--curve-secret <file>', 'server CURVE secret key file (from `tailguard keygen`)')
   .option('--curve-allow <file>', 'file of allowed client CURVE public keys, one per line')
   .option('--insecure', 'allow binding a non-loopback address without CURVE (loud warning)')
-  .option('--record <file>', 'also write every received step message to a capture file')
+  .option('--record <file>', 'also write every received step message to a recording')
   .option('--parent-pid <pid>', 'exit when this process is gone (used by the embedded engine)', int(1))
   .option('--ready-file <file>', 'write the bound endpoint to this file once listening')
   .option('--delay-ms <ms>', 'testing: delay each reply by this long (simulates a slow engine)', int(0))
@@ -60,14 +60,14 @@ program
   .action(async (opts) => (await import('./commands/ui.ts')).ui(opts));
 
 program
-  .command('replay <capture>')
-  .description('re-run the engine over a capture file at full speed (tune a policy offline)')
+  .command('replay <recording>')
+  .description('re-run the engine over a recording at full speed (tune a policy offline)')
   .option('--policy <file>', 'policy file (YAML or JSON)')
   .option('--run-dir <dir>', 'write the replayed run store here')
   .option('--window <steps>', 'rolling window length W in steps', int(1), 20)
-  .option('--step-timeout <ms>', 'finalise a step this long (capture clock) after its first rank even if ranks are missing', int(1), 30000)
+  .option('--step-timeout <ms>', 'finalise a step this long (recording clock) after its first rank even if ranks are missing', int(1), 30000)
   .option('--force', 'replace an existing run directory of the same run id')
-  .action(async (capture, opts) => (await import('./commands/replay.ts')).replay(capture, opts));
+  .action(async (recording, opts) => (await import('./commands/replay.ts')).replay(recording, opts));
 
 program
   .command('doctor')

@@ -10,5 +10,5 @@ export { Controller, loadPolicy, defaultPolicy, validatePolicy, PolicyError, DEF
 // The run store and the report (the server itself runs through the CLI: `tailguard serve`).
 export { RunStore, readRun, type RunData } from './store/index.ts';
 export { reportHtml, reportFromDir } from './report/index.ts';
-export { readCapture, type CaptureRead } from './capture/index.ts';
-export { replayCapture } from './capture/replay.ts';
+export { readRecording, type RecordingRead } from './record/index.ts';
+export { replayRecording } from './record/replay.ts';

@@ -1,6 +1,5 @@
 // Shared engine types: the contract between transport, stats, detect/policy, store and UI.
 // Field names here are the names on the wire, in the run store and in the shim. One idea, one name.
-import type { Logger } from 'pino';
 
 export const PAIRS = ['policy_vs_old', 'policy_vs_ref', 'old_vs_rollout'] as const;
 export type PairName = (typeof PAIRS)[number];
@@ -207,5 +206,12 @@ export interface PipelineContext {
   runDir: string;
   /** The serve options as parsed by the CLI (window, step timeout, policy file, ...). */
   options: Record<string, unknown>;
-  log: Logger;
+  log: PipelineLog;
+}
+
+/** The log calls a pipeline makes. pino's Logger fits; declared here so the public types need no pino (a dev dependency). */
+export interface PipelineLog {
+  info(obj: unknown, msg?: string): void;
+  warn(obj: unknown, msg?: string): void;
+  error(obj: unknown, msg?: string): void;
 }

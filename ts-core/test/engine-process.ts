@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { Dealer } from 'zeromq';
 import { afterEach, expect } from 'vitest';
 import { decodeHeader } from '../src/protocol/index.ts';
-import { helloFrames, stepFrames, type SyntheticRun } from '../src/capture/synthetic.ts';
+import { helloFrames, stepFrames, type SyntheticRun } from '../src/record/synthetic.ts';
 
 const CLI = path.resolve('ts-core/bin/tailguard.mjs');
 const procs: ChildProcess[] = [];

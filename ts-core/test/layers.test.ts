@@ -12,7 +12,7 @@ export const LAYERS: Record<string, number> = {
   protocol: 2, policy: 2,
   store: 3,
   engine: 4,
-  transport: 5, capture: 5, report: 5,
+  transport: 5, record: 5, report: 5,
   ui: 6,
   commands: 7,
   'cli.ts': 8, 'index.ts': 8,

@@ -5,8 +5,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CaptureWriter } from '../src/capture/index.ts';
-import { helloFrames, stepFrames } from '../src/capture/synthetic.ts';
+import { RecordingWriter } from '../src/record/index.ts';
+import { helloFrames, stepFrames } from '../src/record/synthetic.ts';
 import { replayToDir } from '../src/commands/replay.ts';
 import { readRun } from '../src/store/index.ts';
 
@@ -18,7 +18,7 @@ let capture: string;
 beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tg-replay-'));
   capture = path.join(dir, 'run.tgcap');
-  const w = new CaptureWriter(capture);
+  const w = new RecordingWriter(capture);
   const run = { runId: 'cap-run', onset: 8 };
   let t = 1_700_000_000_000;
   w.write(helloFrames(run), t);
@@ -70,7 +70,7 @@ describe('tailguard replay', () => {
     const pyCap = path.join(dir, 'py.tgcap');
     const py = `
 import sys, numpy as np
-from tailguard.protocol import encode_step
+from tailguard.wire import encode_step
 from tailguard.record import StepRecorder
 class C: run_id = "py-run"; rank = 0; world_size = 1; trainer = "grpo"; mode = "raw"; config = {"beta": 0.04}
 rec = StepRecorder(sys.argv[1], C())

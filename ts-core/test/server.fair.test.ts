@@ -6,7 +6,7 @@
 import { Dealer } from 'zeromq';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeHeader } from '../src/protocol/index.ts';
-import { helloFrames, stepFrames } from '../src/capture/synthetic.ts';
+import { helloFrames, stepFrames } from '../src/record/synthetic.ts';
 import { EngineServer } from '../src/transport/server.ts';
 import { silentLogger } from '../src/log.ts';
 import type { Pipeline } from '../src/engine/pipeline.ts';

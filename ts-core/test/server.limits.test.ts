@@ -4,7 +4,7 @@
 import { Dealer } from 'zeromq';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeHeader, encodeMessage } from '../src/protocol/index.ts';
-import { helloFrames, stepFrames, type SyntheticRun } from '../src/capture/synthetic.ts';
+import { helloFrames, stepFrames, type SyntheticRun } from '../src/record/synthetic.ts';
 import { EngineServer, type ServerOptions } from '../src/transport/server.ts';
 import { buildPipeline } from '../src/engine/pipeline.ts';
 import { silentLogger } from '../src/log.ts';

@@ -3,7 +3,7 @@
 import { Dealer } from 'zeromq';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeHeader, encodeHeader } from '../src/protocol/index.ts';
-import { helloFrames, stepFrames, type SyntheticRun } from '../src/capture/synthetic.ts';
+import { helloFrames, stepFrames, type SyntheticRun } from '../src/record/synthetic.ts';
 import { EngineServer, type ServerOptions } from '../src/transport/server.ts';
 import * as fs from 'node:fs';
 import { buildPipeline } from '../src/engine/pipeline.ts';

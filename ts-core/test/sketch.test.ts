@@ -23,7 +23,7 @@ const PY = process.env.TAILGUARD_PYTHON ?? join(ROOT, '.venv/bin/python');
 const SCRIPT = `
 import struct, sys, numpy as np, torch
 from tailguard import sketch as S
-from tailguard.protocol import encode_message, encode_step
+from tailguard.wire import encode_message, encode_step
 KN = {"epsilon_low": 0.2, "epsilon_high": 0.28}
 def shard(rank):
     rng = np.random.default_rng(40 + rank)

@@ -107,4 +107,19 @@ describe('snapshots', () => {
     b.addRankStep(synthStep({ tokens: 100, seed: 1, step: 3, alpha: 0.3 }));
     expect(b.late.count).toBe(1);
   });
+
+  it('snapshotText (cached ring slots) is exactly JSON.stringify(snapshot()), before and after the ring wraps', () => {
+    const a = new RunStats({ worldSize: 1, window: W, fixedBaselineWindows: K });
+    for (const [from, to] of [[1, 2], [3, 3], [4, 9], [10, 10], [11, 17]]) {
+      runSteps(a, from, to, (s) => 0.05 + s / 50);
+      expect(a.snapshotText()).toBe(JSON.stringify(a.snapshot())); // twice: the second from the cache
+      expect(a.snapshotText()).toBe(JSON.stringify(a.snapshot()));
+    }
+    const b = RunStats.restore(JSON.parse(a.snapshotText()), { worldSize: 1 });
+    expect(b.snapshotText()).toBe(a.snapshotText());
+    runSteps(a, 18, 19, () => 0.07);
+    runSteps(b, 18, 19, () => 0.07);
+    expect(b.snapshotText()).toBe(a.snapshotText());
+    expect(b.snapshotText()).toBe(JSON.stringify(b.snapshot()));
+  });
 });

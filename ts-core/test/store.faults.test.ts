@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { Dealer } from 'zeromq';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeHeader, encodeHeader } from '../src/protocol/index.ts';
-import { helloFrames, stepFrames, type SyntheticRun } from '../src/capture/synthetic.ts';
+import { helloFrames, stepFrames, type SyntheticRun } from '../src/record/synthetic.ts';
 import { EngineServer } from '../src/transport/server.ts';
 import { buildPipeline } from '../src/engine/pipeline.ts';
 import { silentLogger } from '../src/log.ts';

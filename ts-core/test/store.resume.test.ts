@@ -1,7 +1,7 @@
 // Resume after a crash: a real engine process, real ZeroMQ, kill -9, restart on the same run dir.
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { SyntheticRun } from '../src/capture/synthetic.ts';
+import type { SyntheticRun } from '../src/record/synthetic.ts';
 import { readRun } from '../src/store/index.ts';
 import { client, startEngine, stopEngine, tempDir } from './engine-process.ts';
 

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { SyntheticRun } from '../src/capture/synthetic.ts';
+import type { SyntheticRun } from '../src/record/synthetic.ts';
 import { readRun } from '../src/store/index.ts';
 import { lastLine } from '../src/store/jsonl.ts';
 import { client, startEngine, stopEngine, tempDir } from './engine-process.ts';

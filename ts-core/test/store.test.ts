@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { RunStore, checkRunId, readRun, runWarnings, StoreError } from '../src/store/index.ts';
+import { RawJson, RunStore, checkRunId, readRun, runWarnings, StoreError } from '../src/store/index.ts';
 import { syntheticStepResult } from '../src/report/synthetic.ts';
 
 let root: string;
@@ -120,5 +120,24 @@ describe('RunStore', () => {
     fs.writeFileSync(s.path('lock'), String(process.ppid)); // a live process that is not us
     expect(() => RunStore.open(root, 'busy')).toThrow(/in use/);
     s.close();
+  });
+});
+
+describe('state.json with a pre-serialised snapshot (RawJson)', () => {
+  it('splices the text in: the same file as stringifying the object, placeholders never leak', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tg-rawjson-'));
+    try {
+      const store = RunStore.open(root, 'raw', { durable: false });
+      const stats = { version: 1, windows: { 'a/b': { ring: [[[1, 2], [3, 4.5]]], q: [0.1, null] } }, note: 'tg-raw-x:"0"' };
+      const controller = { version: 1, s: ['$1', '$&', '\\u0000'] };
+      const plain = store.stateJson({ last_step: 3, stats, controller, certified_checkpoints: [], state_every: 10 });
+      const raw = store.stateJson({ last_step: 3, stats: new RawJson(JSON.stringify(stats)), controller: new RawJson(JSON.stringify(controller)), certified_checkpoints: [], state_every: 10 });
+      const strip = (t: string) => t.replace(/"saved_at":"[^"]*"/, '');
+      expect(strip(raw)).toBe(strip(plain));
+      expect(JSON.parse(raw).stats).toEqual(stats);
+      store.close();
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 });

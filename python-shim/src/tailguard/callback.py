@@ -86,8 +86,8 @@ class TailguardCallback(TrainerCallback):
             `"raw"` streams every token. `"sketch"` sends per-step histograms and exact sums reduced across
             ranks with `torch.distributed`; only rank 0 talks to the engine (see docs/sketch.md).
         record_to (`str`, *optional*, defaults to `None`):
-            Append every raw step message, exactly as sent, to this capture file (one file per rank,
-            suffixed `.rank<R>` when there are several), for `tailguard replay CAPTURE --policy FILE`.
+            Append every raw step message, exactly as sent, to this recording (one file per rank,
+            suffixed `.rank<R>` when there are several), for `tailguard replay RECORDING --policy FILE`.
         checkpoint_every (`int`, *optional*, defaults to `0`):
             Also save a checkpoint every N steps; 0 keeps the trainer's own cadence (docs/control-shim.md).
         keep_certified (`int`, *optional*, defaults to `2`):

@@ -74,7 +74,7 @@ class EngineClient(Replies):
         curve_public_key / curve_secret_key (`str`, *optional*): this client's key pair (Z85 or key files);
             a `.key` file written by `tailguard keygen` holds both, so `curve_secret_key="client.key"` is enough.
         record_to (`str`, *optional*): append the `hello` and every step message, exactly as encoded, to
-            this capture file, for `tailguard replay`.
+            this recording, for `tailguard replay`.
         resume (`bool`, *optional*, defaults to `None`): the first `hello`'s `resume` (proto v1.1): False for
             a new training run (an engine refuses a run id that already holds steps with `E_RUN_EXISTS`), True
             to continue one; None leaves it out. Every later hello (reconnects) says True.

@@ -44,7 +44,7 @@ class Options:
     keep_certified: int = 2
     engine_lost_after_s: float = 3.0
     mode: str = "raw"  # "sketch": on-device histograms reduced over torch.distributed (docs/sketch.md)
-    record_to: str | None = None  # capture file of every raw step message, for `tailguard replay`
+    record_to: str | None = None  # recording of every raw step message, for `tailguard replay`
     # CURVE (docs/reliability.md): Z85 keys or zcert key files, handed to EngineClient as they are
     curve_server_key: str | None = None
     curve_public_key: str | None = None

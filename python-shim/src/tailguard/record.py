@@ -1,7 +1,7 @@
-"""Capture-file writer: records the exact multipart messages the shim sends, for offline replay.
+"""Recording writer: records the exact multipart messages the shim sends, for offline replay.
 
 The format is shared with the engine's ``tailguard serve --record`` and read by
-``tailguard replay`` (see docs/observability.md, "Capture files")::
+``tailguard replay`` (see docs/observability.md, "Recordings")::
 
     file   = b"TGCAP\\0" + u16 version (1) + record*
     record = u32 body_len + f64 sent_at_ms + u32 n_frames + (u32 len + bytes) * n_frames
@@ -21,11 +21,11 @@ from typing import Iterable, Iterator
 MAGIC = b"TGCAP\x00"
 VERSION = 1
 
-__all__ = ["CaptureWriter", "StepRecorder", "read_capture", "encode_record", "MAGIC", "VERSION"]
+__all__ = ["RecordingWriter", "StepRecorder", "read_recording", "encode_record", "MAGIC", "VERSION"]
 
 
 def encode_record(frames: Iterable[bytes | bytearray | memoryview], at_ms: float | None = None) -> bytes:
-    """One capture record for the given frames (frame 0 is the msgpack header)."""
+    """One record for the given frames (frame 0 is the msgpack header)."""
     views = [memoryview(f).cast("B") for f in frames]
     body_len = 12 + sum(4 + v.nbytes for v in views)
     parts = [struct.pack("<IdI", body_len, time.time() * 1000.0 if at_ms is None else float(at_ms), len(views))]
@@ -35,22 +35,22 @@ def encode_record(frames: Iterable[bytes | bytearray | memoryview], at_ms: float
     return b"".join(parts)
 
 
-class CaptureWriter:
-    """Append multipart messages to a capture file.
+class RecordingWriter:
+    """Append multipart messages to a recording.
 
     Args:
         path (`str` or `os.PathLike`):
-            The capture file. Created with the preamble when missing or empty; appended to otherwise.
+            The recording. Created with the preamble when missing or empty; appended to otherwise.
 
     Example:
 
     ```python
     >>> import tempfile, os
-    >>> from tailguard.record import CaptureWriter, read_capture
+    >>> from tailguard.record import RecordingWriter, read_recording
     >>> p = os.path.join(tempfile.mkdtemp(), "run.tgcap")
-    >>> with CaptureWriter(p) as w:
+    >>> with RecordingWriter(p) as w:
     ...     w.write([b"\\x81\\xa4type\\xa4step", b"\\x00\\x01"])
-    >>> [frames for _, frames in read_capture(p)]
+    >>> [frames for _, frames in read_recording(p)]
     [[b'\\x81\\xa4type\\xa4step', b'\\x00\\x01']]
 
     ```
@@ -81,22 +81,22 @@ class CaptureWriter:
                 os.fsync(self._f.fileno())
                 self._f.close()
 
-    def __enter__(self) -> "CaptureWriter":
+    def __enter__(self) -> "RecordingWriter":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def read_capture(path: str | os.PathLike[str]) -> Iterator[tuple[float, list[bytes]]]:
+def read_recording(path: str | os.PathLike[str]) -> Iterator[tuple[float, list[bytes]]]:
     """Yield ``(at_ms, frames)`` per record. A torn last record is skipped (a crash mid-write)."""
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < 8 or data[:6] != MAGIC:
-        raise ValueError("E_CAPTURE_MAGIC: not a tailguard capture file")
+        raise ValueError("E_RECORDING_MAGIC: not a tailguard recording")
     (version,) = struct.unpack_from("<H", data, 6)
     if version != VERSION:
-        raise ValueError(f"E_CAPTURE_VERSION: capture format version {version} is not supported")
+        raise ValueError(f"E_RECORDING_VERSION: recording format version {version} is not supported")
     o = 8
     while len(data) - o >= 4:
         (body_len,) = struct.unpack_from("<I", data, o)
@@ -110,7 +110,7 @@ def read_capture(path: str | os.PathLike[str]) -> Iterator[tuple[float, list[byt
             frames.append(data[p + 4 : p + 4 + ln])
             p += 4 + ln
         if p != end:
-            raise ValueError(f"E_CAPTURE_RECORD: record at byte {o} is malformed")
+            raise ValueError(f"E_RECORDING_RECORD: record at byte {o} is malformed")
         yield at_ms, frames
         o = end
 
@@ -119,17 +119,17 @@ class StepRecorder:
     """The recorder behind ``EngineClient(record_to=...)``: the client's ``hello`` once, then every
     message of every step exactly as encoded for the wire (all chunks, before any send).
 
-    ``tailguard replay CAPTURE`` needs the ``hello`` to know the run id, world size and trainer.
-    A capture made by one rank of a multi-rank run holds only that rank's data; the replay then
+    ``tailguard replay RECORDING`` needs the ``hello`` to know the run id, world size and trainer.
+    A recording made by one rank of a multi-rank run holds only that rank's data; the replay then
     finalises each step with the other ranks missing, as the live engine does after its timeout.
 
     Args:
-        path (`str` or `os.PathLike`): the capture file (appended to when it exists).
+        path (`str` or `os.PathLike`): the recording (appended to when it exists).
         client: the `EngineClient` whose identity goes into the recorded ``hello``.
     """
 
     def __init__(self, path: str | os.PathLike[str], client: object):
-        self._w = CaptureWriter(path)
+        self._w = RecordingWriter(path)
         self._client = client
         self._hello_written = False
 

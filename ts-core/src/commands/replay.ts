@@ -1,6 +1,6 @@
-// `tailguard replay CAPTURE [--policy FILE] [--run-dir DIR]`: re-run the engine over a capture at
+// `tailguard replay RECORDING [--policy FILE] [--run-dir DIR]`: re-run the engine over a recording at
 // full speed. Messages go through the same codec, run glue, statistics, controller and run store as
-// live; time is the capture's clock, so the same capture and policy always give the same output.
+// live; time is the recording's clock, so the same recording and policy always give the same output.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createLogger } from '../log.ts';
@@ -8,7 +8,7 @@ import { buildPipeline } from '../engine/pipeline.ts';
 import { RunRegistry } from '../engine/registry.ts';
 import type { AckHeader, ByeHeader, HelloHeader, StepHeader } from '../protocol/messages.ts';
 import { DEFAULT_LIMITS, type Message } from '../protocol/index.ts';
-import { replayCapture } from '../capture/replay.ts';
+import { replayRecording } from '../record/replay.ts';
 import { readRun, RUN_ID_RE } from '../store/index.ts';
 
 export interface ReplayOptions {
@@ -30,7 +30,7 @@ export interface ReplaySummary {
   runs: { run_id: string; dir: string; steps: number; findings: number; directives: Record<string, number> }[];
 }
 
-export async function replayToDir(capture: string, opts: ReplayOptions): Promise<ReplaySummary> {
+export async function replayToDir(recording: string, opts: ReplayOptions): Promise<ReplaySummary> {
   const runDir = path.resolve(opts.runDir ?? 'runs-replay');
   const log = createLogger({ level: opts.logLevel ?? 'warn' });
   const stepTimeout = opts.stepTimeout ?? '30000';
@@ -43,9 +43,9 @@ export async function replayToDir(capture: string, opts: ReplayOptions): Promise
   });
   const seen = new Set<string>();
   let clock = 0;
-  const counts = await replayCapture(capture, {
+  const counts = await replayRecording(recording, {
     message(msg: Message, at: number) {
-      clock = Math.max(clock, at); // a capture's clock never runs backwards for the engine
+      clock = Math.max(clock, at); // a recording's clock never runs backwards for the engine
       registry.tick(clock); // what the live server's 1 s tick would have finalised by now
       const h = msg.header;
       const runId = (h as { run_id?: string }).run_id ?? '';
@@ -72,7 +72,7 @@ export async function replayToDir(capture: string, opts: ReplayOptions): Promise
       }
     },
   });
-  // End of capture: steps still waiting for ranks are finalised as their timeout would have done.
+  // End of recording: steps still waiting for ranks are finalised as their timeout would have done.
   registry.tick(Number.MAX_SAFE_INTEGER);
   await registry.close();
 
@@ -88,11 +88,11 @@ export async function replayToDir(capture: string, opts: ReplayOptions): Promise
   return { ...counts, runs };
 }
 
-export async function replay(capture: string, opts: ReplayOptions): Promise<void> {
+export async function replay(recording: string, opts: ReplayOptions): Promise<void> {
   let s: ReplaySummary;
   const t0 = performance.now();
   try {
-    s = await replayToDir(capture, opts);
+    s = await replayToDir(recording, opts);
   } catch (e) {
     process.stderr.write(`tailguard replay: ${(e as Error).message}\n`);
     process.exitCode = 1;
@@ -100,7 +100,7 @@ export async function replay(capture: string, opts: ReplayOptions): Promise<void
   }
   const secs = (performance.now() - t0) / 1000;
   if (opts.quiet) return;
-  const lines = [`replayed ${s.accepted}/${s.messages} messages from ${capture} in ${secs.toFixed(2)} s`];
+  const lines = [`replayed ${s.accepted}/${s.messages} messages from ${recording} in ${secs.toFixed(2)} s`];
   if (s.tornBytes) lines.push(`warning: torn last record (${s.tornBytes} bytes) skipped`);
   for (const r of s.rejected.slice(0, 10)) lines.push(`rejected message #${r.index}: ${r.code} ${r.message}`);
   for (const r of s.runs) {

@@ -34,18 +34,13 @@ export interface Point {
   value: number;
 }
 
-/** The points of the last `n` steps (by step number, so missing steps do not stretch the span). */
-export function lastSteps(pts: Point[], n: number): Point[] {
-  if (!pts.length) return pts;
-  const from = pts[pts.length - 1].step - n + 1;
-  let i = pts.length;
-  while (i > 0 && pts[i - 1].step >= from) i--;
-  return pts.slice(i);
-}
-
 /** The last `n` steps' points that pass `keep`, or undefined when too sparse for a trend. */
 function trendTail(pts: Point[], n: number, keep: (v: number) => boolean): Point[] | undefined {
-  const tail = lastSteps(pts, n).filter((p) => keep(p.value));
+  // The last n steps by step number, so missing steps do not stretch the span.
+  const from = pts.length ? pts[pts.length - 1].step - n + 1 : 0;
+  let i = pts.length;
+  while (i > 0 && pts[i - 1].step >= from) i--;
+  const tail = pts.slice(i).filter((p) => keep(p.value));
   return tail.length < Math.max(3, Math.ceil(n / 2)) ? undefined : tail;
 }
 
@@ -59,25 +54,6 @@ export function logSlope(pts: Point[], n: number): number {
     tail.map((p) => p.step),
     tail.map((p) => Math.log(p.value)),
   );
-}
-
-/** Log-slope with its t statistic (slope / standard error), to tell a trend from noise. */
-export function logSlopeT(pts: Point[], n: number): { slope: number; t: number } {
-  const tail = trendTail(pts, n, positive);
-  if (!tail) return { slope: NaN, t: NaN };
-  const xs = tail.map((p) => p.step);
-  const ys = tail.map((p) => Math.log(p.value));
-  const b = olsSlope(xs, ys);
-  const mx = xs.reduce((a, x) => a + x, 0) / xs.length;
-  const my = ys.reduce((a, y) => a + y, 0) / ys.length;
-  let sse = 0;
-  let sxx = 0;
-  for (let i = 0; i < xs.length; i++) {
-    sse += (ys[i] - my - b * (xs[i] - mx)) ** 2;
-    sxx += (xs[i] - mx) ** 2;
-  }
-  const se = Math.sqrt(sse / Math.max(1, xs.length - 2) / sxx);
-  return { slope: b, t: se > 0 ? b / se : b > 0 ? Infinity : b < 0 ? -Infinity : 0 };
 }
 
 /** Slope of value per step over the last `n` steps; NaN if too sparse. */

@@ -19,6 +19,7 @@ import type { MaskCounts } from './received.ts';
 import { controlHooks } from '../policy/hooks.ts';
 import type { ControllerSnapshot } from '../policy/controller.ts';
 import { openStoreHooks } from '../store/hooks.ts';
+import { RawJson } from '../store/index.ts';
 import { RunStats } from '../stats/index.ts';
 import { attachTopTokens, runDecoder } from './forensics.ts';
 
@@ -83,7 +84,8 @@ export const buildPipeline: PipelineFactory = (ctx) => {
   const stats = store.state?.stats ? RunStats.restore(store.state.stats, statsOpts) : new RunStats(statsOpts);
   // state.json can be older than steps.jsonl (saved every K steps): steps already stored count as late, never twice.
   stats.lastFinal = Math.max(stats.lastFinal, store.resumeStep() ?? -1);
-  Object.assign(store.snapshots, { stats: () => stats.snapshot(), controller: () => control.snapshot(), certified: () => control.controller.certifiedCheckpoints() });
+  // stats: pre-serialised with the window rings' text cached, so a save re-serialises only new slots.
+  Object.assign(store.snapshots, { stats: () => new RawJson(stats.snapshotText()), controller: () => control.snapshot(), certified: () => control.controller.certifiedCheckpoints() });
   return {
     onFinalized: (r, d) => store.onFinalized(r, d),
     resumeStep: () => store.resumeStep(),

@@ -6,7 +6,7 @@
 // screenshots and the live-page benchmark.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { helloFrames, stepFrames, type SyntheticRun } from '../capture/synthetic.ts';
+import { helloFrames, stepFrames, type SyntheticRun } from '../record/synthetic.ts';
 import { buildPipeline } from '../engine/pipeline.ts';
 import { RunRegistry } from '../engine/registry.ts';
 import { createLogger } from '../log.ts';

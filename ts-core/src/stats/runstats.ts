@@ -426,6 +426,17 @@ export class RunStats {
     };
   }
 
+  /** JSON.stringify(this.snapshot()), built from each window's cached text (WindowState.toJSONText). */
+  snapshotText(): string {
+    const head = JSON.stringify({
+      version: 1, window: this.opts.window, fixedBaselineWindows: this.opts.fixedBaselineWindows, ewmaAlpha: this.opts.ewmaAlpha,
+      lastFinal: this.lastFinal, late: this.late,
+    });
+    const ws: string[] = [];
+    for (const [k, w] of this.windows) ws.push(`${JSON.stringify(k)}:${w.toJSONText()}`);
+    return `${head.slice(0, -1)},"windows":{${ws.join(',')}}}`;
+  }
+
   static restore(snap: unknown, opts: RunStatsOptions): RunStats {
     const s = snap as any;
     if (!s || s.version !== 1) throw new StatsError('E_SNAPSHOT', 'unknown RunStats snapshot version');

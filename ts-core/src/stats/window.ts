@@ -27,6 +27,9 @@ export class WindowState {
   fixedQ: Float64Array | null = null;
   // drift-aware baseline
   ewmaQ: Float64Array | null = null;
+  /** JSON text of each ring slot's sparse histogram, kept until the slot is overwritten: a slot is
+   *  immutable between pushes, so a state.json save re-serialises only the slots pushed since the last one. */
+  private readonly slotText: (string | null)[];
 
   constructor(readonly opts: WindowOpts) {
     const W = opts.window;
@@ -35,6 +38,7 @@ export class WindowState {
     this.ringSumAbs = new Float64Array(W);
     this.ringMax = new Float64Array(W);
     this.ringStep = new Float64Array(W);
+    this.slotText = new Array<string | null>(W).fill(null);
   }
 
   get fixedReady(): boolean {
@@ -56,6 +60,7 @@ export class WindowState {
       this.filled++;
     }
     ring.set(hist, o);
+    this.slotText[slot] = null;
     this.ringN[slot] = n;
     this.ringSumAbs[slot] = sumAbs;
     this.ringMax[slot] = maxAbs;
@@ -106,8 +111,20 @@ export class WindowState {
     const W = this.opts.window;
     const ring: [number[], number[]][] = [];
     for (let s = 0; s < W; s++) ring.push(histToSparse(this.ring.subarray(s * HIST_BINS, (s + 1) * HIST_BINS)));
+    return { ring, ...this.rest() };
+  }
+
+  /** JSON.stringify(this.toJSON()), with the ring slots' text cached between saves (the bulk of state.json). */
+  toJSONText(): string {
+    const W = this.opts.window, parts: string[] = [];
+    for (let s = 0; s < W; s++) parts.push((this.slotText[s] ??= JSON.stringify(histToSparse(this.ring.subarray(s * HIST_BINS, (s + 1) * HIST_BINS)))));
+    return `{"ring":[${parts.join(',')}],${JSON.stringify(this.rest()).slice(1)}`;
+  }
+
+  /** Everything of the snapshot but the ring, in toJSON's key order. */
+  private rest(): Record<string, unknown> {
     return {
-      ring, head: this.head, filled: this.filled, steps: this.steps, winN: this.winN, winSumAbs: this.winSumAbs,
+      head: this.head, filled: this.filled, steps: this.steps, winN: this.winN, winSumAbs: this.winSumAbs,
       ringN: [...this.ringN], ringSumAbs: [...this.ringSumAbs], ringMax: [...this.ringMax], ringStep: [...this.ringStep],
       fixedHist: this.fixedHist ? histToSparse(this.fixedHist) : null,
       fixedN: this.fixedN, fixedSumAbs: this.fixedSumAbs, fixedMax: this.fixedMax,

@@ -7,6 +7,7 @@
 // Opening repairs the directory first (store/recover.ts).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { RUN_ID_RE } from '../protocol/validate.ts';
 import { PROTOCOL_VERSION, VERSION } from '../version.ts';
 import type { MetricRecord, StepResult, WindowRecord } from '../types.ts';
@@ -41,6 +42,14 @@ export interface OpenOptions {
   /** false: skip fsync (replay, tests); files are still written in the same order. Default true. */
   durable?: boolean;
 }
+
+/** Text that is already JSON (a snapshot serialised by its owner, caching what did not change). */
+export class RawJson {
+  constructor(readonly text: string) {}
+}
+// A per-process nonce: no string of the state's own can be taken for a placeholder.
+const RAW_MARK = `tg-raw-${randomBytes(8).toString('hex')}:`;
+const RAW_RE = new RegExp(`"${RAW_MARK}(\\d+)"`, 'g');
 
 export class RunStore {
   readonly dir: string;
@@ -158,9 +167,13 @@ export class RunStore {
     return true;
   }
 
-  /** state.json's text for `state` (what saveState writes). */
+  /** state.json's text for `state` (what saveState writes). A RawJson value (a snapshot its owner serialised,
+   *  e.g. RunStats.snapshotText) is spliced in as its text: the same file as JSON.stringify of the object. */
   stateJson(state: Omit<RunState, 'version' | 'saved_at'>): string {
-    return JSON.stringify({ version: 1, ...state, saved_at: new Date().toISOString() } satisfies RunState);
+    const raws: string[] = [];
+    const json = JSON.stringify({ version: 1, ...state, saved_at: new Date().toISOString() } satisfies RunState, (_k, v) =>
+      v instanceof RawJson ? `${RAW_MARK}${raws.push(v.text) - 1}` : v);
+    return raws.length ? json.replace(RAW_RE, (_m, i: string) => raws[Number(i)]) : json;
   }
 
   /** Truncate every log back to the last commit (after a failed append or commit). */

@@ -1,8 +1,8 @@
 // What `tailguard serve` starts besides the engine: the live page (--ui [port], --ui-host, --ui-token) in a
-// worker thread, and the capture recorder (--record FILE). One call in serve.ts, one close on shutdown.
+// worker thread, and the recorder (--record FILE). One call in serve.ts, one close on shutdown.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { CaptureWriter } from '../capture/index.ts';
+import { RecordingWriter } from '../record/index.ts';
 import type { UiOptions } from './server.ts';
 
 export const DEFAULT_UI_PORT = 7860;
@@ -52,9 +52,9 @@ export function startUiWorker(opts: UiOptions, log: Logger): Promise<UiHandle> {
 }
 
 export async function startObservability(opts: { ui?: string | boolean; uiHost?: string; uiToken?: string; record?: string; runDir?: string }, log: Logger): Promise<Observability> {
-  let recorder: CaptureWriter | null = null;
+  let recorder: RecordingWriter | null = null;
   if (opts.record) {
-    recorder = new CaptureWriter(opts.record);
+    recorder = new RecordingWriter(opts.record);
     log.info({ file: opts.record }, 'recording received messages');
   }
   let ui: UiHandle | null = null;
@@ -78,7 +78,7 @@ export async function startObservability(opts: { ui?: string | boolean; uiHost?:
           rec.write(frames);
         } catch (e) {
           failed = true; // e.g. disk full: stop recording, keep serving
-          log.error({ err: e }, 'capture write failed; recording stopped');
+          log.error({ err: e }, 'recording write failed; recording stopped');
         }
       },
     },

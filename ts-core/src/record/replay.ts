@@ -1,8 +1,8 @@
-// Decode a capture file message by message with the engine's own codec and validation, handing each
+// Decode a recording message by message with the engine's own codec and validation, handing each
 // accepted message to a sink (the run glue). Rejections are collected exactly as the live engine
 // would have answered them, so a replay of bad input is as informative as the live run.
 import { decodeMessage, isProtocolError, type Message } from '../protocol/index.ts';
-import { readCapture } from './index.ts';
+import { readRecording } from './index.ts';
 
 export interface ReplaySink {
   /** One decoded, validated client message, with the time the engine (or shim) saw it. */
@@ -16,8 +16,8 @@ export interface ReplayCounts {
   tornBytes: number;
 }
 
-export async function replayCapture(file: string, sink: ReplaySink): Promise<ReplayCounts> {
-  const cap = readCapture(file);
+export async function replayRecording(file: string, sink: ReplaySink): Promise<ReplayCounts> {
+  const cap = readRecording(file);
   const counts: ReplayCounts = { messages: cap.messages.length, accepted: 0, rejected: [], tornBytes: cap.tornBytes };
   for (let i = 0; i < cap.messages.length; i++) {
     const m = cap.messages[i];

@@ -1,4 +1,4 @@
-// Capture files: the exact multipart messages a tailguard engine received (or a shim sent), so a run
+// Recordings: the exact multipart messages a tailguard engine received (or a shim sent), so a run
 // can be replayed offline. Format (all integers little-endian), documented in docs/observability.md:
 //
 //   file    = magic "TGCAP\0" (6 bytes) + u16 format version (1) + record*
@@ -10,22 +10,22 @@
 // only leave a torn last record, which readers report and skip.
 import * as fs from 'node:fs';
 
-export const CAPTURE_MAGIC = Buffer.from('TGCAP\0', 'latin1');
-export const CAPTURE_VERSION = 1;
+export const RECORDING_MAGIC = Buffer.from('TGCAP\0', 'latin1');
+export const RECORDING_VERSION = 1;
 const PREAMBLE = 8;
 
-export interface CapturedMessage {
+export interface RecordedMessage {
   receivedAt: number; // ms epoch
   frames: Buffer[];
 }
 
-export class CaptureError extends Error {
+export class RecordingError extends Error {
   constructor(
-    readonly code: 'E_CAPTURE_MAGIC' | 'E_CAPTURE_VERSION' | 'E_CAPTURE_RECORD',
+    readonly code: 'E_RECORDING_MAGIC' | 'E_RECORDING_VERSION' | 'E_RECORDING_RECORD',
     message: string,
   ) {
     super(message);
-    this.name = 'CaptureError';
+    this.name = 'RecordingError';
   }
 }
 
@@ -44,8 +44,8 @@ export function encodeRecord(frames: readonly Uint8Array[], receivedAt: number):
   return out;
 }
 
-/** Appends messages to a capture file (creating it with the preamble). */
-export class CaptureWriter {
+/** Appends messages to a recording (creating it with the preamble). */
+export class RecordingWriter {
   private fd: number;
   count = 0;
 
@@ -53,8 +53,8 @@ export class CaptureWriter {
     this.fd = fs.openSync(file, 'a');
     if (fs.fstatSync(this.fd).size === 0) {
       const pre = Buffer.alloc(PREAMBLE);
-      CAPTURE_MAGIC.copy(pre, 0);
-      pre.writeUInt16LE(CAPTURE_VERSION, 6);
+      RECORDING_MAGIC.copy(pre, 0);
+      pre.writeUInt16LE(RECORDING_VERSION, 6);
       fs.writeSync(this.fd, pre);
     }
   }
@@ -72,44 +72,44 @@ export class CaptureWriter {
   }
 }
 
-export interface CaptureRead {
-  messages: CapturedMessage[];
+export interface RecordingRead {
+  messages: RecordedMessage[];
   /** Bytes at the end that do not form a whole record (a crash mid-write). */
   tornBytes: number;
 }
 
-export function parseCapture(buf: Buffer): CaptureRead {
-  if (buf.length < PREAMBLE || !buf.subarray(0, 6).equals(CAPTURE_MAGIC)) {
-    throw new CaptureError('E_CAPTURE_MAGIC', 'not a tailguard capture file (bad magic)');
+export function parseRecording(buf: Buffer): RecordingRead {
+  if (buf.length < PREAMBLE || !buf.subarray(0, 6).equals(RECORDING_MAGIC)) {
+    throw new RecordingError('E_RECORDING_MAGIC', 'not a tailguard recording (bad magic)');
   }
   const version = buf.readUInt16LE(6);
-  if (version !== CAPTURE_VERSION) throw new CaptureError('E_CAPTURE_VERSION', `capture format version ${version} is not supported`);
-  const messages: CapturedMessage[] = [];
+  if (version !== RECORDING_VERSION) throw new RecordingError('E_RECORDING_VERSION', `recording format version ${version} is not supported`);
+  const messages: RecordedMessage[] = [];
   let o = PREAMBLE;
   while (o < buf.length) {
     if (buf.length - o < 4) break;
     const bodyLen = buf.readUInt32LE(o);
     if (buf.length - o - 4 < bodyLen) break; // torn last record
-    if (bodyLen < 12) throw new CaptureError('E_CAPTURE_RECORD', `record at byte ${o} is too short`);
+    if (bodyLen < 12) throw new RecordingError('E_RECORDING_RECORD', `record at byte ${o} is too short`);
     const end = o + 4 + bodyLen;
     const receivedAt = buf.readDoubleLE(o + 4);
     const n = buf.readUInt32LE(o + 12);
     const frames: Buffer[] = [];
     let p = o + 16;
     for (let i = 0; i < n; i++) {
-      if (p + 4 > end) throw new CaptureError('E_CAPTURE_RECORD', `record at byte ${o}: frame ${i} overruns the record`);
+      if (p + 4 > end) throw new RecordingError('E_RECORDING_RECORD', `record at byte ${o}: frame ${i} overruns the record`);
       const len = buf.readUInt32LE(p);
-      if (p + 4 + len > end) throw new CaptureError('E_CAPTURE_RECORD', `record at byte ${o}: frame ${i} overruns the record`);
+      if (p + 4 + len > end) throw new RecordingError('E_RECORDING_RECORD', `record at byte ${o}: frame ${i} overruns the record`);
       frames.push(buf.subarray(p + 4, p + 4 + len));
       p += 4 + len;
     }
-    if (p !== end) throw new CaptureError('E_CAPTURE_RECORD', `record at byte ${o}: ${end - p} trailing bytes`);
+    if (p !== end) throw new RecordingError('E_RECORDING_RECORD', `record at byte ${o}: ${end - p} trailing bytes`);
     messages.push({ receivedAt, frames });
     o = end;
   }
   return { messages, tornBytes: buf.length - o };
 }
 
-export function readCapture(file: string): CaptureRead {
-  return parseCapture(fs.readFileSync(file));
+export function readRecording(file: string): RecordingRead {
+  return parseRecording(fs.readFileSync(file));
 }
