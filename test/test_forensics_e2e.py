@@ -94,7 +94,6 @@ def test_findings_name_their_top_tokens(tmp_path):
     # the NaN from step 2 on is a non-finite finding at its own step, on old_vs_rollout
     nan = [f for f in with_tokens if f["detector"] == "nonfinite" and f["pair"] == "old_vs_rollout"]
     assert nan and nan[0]["step"] == 2, [(f["detector"], f["step"]) for f in findings]
-    print(sorted({(f["detector"], f.get("slice"), f["step"]) for f in with_tokens}))
     for f in with_tokens:
         got = f["evidence"]["top_tokens"]
         want = reference_top(captured[f["step"]], f.get("slice", "all"), 8)  # k = 8, the engine's default
