@@ -1,34 +1,35 @@
-"""`TailguardCallback` and `attach(trainer)`: stream per-token log-ratios to the engine, log its metrics back.
+"""`TailguardCallback`: the TRL glue. What runs at each callback event: connect at train begin, send each step and
+apply the engine's directives at step end, close at train end. Streams per-token log-ratios to the engine and logs
+its metrics back.
 
 A `TrainerCallback` never receives the trainer, and GRPO sets `beta`/`ref_model` after `on_init_end`,
-so capture is installed by `attach(trainer)` on a constructed trainer (see capture/).
+so capture is installed by `attach(trainer)` on a constructed trainer (attaching.py, see capture/); the metrics
+reach the trainer's logs through loginject.py.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
 if TYPE_CHECKING:
     from .client import EngineClient
 
-from .capture import CaptureError, capture_for, check_trl_version
 from . import guard
+from .attaching import Attaching, attach  # noqa: F401 - `tailguard.callback.attach` stays importable
+from .capture import CaptureError  # noqa: F401 - re-exported (`tailguard.callback.CaptureError`)
 from .events import EventLog
 from .guard import TailguardStopped
-from .logmetrics import curate
-from .options import DEFAULTS, ENV_ALLOW_UNTESTED_TRL, ENV_ENDPOINT, Options, disabled_by_env, parse_options, resolve_endpoint
+from .loginject import LogInjection
+from .options import Options, disabled_by_env, parse_options
 
 logger = logging.getLogger("tailguard")
 
 
-class TailguardCallback(TrainerCallback):
+class TailguardCallback(Attaching, LogInjection, TrainerCallback):
     r"""
     Streams every optimizer step's per-token log-ratios and masks to a tailguard engine, and writes the
     engine's headline metrics back into the trainer's logs as `tailguard/<pair>/<slice>/<metric>`.
@@ -139,122 +140,6 @@ class TailguardCallback(TrainerCallback):
         self._verdict = guard.Verdict()  # fail_closed: anything unrecorded since the last boundary?
         self.run_id: str | None = None  # decided in on_train_begin (guard.run_identity)
         self._resume: bool | None = None
-
-    # ---- attach -------------------------------------------------------------------------------
-    def attach(self, trainer: Any) -> "TailguardCallback":
-        """Install the capture on `trainer` and add this callback to it. Returns `self`."""
-        if self.trainer is not None:
-            raise CaptureError("E_ATTACHED", "this TailguardCallback is already attached to a trainer")
-        guard.check_not_attached(self, trainer)
-        if self.disabled:
-            logger.warning("tailguard: TAILGUARD_DISABLE is set; not attaching")
-            return self
-        import os
-
-        import trl
-
-        # Everything that can refuse runs before the embedded engine starts: a refused trainer
-        # must not leave an engine process behind.
-        check_trl_version(trl.__version__, os.environ.get(ENV_ALLOW_UNTESTED_TRL) == "1")
-        capture = capture_for(trainer, self.options)
-        capture.check()
-        guard.check_curve(self.options)
-        if self.endpoint is not None or os.environ.get(ENV_ENDPOINT):
-            resolve_endpoint(self.endpoint)  # fail at attach, not after the first step
-        else:  # embedded engine (engine.py)
-            from .engine import attach_embedded
-
-            attach_embedded(self, trainer)  # sets self.endpoint; detach() puts None back
-            self._embedded = True
-        try:
-            capture.install()
-        except BaseException:
-            capture.uninstall()
-            if self._embedded:  # check() passed, so only install_hooks can fail here: leave nothing running
-                self._drop_embedded(trainer)
-            raise
-        self.trainer, self.capture = trainer, capture
-        self.directives = _make_directives(trainer, self.options)  # control-shim hook
-        if self.directives is not None:
-            self._events.tap(self.directives)  # events.py: findings/directives into the trainer's logs
-        self._wrap_log(trainer)
-        if not any(c is self for c in trainer.callback_handler.callbacks):
-            trainer.add_callback(self)
-        return self
-
-    def detach(self) -> None:
-        """Undo `attach`: restore the trainer's methods and remove the callback."""
-        if self.trainer is None:
-            return
-        if self.capture is not None:
-            self.capture.uninstall()
-        if self._log_wrapped:
-            vars(self.trainer).pop("log", None)
-            self._log_wrapped = False
-        self.trainer.remove_callback(self)
-        self._close_client()
-        if self._embedded:
-            self._drop_embedded(self.trainer)
-        self.trainer = self.capture = None
-
-    def _drop_embedded(self, trainer: Any) -> None:
-        """Stop the embedded engine and undo its `train` wrapper (engine.py); a later attach starts a new one."""
-        engine, self.embedded_engine = getattr(self, "embedded_engine", None), None
-        vars(trainer).pop("train", None)
-        if engine is not None:
-            engine.stop()
-        self.endpoint, self._embedded = None, False
-
-    def _wrap_log(self, trainer: Any) -> None:
-        # Trainer.log copies `logs` into state.log_history *before* callbacks' on_log run, so the metrics
-        # are injected here, ahead of log_history and of every reporting callback (W&B, TensorBoard, trackio).
-        original = trainer.log
-
-        def log(logs, *args, **kwargs):
-            self._inject_metrics(logs)
-            return original(logs, *args, **kwargs)
-
-        trainer.log = log
-        self._log_wrapped = True
-
-    # ---- client -------------------------------------------------------------------------------
-    def _make_client(self, args: Any) -> Any:
-        from .client import EngineClient
-
-        acc = self.trainer.accelerator
-        cfg = {**self.capture.config(), **self.capture.knobs()}
-        if self.options.send_token_ids:  # the engine decodes findings' top tokens with it (forensics.py)
-            from .forensics import tokenizer_json
-
-            path = tokenizer_json(getattr(self.trainer, "processing_class", None))
-            if path is not None:
-                cfg["tokenizer"] = path
-        return EngineClient(
-            resolve_endpoint(self.endpoint),
-            self.run_id,
-            resume=self._resume,
-            rank=int(acc.process_index),
-            world_size=int(acc.num_processes),
-            trainer=self.capture.kind,
-            config=cfg,
-            send_budget_s=self.options.send_budget_s,
-            queue_max_steps=self.options.queue_max_steps,
-            connect_timeout_s=self.options.connect_timeout_s,
-            mode=self.options.mode,
-            record_to=guard.record_path(self.options.record_to, int(acc.process_index), int(acc.num_processes)),
-            curve_server_key=self.options.curve_server_key,
-            curve_public_key=self.options.curve_public_key,
-            curve_secret_key=self.options.curve_secret_key,
-        )
-
-    def _close_client(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            try:
-                client.flush(timeout=max(1.0, self.options.log_wait_s))
-                client.close()
-            except Exception as e:  # closing must never fail training
-                self._warn_once("close", f"tailguard: closing the engine client failed: {e}")
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -384,110 +269,9 @@ class TailguardCallback(TrainerCallback):
         if stopped is not None and self.options.fail_mode == "fail_closed":
             raise TailguardStopped(stopped[1], step=stopped[0])
 
-    # ---- metrics into the trainer's logs ------------------------------------------------------
-    def _inject_metrics(self, logs: dict) -> None:
-        if not self.options.log_metrics or self.client is None or self.trainer is None:
-            return
-        if not self.trainer.state.is_world_process_zero:
-            return
-        try:
-            step, metrics = self._wait_metrics(self.trainer.state.global_step)
-            added = {}
-            if step is not None and step != self._last_metrics_step:
-                self._last_metrics_step = step
-                curated = curate(metrics, full=self.options.log_metrics == "full", names=self.options.metric_names)
-                added = {f"tailguard/{k}": v for k, v in curated.items()}
-                added["tailguard/metrics_step"] = step
-            stats = self.client.stats
-            counters = {k: stats.get(k, 0) for k in ("sent", "acked", "recorded", "dropped", "queued", "errors", "reconnects")}
-            if added or counters != self._last_client_stats:
-                self._last_client_stats = counters
-                added.update({f"tailguard/client/{k}": v for k, v in counters.items()})
-            added.update(self._events.drain())
-            logs.update(added)
-        except Exception as e:  # logging must never fail training
-            self._warn_once("log", f"tailguard: could not add metrics to the logs: {e!r}")
-
-    def _wait_metrics(self, want_step: int) -> tuple[int | None, dict]:
-        """The newest metrics, waiting up to `log_wait_s` for this step's: step N's metrics land in step N's log
-        whenever the engine answers within the budget. No wait while the engine is away."""
-        step, metrics = self.client.latest_metrics()
-        deadline = time.monotonic() + self.options.log_wait_s
-        while (step is None or step < want_step) and time.monotonic() < deadline and self.client.connected:
-            time.sleep(0.005)
-            step, metrics = self.client.latest_metrics()
-        return step, metrics
-
 
 def _one_prefix(message: str) -> str:
     """One `tailguard:` prefix, also when a message embeds another tailguard message (an exception's text)."""
     while "tailguard: tailguard: " in message:
         message = message.replace("tailguard: tailguard: ", "tailguard: ")
     return message
-
-
-def _make_directives(trainer: Any, options: Options):
-    from .control import DirectiveApplier
-
-    acc = trainer.accelerator
-    return DirectiveApplier(
-        trainer, None, rank=int(acc.process_index), world_size=int(acc.num_processes),
-        fail_mode=options.fail_mode, checkpoint_every=options.checkpoint_every,
-        keep_certified=options.keep_certified, lost_after_s=options.engine_lost_after_s,
-        reply_wait_s=options.log_wait_s,  # the reply that carries a directive due at this boundary
-    )  # fmt: skip
-
-
-def attach(
-    trainer: Any,
-    endpoint: str | None = None,
-    *,
-    run_id: str | None = None,
-    pairs: Sequence[str] = DEFAULTS.pairs,
-    send_budget_s: float = DEFAULTS.send_budget_s,
-    queue_max_steps: int = DEFAULTS.queue_max_steps,
-    connect_timeout_s: float = DEFAULTS.connect_timeout_s,
-    fail_mode: Literal["fail_open", "fail_closed"] = "fail_open",
-    log_metrics: bool | Literal["full"] = True,
-    log_wait_s: float = DEFAULTS.log_wait_s,
-    metric_names: Sequence[str] | None = DEFAULTS.metric_names,
-    send_token_ids: bool = DEFAULTS.send_token_ids,
-    pin_memory: bool = DEFAULTS.pin_memory,
-    retain_captured: bool = DEFAULTS.retain_captured,
-    checkpoint_every: int = DEFAULTS.checkpoint_every,
-    keep_certified: int = DEFAULTS.keep_certified,
-    engine_lost_after_s: float = DEFAULTS.engine_lost_after_s,
-    mode: Literal["raw", "sketch"] = "raw",
-    record_to: str | os.PathLike[str] | None = DEFAULTS.record_to,
-    curve_server_key: str | os.PathLike[str] | None = DEFAULTS.curve_server_key,
-    curve_public_key: str | os.PathLike[str] | None = DEFAULTS.curve_public_key,
-    curve_secret_key: str | os.PathLike[str] | None = DEFAULTS.curve_secret_key,
-) -> TailguardCallback:
-    r"""
-    Attach tailguard to a constructed TRL trainer: install the capture, add the callback, return it.
-
-    Args:
-        trainer (`GRPOTrainer`, `RLOOTrainer` or `DPOTrainer`):
-            The trainer, after construction and before `train()`.
-        endpoint (`str`, *optional*, defaults to `None`):
-            Engine endpoint; `None` reads `TAILGUARD_ENDPOINT`, and with neither a private engine is started.
-        run_id, pairs, send_budget_s, ... (keyword-only):
-            The [`TailguardCallback`] options, with the same names, types and defaults (docs/trl.md).
-
-    Returns:
-        [`TailguardCallback`]: the attached callback (`cb.client.stats`, `cb.detach()`).
-
-    Example:
-
-    ```python
-    >>> import tailguard
-    >>> try:
-    ...     tailguard.attach(object(), endpoint="tcp://127.0.0.1:5599")
-    ... except tailguard.callback.CaptureError as e:
-    ...     print(e.code)
-    E_UNSUPPORTED
-
-    ```
-    """
-    options = {k: v for k, v in locals().items() if k not in ("trainer", "endpoint")}
-    return TailguardCallback(endpoint, **options).attach(trainer)

@@ -1,5 +1,5 @@
-"""Control: applying the engine's directives on the trainer (`directives.py`: broadcast, apply at
-`on_step_end`, ack), the knobs a directive may change (`knobs.py`), and certified checkpoints and
+"""Control: the engine's directives on the trainer (`directives.py`: what is due at `on_step_end`, broadcast
+to every rank; `actions.py`: applying one, ack, log), the knobs a directive may change (`knobs.py`), and certified checkpoints and
 rollback (`checkpoints.py`)."""
 
 from .checkpoints import PROTECTED_DIR, CheckpointKeeper, RollbackRefused

@@ -1,5 +1,6 @@
 """The shim's transport: endpoint and key checks (`keys`), the step ledger and its counters (`ledger`),
-and the I/O thread that owns the socket (`io`). `tailguard.client.EngineClient` is the public face."""
+the I/O thread that owns the socket (`io`), and the send and reply sides of the client (`sending`,
+`replies`). `tailguard.client.EngineClient` is the public face."""
 
 from .io import RETRYABLE, IoThread
 from .keys import check_endpoint, curve_keys
