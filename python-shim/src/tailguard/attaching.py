@@ -221,7 +221,7 @@ def attach(
 
     ```
     """
+    options = {k: v for k, v in locals().items() if k not in ("trainer", "endpoint")}  # before any other local
     from .callback import TailguardCallback  # callback.py imports this module
 
-    options = {k: v for k, v in locals().items() if k not in ("trainer", "endpoint")}
     return TailguardCallback(endpoint, **options).attach(trainer)
