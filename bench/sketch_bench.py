@@ -2,6 +2,7 @@
 and, with a real engine process, the engine's reply latency per step (raw vs sketch).
 
     .venv/bin/python bench/sketch_bench.py [--max-exp 8] [--engine] [--reps 3] [--threads 1] [--before REV]
+    .venv/bin/python bench/sketch_bench.py --bytes --max-exp 7   # bytes per pair per step (docs/sketch.md)
 
 --before REV also times `compute_sketch` as it was at git revision REV (loaded from `git show`), on the same
 data in the same process: the before/after column of docs/benchmarks.md.
@@ -161,18 +162,43 @@ def engine_table(max_exp: int, reps: int, steps: int = 5):
     return rows
 
 
+def bytes_table(max_exp: int):
+    """Bytes of a one-pair sketch step, per step, on heavy-tailed ℓ with 0.1% each of NaN, +inf, -inf:
+    the "varint" hist coding against the "dense" one (f64[16386] per hist), same sketch, same process."""
+    from tailguard.wire import encode_message
+
+    print("| tokens/step | data | dense (bytes/pair) | varint (bytes/pair) | ratio |\n|---|---|---|---|---|")
+    for e in range(5, max_exp + 1):
+        T = 10**e
+        a = synth(T)
+        rng = np.random.default_rng(e)
+        for name, x in (("t(3)·0.2", a["policy_vs_ref"]), ("Cauchy·0.05", rng.standard_cauchy(T).astype(np.float32) * 0.05)):
+            u = rng.random(T)
+            x = x.copy()
+            x[u < 1e-3], x[(u >= 1e-3) & (u < 2e-3)], x[(u >= 2e-3) & (u < 3e-3)] = np.nan, np.inf, -np.inf
+            sk = S.compute_sketch({"policy_vs_ref": torch.from_numpy(x)}, torch.from_numpy(a["completion_mask"]),
+                                  torch.from_numpy(a["tool_mask"]), torch.from_numpy(a["offsets"]))
+            varint = frames_bytes([S.encode_sketch_step(_Id, 0, sk)])
+            h = {**S.sketch_step_header(_Id, 0, sk), "hist": dict(S.HIST_LAYOUT)}
+            dense = frames_bytes([encode_message(h, sk.buffers(coding="dense"))])
+            print(f"| 1e{e} | {name} | {dense:,} | {varint:,} | {dense / varint:.1f}× |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-exp", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared; 0: torch's default)")
     ap.add_argument("--engine", action="store_true", help="also time a real engine process (raw vs sketch)")
+    ap.add_argument("--bytes", action="store_true", help="only the bytes-per-pair table (dense vs varint hist coding)")
     ap.add_argument("--before", default=None, help="git revision whose compute_sketch to time too (before/after)")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cuda={torch.cuda.is_available()}, "
           f"load average {os.getloadavg()[0]:.1f}")
+    if a.bytes:
+        return bytes_table(a.max_exp)
     shim_table(a.max_exp, a.reps, load_rev(a.before) if a.before else None)
     if a.engine:
         engine_table(min(a.max_exp, 8), a.reps)

@@ -461,8 +461,22 @@ function sketchParts(over: Record<string, unknown> = {}) {
     buffers[`sketch/policy_vs_ref/${sl}/hist`] = h;
     buffers[`sketch/policy_vs_ref/${sl}/sums`] = sums;
   }
+  if ((header.hist as { coding?: string } | undefined)?.coding === 'varint')
+    for (const sl of SK_SLICES) {
+      const k = `sketch/policy_vs_ref/${sl}/hist`;
+      buffers[k] = sl === 'all' ? new Uint8Array(0) : varintHist(buffers[k] as Float64Array);
+    }
   return { header, buffers };
 }
+/** proto/README.md "Sketch payloads", hist.coding varint: LEB128 (gap, count) for each non-zero bin. */
+function varintHist(h: Float64Array): Uint8Array {
+  const out: number[] = [];
+  const put = (v: number) => { while (v >= 128) { out.push((v % 128) | 128); v = Math.floor(v / 128); } out.push(v); };
+  let last = -1;
+  h.forEach((c, b) => { if (c) { put(b - last - 1); put(c); last = b; } });
+  return Uint8Array.from(out);
+}
+const SK_VARINT = { hist: { ...SK_HIST, coding: 'varint' } };
 const sketchMsg = (over: Record<string, unknown> = {}, bufOver: Record<string, TypedArray | null> = {}) => assemble(sketchParts(over), bufOver);
 /** Sketch rejects keep only the sums buffers (small files); a case needing the hist adds the one it needs. */
 function sketchBad(description: string, over: Record<string, unknown>, bufOver: Record<string, TypedArray | null>, error: string) {
@@ -471,7 +485,7 @@ function sketchBad(description: string, over: Record<string, unknown>, bufOver: 
 }
 const sumsOf = (sl: string) => sketchParts().buffers[`sketch/policy_vs_ref/${sl}/sums`] as Float64Array;
 files['12.sketch'] = {
-  description: 'sketch steps (mode "sketch"): per pair × slice, a 16386-bin f64 histogram of |ℓ| and 21 f64 sums, reduced over every rank; stage D of a sketch step.',
+  description: 'sketch steps (mode "sketch"): per pair × slice, a 16386-bin histogram of |ℓ| (hist.coding dense: f64; varint: u8 sparse varints, all = pre_tool + post_tool) and 21 f64 sums, reduced over every rank; stage D of a sketch step.',
   cases: [
     (() => {
       const m = sketchMsg();
@@ -499,6 +513,27 @@ files['12.sketch'] = {
       neg[5] = -1;
       return sketchBad('a histogram with a negative count', {}, { 'sketch/policy_vs_ref/all/hist': neg }, 'E_SKETCH_LAYOUT');
     })(),
+    (() => {
+      const m = sketchMsg(SK_VARINT);
+      return ok('hist.coding varint: each hist u8 (gap, count) varints of its non-zero bins, the all hist empty (= pre_tool + post_tool)', m.frames, m.header, m.buffers);
+    })(),
+    (() => {
+      const big = new Float64Array(SK_BINS);
+      big[0] = 2 ** 53 - 1; // the largest count: 8 bytes
+      big[SK_BINS - 1] = 1; // the last bin: a 2-byte gap
+      const m = sketchMsg(SK_VARINT, { 'sketch/policy_vs_ref/tool_output/hist': varintHist(big) });
+      return ok('hist.coding varint: a count of 2^53 - 1 (8-byte varint) and the last bin', m.frames, m.header, m.buffers);
+    })(),
+    sketchBad('hist.coding not dense|varint', { hist: { ...SK_HIST, coding: 'zstd' } }, {}, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding varint with an f64 hist', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': new Float64Array(SK_BINS) }, 'E_DTYPE'),
+    sketchBad('hist.coding varint with a non-empty all hist', SK_VARINT, { 'sketch/policy_vs_ref/all/hist': Uint8Array.of(0, 1) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding varint: truncated varint', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(3, 0x81) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding varint: a gap with no count', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(3) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding varint: a zero count', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(3, 0) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding varint: a non-minimal varint', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0x83, 0, 1) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding varint: a 9-byte varint', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding varint: a count of 2^53', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding varint: a bin past the last (gap 16386)', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0x82, 0x80, 0x01, 1) }, 'E_SKETCH_LAYOUT'),
   ],
 };
 

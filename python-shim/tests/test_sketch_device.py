@@ -94,12 +94,13 @@ def test_sketch_mode_copies_no_token_array_to_host(monkeypatch):
     assert cap.copier.bytes_to_host == 0
     assert len(sink.messages) == 1
     sketch_bytes = sum(memoryview(f).nbytes for f in sink.messages[0][1:])
-    assert sketch_bytes == 2 * 4 * (S.HIST_BINS + S.N_FIELDS) * 8  # two pairs × four slices, fixed
+    dense = 2 * 4 * (S.HIST_BINS + S.N_FIELDS) * 8  # two pairs × four slices: what leaves torch, fixed
+    assert 0 < sketch_bytes <= 2 * 64 * 1024  # on the wire: varint-coded hists (test_sketch_wire_size.py)
     header = msgpack.unpackb(bytes(sink.messages[0][0]))
     assert header["tokens"] == sum(int(cm.sum()) for cm, *_ in batches)  # completion tokens, not padded positions
     # Nothing of token size left torch; what did is the sketch (plus a few per-sequence/count scalars).
     assert counter.sizes and max(n for n, _ in counter.sizes) < T // 2, sorted(counter.sizes)[-3:]
-    assert sum(b for _, b in counter.sizes) <= sketch_bytes + 8 * (B * MICRO + 64)
+    assert sum(b for _, b in counter.sizes) <= dense + 8 * (B * MICRO + 64)
     # Raw mode's stager, fed the same step, does count the token arrays it copies to the host.
     raw = Capture(object(), parse_options(mode="raw"))
     assert isinstance(raw.copier, HostCopier)

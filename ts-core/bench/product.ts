@@ -236,13 +236,22 @@ const WHY = `Why the targets are not met yet: the engine's cost is spread, not c
 on WebAssembly SIMD (about 2× the JS loop, see "Statistics kernel alone") and is still the largest single
 part of the main thread (table loads and histogram increments stay scalar: wasm has no gather/scatter);
 next come the rest of the statistics (run building, windows, exact quantiles, shape, top-k), the run
-store (state.json snapshots, JSON lines, fsync: the reliability issue moves these off the reply path) and
-the garbage collector. V8's helper threads (the "node" rows: concurrent marking and sweeping) cost several ns
-per token·pair on their own: the engine runs about one mark-compact per step (see the GC count above),
-while \`RunStats\` alone, fed fresh arrays every step as received frames are, runs one in 20 steps, so the
-old-generation garbage comes from the rest of the per-step path (store JSON, detectors, replies). Per-value
-tdigest is a slow baseline but a fair one; memcpy into fresh memory is ~2 ns per token·pair,
-so ≤ 8× memcpy and ≤ 10 ns need the GC and store costs gone as well as a faster kernel.
+store (JSON lines, fsync; \`--commit async\` moves the fsyncs off the reply path) and the garbage
+collector. A state.json save re-serialises only the window ring slots pushed since the last save (the
+others keep their text), about half the former cost at \`--state-every 10\`; the top-k pass tests four
+tokens per branch (~0.9 ns per token·pair, from ~1.5).
+
+V8's helper threads (the "node" rows: concurrent marking and sweeping) cost several ns per token·pair on
+their own, from about one mark-compact per step (see the GC count above). Measured cause: every step's
+frames arrive as fresh ZeroMQ buffers that the binding reports to V8 as external memory (~10 bytes per
+token), and V8 counts external memory allocated since the last mark-compact against an old-generation
+limit sized from the engine's small live heap (~13 MB). Started with \`node --initial-old-space-size=256\`,
+the same engine runs 6 mark-compacts in 23 steps instead of 14–17, and its helper threads drop from
+~9–10 to ~6 ns per token·pair; in process, with the same arrays every step, RunStats plus the store run
+6 in 33 steps. The flag cannot be set once the process runs, and a ballast array (tried) helped less
+at a large RSS cost, so neither is in the product. Per-value tdigest is a slow baseline but a fair one;
+memcpy into fresh memory is ~2–3 ns per token·pair, so ≤ 8× memcpy and ≤ 10 ns need receive into
+reused memory (not possible through the ZeroMQ binding's receive) and a faster kernel as well.
 
 Not measured here: no GPU was available in the session that wrote this, so the GPU sketch cost and the
 GPU trainer overhead are not measured (docs/sketch.md's CPU figures are the only ones).`;

@@ -2,7 +2,8 @@
 // and the exact sums that the shim reduced over every rank. protocol/sketch.ts checks the layout (stage D).
 import type { Message } from '../protocol/codec.ts';
 import type { StepHeader } from '../protocol/messages.ts';
-import { SKETCH_BUFFER, checkSketchStep } from '../protocol/sketch.ts';
+import { HIST_BINS } from '../stats/hist.ts';
+import { SKETCH_BUFFER, checkSketchStep, decodeHistVarint } from '../protocol/sketch.ts';
 import { PAIRS, type Knobs, type PairName, type SketchSlice, type SketchStepData, type TrainerLogs } from '../types.ts';
 export type { SketchSlice, SketchStepData } from '../types.ts';
 
@@ -12,15 +13,26 @@ export function decodeSketchStep(msg: Message<StepHeader>, trainer: string, nowM
   const sc = h.slice_counts as Record<string, number>;
   const sliceCounts = { pre_tool: sc.pre_tool, post_tool: sc.post_tool, tool_output: sc.tool_output };
   const slices = new Map<string, SketchSlice>();
+  const varint = (h.hist as { coding?: string } | undefined)?.coding === 'varint';
   for (const [name, arr] of Object.entries(msg.buffers)) {
     const m = SKETCH_BUFFER.exec(name);
     if (!m) continue; // sketch/per_rank: optional attribution, not used by the engine yet
     const key = `${m[1]}/${m[2]}`;
     let s = slices.get(key);
     if (!s) slices.set(key, (s = { hist: new Float64Array(0), sums: new Float64Array(0) }));
-    if (m[3] === 'hist') s.hist = Float64Array.from(arr);
-    else s.sums = Float64Array.from(arr);
+    if (m[3] === 'sums') s.sums = Float64Array.from(arr);
+    else if (varint) s.hist = decodeHistVarint(arr as Uint8Array, name);
+    else s.hist = Float64Array.from(arr);
   }
+  if (varint) // the `all` hist is not sent: exactly pre_tool + post_tool (integer counts < 2^53 add exactly)
+    for (const [key, s] of slices) {
+      const [pair, slice] = key.split('/');
+      if (slice !== 'all') continue;
+      const pre = slices.get(`${pair}/pre_tool`)!.hist;
+      const post = slices.get(`${pair}/post_tool`)!.hist;
+      s.hist = new Float64Array(HIST_BINS);
+      for (let b = 0; b < HIST_BINS; b++) s.hist[b] = pre[b] + post[b];
+    }
   const pairs = new Set<PairName>();
   for (const key of slices.keys()) pairs.add(key.split('/')[0] as PairName);
   return {

@@ -10,6 +10,44 @@ import { ProtocolError } from './errors.ts';
 export const SKETCH_BUFFER = /^sketch\/([a-z_]+)\/([a-z_]+)\/(hist|sums)$/;
 export const SKETCH_PER_RANK = 'sketch/per_rank';
 const bad = (msg: string) => new ProtocolError('E_SKETCH_LAYOUT', msg);
+/** `hist.coding`: "dense" (default) f64[HIST_BINS] per hist; "varint": u8 LEB128 (gap, count) per non-zero bin,
+ * and the `all` hist empty (= pre_tool + post_tool), which keeps a pair under 64 KB in practice. */
+export const HIST_CODINGS = ['dense', 'varint'] as const;
+export type HistCoding = (typeof HIST_CODINGS)[number];
+
+/** The dense histogram of a "varint" hist buffer (into `out`, zeroed first); E_SKETCH_LAYOUT if malformed:
+ * truncated, a varint over 8 bytes or not minimal, a zero count, a count over 2^53 - 1, a bin past the last. */
+export function decodeHistVarint(buf: Uint8Array, name = 'hist', out: Float64Array = new Float64Array(HIST_BINS)): Float64Array {
+  out.fill(0);
+  let i = 0;
+  let bin = -1;
+  let nVals = 0;
+  let gap = 0;
+  while (i < buf.length) {
+    let v = 0;
+    let scale = 1;
+    let len = 0;
+    for (;;) {
+      if (i >= buf.length) throw bad(`${name}: truncated varint stream`);
+      const byte = buf[i++];
+      len++;
+      if (len > 8 || (len > 1 && byte === 0)) throw bad(`${name}: a varint is longer than 8 bytes or not minimal`);
+      v += (byte & 127) * scale; // exact: at most 56 bits of which a count may use 53
+      scale *= 128;
+      if (byte < 128) break;
+    }
+    if (nVals++ % 2 === 0) {
+      gap = v;
+      continue;
+    }
+    if (v === 0 || v > Number.MAX_SAFE_INTEGER) throw bad(`${name}: a count is 0 or over 2^53 - 1`);
+    bin += gap + 1;
+    if (bin >= HIST_BINS) throw bad(`${name}: a bin index is past the last bin`);
+    out[bin] = v;
+  }
+  if (nVals % 2) throw bad(`${name}: truncated varint stream`);
+  return out;
+}
 
 function isCount(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -20,6 +58,8 @@ export function checkSketchStep(h: Record<string, unknown>, buffers: Record<stri
   const layout = h.hist as Record<string, unknown> | undefined;
   if (!layout || typeof layout !== 'object' || layout.exp_min !== HIST_LAYOUT.exp_min || layout.exp_max !== HIST_LAYOUT.exp_max || layout.mant_bits !== HIST_LAYOUT.mant_bits)
     throw bad(`hist layout ${JSON.stringify(layout)} != ${JSON.stringify(HIST_LAYOUT)}`);
+  const coding = layout.coding ?? 'dense';
+  if (!(HIST_CODINGS as readonly unknown[]).includes(coding)) throw bad(`hist.coding ${JSON.stringify(coding)} is not one of ${HIST_CODINGS.join(', ')}`);
   const fields = h.sums_fields;
   if (!Array.isArray(fields) || fields.length !== N_SUMS || fields.some((f, i) => f !== SUMS_FIELDS[i]))
     throw bad(`sums_fields must be [${SUMS_FIELDS.join(', ')}]`);
@@ -36,13 +76,20 @@ export function checkSketchStep(h: Record<string, unknown>, buffers: Record<stri
     if (!m) throw bad(`unexpected buffer ${name} in a sketch step`);
     const [, pair, slice, kind] = m;
     if (!(PAIRS as readonly string[]).includes(pair) || !(BUILTIN_SLICES as readonly string[]).includes(slice)) throw bad(`unknown pair/slice in ${name}`);
+    const key = `${pair}/${slice}`;
+    if (kind === 'hist' && coding === 'varint') {
+      if (!(arr instanceof Uint8Array)) throw new ProtocolError('E_DTYPE', `buffer ${name} must be u8 (hist.coding varint)`);
+      if (slice === 'all' && arr.length) throw bad(`${name} must be empty (varint: all = pre_tool + post_tool)`);
+      decodeHistVarint(arr, name);
+      have.set(key, (have.get(key) ?? 0) | 1);
+      continue;
+    }
     if (!(arr instanceof Float64Array)) throw new ProtocolError('E_DTYPE', `buffer ${name} must be f64`);
     const want = kind === 'hist' ? HIST_BINS : N_SUMS;
     if (arr.length !== want) throw new ProtocolError('E_FRAME_LENGTH', `buffer ${name} has ${arr.length} elements, want ${want}`);
     if (kind === 'hist') {
       for (let b = 0; b < arr.length; b++) if (!(arr[b] >= 0 && arr[b] <= Number.MAX_SAFE_INTEGER)) throw bad(`${name}[${b}] is not a count`);
     } else if (!(arr[0] >= 0 && arr[1] >= 0)) throw bad(`${name}: n and nonfinite must be counts`);
-    const key = `${pair}/${slice}`;
     have.set(key, (have.get(key) ?? 0) | (kind === 'hist' ? 1 : 2));
   }
   const pairs = new Set([...have.keys()].map((k) => k.split('/')[0]));

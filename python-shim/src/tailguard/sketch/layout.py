@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..wire import PAIRS, SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_SUMS_FIELDS
+from ..wire import PAIRS, SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_SUMS_FIELDS, encode_hist_varint
 
 HIST_EXP_MIN = -24
 HIST_EXP_MAX = 8
@@ -84,14 +84,20 @@ class Sketch:
     def field(self, pair: str, slice_: str, name: str) -> float:
         return float(self.sums[self.pairs.index(pair), self.slices.index(slice_), FIELD_INDEX[name]])
 
-    def buffers(self) -> dict[str, "object"]:
-        """Wire buffers (host numpy float64), named `sketch/<pair>/<slice>/{hist,sums}`."""
+    def buffers(self, coding: str = "varint") -> dict[str, "object"]:
+        """Wire buffers (host numpy), named `sketch/<pair>/<slice>/{hist,sums}`. `coding` "varint" (what the
+        step header's `hist.coding` says; ≤ 64 KB a pair in practice): each hist is u8 varints of its non-zero
+        bins and `all`'s is empty (= pre_tool + post_tool, exact); "dense": f64[HIST_BINS] (526 KB a pair)."""
         hist = self.hist.detach().cpu().numpy()
         sums = self.sums.detach().cpu().numpy()
         out = {}
         for p, pair in enumerate(self.pairs):
             for s, sl in enumerate(self.slices):
-                out[f"sketch/{pair}/{sl}/hist"] = hist[p, s]
+                if coding == "dense":
+                    out[f"sketch/{pair}/{sl}/hist"] = hist[p, s]
+                else:
+                    out[f"sketch/{pair}/{sl}/hist"] = (np.zeros(0, np.uint8) if sl == "all"
+                                                       else encode_hist_varint(hist[p, s]))
                 out[f"sketch/{pair}/{sl}/sums"] = sums[p, s]
         if self.per_rank is not None:
             out["sketch/per_rank"] = self.per_rank.detach().cpu().numpy().reshape(-1)

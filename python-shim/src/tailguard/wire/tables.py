@@ -237,7 +237,14 @@ SCHEMAS = {'hello': {'$schema': 'http://json-schema.org/draft-07/schema#',
                                   'required': ['exp_min', 'exp_max', 'mant_bits'],
                                   'properties': {'exp_min': {'const': -24},
                                                  'exp_max': {'const': 8},
-                                                 'mant_bits': {'const': 9}}},
+                                                 'mant_bits': {'const': 9},
+                                                 'coding': {'enum': ['dense', 'varint'],
+                                                            'description': 'dense (default): each hist '
+                                                                           'buffer is f64[16386]; varint: '
+                                                                           'u8, a LEB128 (gap, count) per '
+                                                                           'non-zero bin, and the all hist '
+                                                                           'empty (= pre_tool + '
+                                                                           'post_tool)'}}},
                          'sums_fields': {'$comment': 'stage D: checked with the sketch payload '
                                                      '(E_SKETCH_LAYOUT), not in B5',
                                          'type': 'array',
