@@ -132,6 +132,26 @@ describe('detectors', () => {
     expect((f[0].evidence as any).values.ratio).toBeGreaterThanOrEqual(1.5);
   });
 
+  it('mismatch_growth: a background growing alike on every slice (bf16 rollout, policy sharpening) raises nothing', () => {
+    // The demo's healthy all-token q99 climbs ~0.004 → 0.03 over 45 steps, on pre_tool and post_tool alike.
+    const steps = Array.from({ length: 80 }, (_, i) => {
+      const q = 0.004 * 1.05 ** i;
+      return step(i + 1, { pair: 'old_vs_rollout', all: { abs_q99: q }, pre: { abs_q99: q }, post: { abs_q99: q * 1.1 } });
+    });
+    expect(raised(run(steps).out, 'mismatch_growth')).toEqual([]);
+    // The same background with a post_tool-only climb on top from step 41 is found, on post_tool first.
+    const grown = steps.map((s, i) => {
+      if (i < 40) return s;
+      const q = 0.004 * 1.05 ** i;
+      return step(i + 1, { pair: 'old_vs_rollout', all: { abs_q99: q * 1.06 ** (i - 39) }, pre: { abs_q99: q }, post: { abs_q99: q * 1.1 * 1.1 ** (i - 39) } });
+    });
+    const f = raised(run(grown).out, 'mismatch_growth');
+    expect(f.length).toBeGreaterThan(0);
+    expect(f[0].step).toBeGreaterThan(40);
+    expect(f.some((x) => x.severity === 'high' && x.slice === 'post_tool')).toBe(true);
+    expect((f[0].evidence as any).values.background_growth).toBeGreaterThan(1.5);
+  });
+
   it('mismatch_growth over a float-noise baseline: ratio against baseline_floor, same findings as without it', () => {
     // Rollout logprobs equal to the trainer's up to float noise, then a real mismatch from step 21.
     const steps = Array.from({ length: 60 }, (_, i) => {

@@ -11,6 +11,8 @@ import type { StepHeader } from '../src/protocol/messages.ts';
 import { StepAssembler, toStepData } from '../src/engine/assembler.ts';
 import { decodeSketchStep } from '../src/engine/sketch.ts';
 import { ProtocolError } from '../src/protocol/errors.ts';
+import type { TypedArray } from '../src/protocol/messages.ts';
+import { decodeHistVarint } from '../src/protocol/sketch.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/validate.ts';
 import { HIST_BINS } from '../src/stats/hist.ts';
 import { RunStats } from '../src/stats/index.ts';
@@ -150,10 +152,25 @@ describe('sketch mode, engine side', () => {
     const bufs = { ...sketchMsg.buffers };
     delete bufs['sketch/policy_vs_ref/post_tool/sums'];
     expect(code(with_({}, bufs))).toBe('E_SKETCH_LAYOUT');
-    const neg = { ...sketchMsg.buffers, 'sketch/policy_vs_ref/all/hist': new Float64Array(HIST_BINS).fill(-1) };
-    expect(code(with_({}, neg))).toBe('E_SKETCH_LAYOUT');
-    const short = { ...sketchMsg.buffers, 'sketch/policy_vs_ref/all/hist': new Float64Array(2050) }; // the 6-bit layout's length
-    expect(code(with_({}, short))).toBe('E_FRAME_LENGTH');
+    // The shim sends hist.coding "varint"; malformed varint payloads are layout errors, a dense array is the wrong dtype.
+    const vb = (name: string, bytes: number[] | Float64Array) => ({ ...sketchMsg.buffers, [name]: bytes instanceof Float64Array ? bytes : Uint8Array.from(bytes) });
+    expect(code(with_({}, vb('sketch/policy_vs_ref/post_tool/hist', [0, 0])))).toBe('E_SKETCH_LAYOUT'); // a zero count
+    expect(code(with_({}, vb('sketch/policy_vs_ref/post_tool/hist', [0x80])))).toBe('E_SKETCH_LAYOUT'); // truncated
+    expect(code(with_({}, vb('sketch/policy_vs_ref/all/hist', [0, 1])))).toBe('E_SKETCH_LAYOUT'); // all must be empty
+    expect(code(with_({}, vb('sketch/policy_vs_ref/pre_tool/hist', new Float64Array(HIST_BINS))))).toBe('E_DTYPE');
+    // The same step in the dense coding (still accepted from older shims) keeps its own checks.
+    const dense: Record<string, TypedArray> = { ...sketchMsg.buffers };
+    for (const [name, arr] of Object.entries(sketchMsg.buffers))
+      if (name.endsWith('/hist') && !name.endsWith('/all/hist')) dense[name] = decodeHistVarint(arr as Uint8Array, name);
+    for (const name of Object.keys(dense).filter((n) => n.endsWith('/all/hist'))) {
+      const pre = dense[name.replace('/all/', '/pre_tool/')] as Float64Array;
+      const post = dense[name.replace('/all/', '/post_tool/')] as Float64Array;
+      dense[name] = pre.map((v, i) => v + post[i]);
+    }
+    const withDense = (bufs: Record<string, TypedArray>) => with_({ hist: { ...(sketchMsg.header.hist as object), coding: 'dense' } }, bufs as never);
+    expect(code(withDense(dense))).toBe('ok');
+    expect(code(withDense({ ...dense, 'sketch/policy_vs_ref/all/hist': new Float64Array(HIST_BINS).fill(-1) }))).toBe('E_SKETCH_LAYOUT');
+    expect(code(withDense({ ...dense, 'sketch/policy_vs_ref/all/hist': new Float64Array(2050) }))).toBe('E_FRAME_LENGTH'); // the 6-bit layout's length
     const f32 = { ...sketchMsg.buffers, 'sketch/policy_vs_ref/all/sums': new Float32Array(21) };
     expect(code(with_({}, f32))).toBe('E_DTYPE');
   });

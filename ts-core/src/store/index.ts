@@ -255,7 +255,8 @@ export function stepEntry(r: StepResult): StepEntry {
   };
 }
 
-function processAlive(pid: number): boolean {
+/** Whether `pid` is a live process (EPERM: alive, owned by someone else); the lock owner check of the store and the UI. */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { page, renderRun, reportHtml } from '../report/index.ts';
 import { esc } from '../report/svg.ts';
-import { FILES, RUN_ID_RE } from '../store/index.ts';
+import { FILES, processAlive, RUN_ID_RE } from '../store/index.ts';
 import { access, checkUiBind } from './access.ts';
 import { RunTail } from './tail.ts';
 
@@ -200,15 +200,6 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
         server.closeAllConnections();
       }),
   };
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 function listRuns(root: string): { run_id: string; updated: string | null }[] {
