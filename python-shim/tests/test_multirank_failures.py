@@ -33,7 +33,9 @@ WORKER = textwrap.dedent(
     case, fail_mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
     rank = int(os.environ["RANK"])
     mode = "sketch" if case.endswith("sketch") else "raw"
-    engine = FakeEngine(reject_steps=frozenset({{{fail_at}}} if case.startswith("drop") else ())).start()
+    # Only rank 0's engine rejects: each rank has its own fake engine in raw mode, and two rejections would
+    # race for which rank's drop is seen first at the boundary.
+    engine = FakeEngine(reject_steps=frozenset({{{fail_at}}} if case.startswith("drop") and rank == 0 else ())).start()
     endpoint = engine.endpoint
     opts = dict(fail_mode=fail_mode, connect_timeout_s=1.0, mode=mode)
     if case == "absent-sketch":  # no engine at all
