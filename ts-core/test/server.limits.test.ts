@@ -1,37 +1,15 @@
 // Bounded engine memory (proto/README.md "Limits", E_TOO_LARGE, E_BUDGET): the chunk count, the bytes of a
 // chunked step, and the budget for what waits between messages (chunks of incomplete steps, rank steps
 // waiting for the other ranks). Real sockets, the real pipeline.
-import { Dealer } from 'zeromq';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { decodeHeader, encodeMessage } from '../src/protocol/index.ts';
 import { helloFrames, stepFrames, type SyntheticRun } from '../src/record/synthetic.ts';
-import { EngineServer, type ServerOptions } from '../src/transport/server.ts';
-import { buildPipeline } from '../src/engine/pipeline.ts';
-import { silentLogger } from '../src/log.ts';
+import type { ServerOptions } from '../src/transport/server.ts';
 import { tempDir } from './engine-process.ts';
+import { inprocEngines } from './inproc-engine.ts';
 
-const servers: EngineServer[] = [];
-const socks: Dealer[] = [];
-afterEach(async () => {
-  for (const s of socks.splice(0)) s.close();
-  for (const s of servers.splice(0)) await s.close();
-});
-
-async function engine(o: Partial<ServerOptions>) {
-  const server = new EngineServer({ endpoint: 'tcp://127.0.0.1:*', log: silentLogger(), factory: buildPipeline, runDir: tempDir('tg-lim-'), options: { window: 4 }, tickMs: 60_000, ...o });
-  servers.push(server);
-  await server.start();
-  return server;
-}
-
-async function conn(endpoint: string) {
-  const sock = new Dealer({ linger: 0, receiveTimeout: 20_000 });
-  socks.push(sock);
-  sock.connect(endpoint);
-  const send = (frames: Buffer[]) => sock.send(frames);
-  const recv = async () => decodeHeader((await sock.receive())[0]) as Record<string, any>;
-  return { send, recv, req: async (f: Buffer[]) => (await send(f), recv()) };
-}
+const { engine: start, dealer: conn } = inprocEngines();
+const engine = (o: Partial<ServerOptions>) => start(tempDir('tg-lim-'), o);
 
 /** Chunk `index` of `count` of a step: 1 sequence of T tokens. */
 function chunk(runId: string, step: number, index: number, count: number, T = 1000) {

@@ -1,38 +1,14 @@
 // A session belongs to its connection; a new hello takes it over explicitly; a run id is never reused
 // silently (proto/README.md, hello; codes E_NO_SESSION, E_SESSION, E_RUN_EXISTS).
-import { Dealer } from 'zeromq';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { decodeHeader, encodeHeader } from '../src/protocol/index.ts';
 import { helloFrames, stepFrames, type SyntheticRun } from '../src/record/synthetic.ts';
-import { EngineServer, type ServerOptions } from '../src/transport/server.ts';
 import * as fs from 'node:fs';
-import { buildPipeline } from '../src/engine/pipeline.ts';
-import { silentLogger } from '../src/log.ts';
 import { tempDir } from './engine-process.ts';
+import { inprocEngines } from './inproc-engine.ts';
 
-const servers: EngineServer[] = [];
-const socks: Dealer[] = [];
-afterEach(async () => {
-  for (const s of socks.splice(0)) s.close();
-  for (const s of servers.splice(0)) await s.close();
-});
-
-async function engine(runDir: string, o: Partial<ServerOptions> = {}) {
-  const server = new EngineServer({ endpoint: 'tcp://127.0.0.1:*', log: silentLogger(), factory: buildPipeline, runDir, options: { window: 4 }, tickMs: 60_000, ...o });
-  servers.push(server);
-  await server.start();
-  return server;
-}
-
-async function conn(endpoint: string) {
-  const sock = new Dealer({ linger: 0, receiveTimeout: 20_000 });
-  socks.push(sock);
-  sock.connect(endpoint);
-  return async (frames: Buffer[]) => {
-    await sock.send(frames);
-    return decodeHeader((await sock.receive())[0]) as Record<string, any>;
-  };
-}
+const { engine, dealer, stop } = inprocEngines();
+const conn = async (endpoint: string) => (await dealer(endpoint)).req;
 
 const hello = (run: SyntheticRun, resume?: boolean) => [encodeHeader({ ...decodeHeader(helloFrames(run)[0]), ...(resume === undefined ? {} : { resume }) })];
 
@@ -76,8 +52,7 @@ describe('sessions and run ids', () => {
     const e = await c(hello(run, false));
     expect(e).toMatchObject({ type: 'error', code: 'E_RUN_EXISTS', fatal: true });
     expect(e.message).toMatch(/steps up to 2.*new run_id.*resume: true/);
-    await server.close();
-    servers.length = 0;
+    await stop(server);
     server = await engine(runDir);
     c = await conn(server.endpoint);
     expect(await c(hello(run, false))).toMatchObject({ type: 'error', code: 'E_RUN_EXISTS' });
@@ -108,8 +83,7 @@ describe('sessions and run ids', () => {
     }
     const c = await conn(server.endpoint);
     await c(helloFrames({ runId: 'hello-only' }));
-    await server.close();
-    servers.length = 0;
+    await stop(server);
     expect(fs.readdirSync(runDir).sort()).toEqual(['new-1', 'new-2', 'old-1', 'old-2']);
     server = await engine(runDir, { retain: { runs: 2 } });
     expect(fs.readdirSync(runDir).sort()).toEqual(['new-1', 'new-2']);
