@@ -2,7 +2,7 @@
 // chunked step, and the budget for what waits between messages (chunks of incomplete steps, rank steps
 // waiting for the other ranks). Real sockets, the real pipeline.
 import { describe, expect, it } from 'vitest';
-import { decodeHeader, encodeMessage } from '../src/protocol/index.ts';
+import { encodeMessage } from '../src/protocol/index.ts';
 import { helloFrames, stepFrames, type SyntheticRun } from '../src/record/synthetic.ts';
 import type { ServerOptions } from '../src/transport/server.ts';
 import { tempDir } from './engine-process.ts';

@@ -2,35 +2,21 @@
 // recorded_through only ever names steps that are on disk; a failed fsync still ends in E_STORE, and
 // no reply ever claimed the steps it lost.
 import * as path from 'node:path';
-import { Dealer } from 'zeromq';
 import { afterEach, describe, expect, it } from 'vitest';
-import { decodeHeader, encodeHeader } from '../src/protocol/index.ts';
+import { encodeHeader } from '../src/protocol/index.ts';
 import { helloFrames, stepFrames, type SyntheticRun } from '../src/record/synthetic.ts';
-import { EngineServer } from '../src/transport/server.ts';
-import { buildPipeline } from '../src/engine/pipeline.ts';
-import { silentLogger } from '../src/log.ts';
 import { readRun, storeFaults } from '../src/store/index.ts';
 import { tempDir } from './engine-process.ts';
+import { inprocEngines } from './inproc-engine.ts';
 
-const servers: EngineServer[] = [];
-const socks: Dealer[] = [];
-afterEach(async () => {
+const { engine, dealer } = inprocEngines();
+afterEach(() => {
   storeFaults.hook = null;
-  for (const s of socks.splice(0)) s.close();
-  for (const s of servers.splice(0)) await s.close();
 });
 
 async function setup(runDir: string) {
-  const server = new EngineServer({ endpoint: 'tcp://127.0.0.1:*', log: silentLogger(), factory: buildPipeline, runDir, options: { window: 4, commit: 'async', stateEvery: 3 }, tickMs: 60_000 });
-  servers.push(server);
-  await server.start();
-  const sock = new Dealer({ linger: 0, receiveTimeout: 20_000 });
-  socks.push(sock);
-  sock.connect(server.endpoint);
-  return async (frames: Buffer[]) => {
-    await sock.send(frames);
-    return decodeHeader((await sock.receive())[0]) as Record<string, any>;
-  };
+  const server = await engine(runDir, { options: { window: 4, commit: 'async', stateEvery: 3 } });
+  return (await dealer(server.endpoint)).req;
 }
 
 describe('--commit async', () => {

@@ -4,40 +4,23 @@
 // writes fail the way a full disk does (a short write, then ENOSPC).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Dealer } from 'zeromq';
 import { afterEach, describe, expect, it } from 'vitest';
-import { decodeHeader, encodeHeader } from '../src/protocol/index.ts';
+import { encodeHeader } from '../src/protocol/index.ts';
 import { helloFrames, stepFrames, type SyntheticRun } from '../src/record/synthetic.ts';
-import { EngineServer } from '../src/transport/server.ts';
-import { buildPipeline } from '../src/engine/pipeline.ts';
-import { silentLogger } from '../src/log.ts';
 import { readRun, storeFaults } from '../src/store/index.ts';
 import { client, startEngine, stopEngine, tempDir } from './engine-process.ts';
+import { inprocEngines } from './inproc-engine.ts';
 
-const servers: EngineServer[] = [];
-const socks: Dealer[] = [];
-afterEach(async () => {
+const { engine: start, dealer, stop } = inprocEngines();
+afterEach(() => {
   storeFaults.hook = null;
-  for (const s of socks.splice(0)) s.close();
-  for (const s of servers.splice(0)) await s.close();
 });
 
-async function engine(runDir: string, options: Record<string, unknown> = {}) {
-  const server = new EngineServer({ endpoint: 'tcp://127.0.0.1:*', log: silentLogger(), factory: buildPipeline, runDir, options: { window: 4, ...options }, tickMs: 60_000 });
-  servers.push(server);
-  await server.start();
-  return server;
-}
+const engine = (runDir: string, options: Record<string, unknown> = {}) => start(runDir, { options: { window: 4, ...options } });
 
 /** A client that returns whatever the engine answers (directive or error). */
 async function rawClient(endpoint: string) {
-  const sock = new Dealer({ linger: 0, receiveTimeout: 20_000 });
-  socks.push(sock);
-  sock.connect(endpoint);
-  const req = async (frames: Buffer[]) => {
-    await sock.send(frames);
-    return decodeHeader((await sock.receive())[0]) as Record<string, any>;
-  };
+  const { req } = await dealer(endpoint);
   return { req, hello: (run: SyntheticRun) => req(helloFrames(run)), step: (run: SyntheticRun, s: number) => req(stepFrames(run, s)) };
 }
 
@@ -109,8 +92,7 @@ describe('run store faults', () => {
       let c = await rawClient(server.endpoint);
       await c.hello(run);
       for (let s = 0; s < 3; s++) await c.step(run, s);
-      await server.close();
-      servers.length = 0;
+      await stop(server);
       fs.writeFileSync(path.join(runDir, 'corrupt', 'state.json'), content);
       server = await engine(runDir);
       c = await rawClient(server.endpoint);
@@ -128,8 +110,7 @@ describe('run store faults', () => {
     let c = await rawClient(server.endpoint);
     await c.hello(run);
     for (let s = 0; s < 4; s++) await c.step(run, s);
-    await server.close();
-    servers.length = 0;
+    await stop(server);
     const file = path.join(runDir, 'torn-mid', 'metrics.jsonl');
     const lines = fs.readFileSync(file, 'utf8').split('\n');
     lines.splice(3, 0, '{"step":1,"pair":"policy_vs_ref","sl'); // what the old appender left after a full disk
@@ -150,8 +131,7 @@ describe('run store faults', () => {
     let c = await rawClient(server.endpoint);
     await c.hello(run);
     for (let s = 0; s < 4; s++) await c.step(run, s);
-    await server.close();
-    servers.length = 0;
+    await stop(server);
     // A crash in the middle of step 4's commit: its metrics are written, its step line is torn.
     const dir = path.join(runDir, 'torn-step');
     const m = fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean);
