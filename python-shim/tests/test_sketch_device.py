@@ -84,6 +84,8 @@ def test_sketch_mode_copies_no_token_array_to_host(monkeypatch):
     T = MICRO * B * WIDTH
     cap = Capture(object(), parse_options(mode="sketch"))
     assert isinstance(cap.copier, DeviceKeeper)
+    # The accelerator's kernel (torch ops) is what this checks; CPU tensors take numpy views by default.
+    monkeypatch.setattr(S.compute, "CPU_BACKEND", "torch")
     counter = HostCounter(monkeypatch)
     stage(cap, batches)
     # staged as views of the trainer's tensors (same storage), not copies
