@@ -15,6 +15,7 @@ The results follow the torch path's definitions exactly (counts equal, sums to f
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import torch
@@ -52,13 +53,16 @@ class Chunk:
     per-sequence sums one `reduceat` over long segments. The reorder is one gather per pair, and none when
     the tokens are already in that order."""
 
-    def __init__(self, cm: np.ndarray, tm: np.ndarray, off: np.ndarray):
+    def __init__(self, cm: np.ndarray, tm: np.ndarray, off: np.ndarray, scratch: "Scratch | None" = None):
         T = cm.shape[0]
-        model = cm != 0
-        cls = (model & (tm == 0)).view(np.uint8) + np.uint8(1)  # 1 model token, 2 tool output
+        sc = scratch or Scratch(T)
+        model, tool, chg = sc.flags[0, :T], sc.flags[1, :T], sc.flags[2, :T]  # borrowed: pairs come after
+        np.not_equal(cm, 0, out=model)
+        np.equal(tm, 0, out=tool)
+        tool &= model
+        cls = np.add(tool.view(np.uint8), np.uint8(1), out=sc.u8[:T])  # 1 model token, 2 tool output
         if not model.all():
             cls[~model] = 3
-        chg = np.empty(T, bool)
         starts = off[:-1]
         starts = np.unique(starts[starts < T])  # starts of the non-empty sequences
         if T:
@@ -81,7 +85,13 @@ class Chunk:
         order = np.argsort(code, kind="stable")  # int8: a radix sort
         code, seq, lens, run = code[order], seq[order], lens[order], run[order]
         new = np.cumsum(lens) - lens  # each run's start after the reorder
-        self.perm = None if np.array_equal(new, run) else np.arange(T) - np.repeat(new - run, lens)
+        self.perm = None
+        if not np.array_equal(new, run):  # perm[new[r] + j] = run[r] + j, as one cumsum of steps
+            perm = sc.perm[:T]
+            perm.fill(1)
+            perm[new[1:]] = run[1:] - (run[:-1] + lens[:-1] - 1)
+            perm[0] = run[0]
+            self.perm = np.cumsum(perm, out=perm)
         self.bounds = np.append(0, np.cumsum(self.counts))  # slice s is [bounds[s], bounds[s+1])
         # Sub-segments of one (slice, sequence): their starts, slices, and lengths.
         cut = np.ones(code.shape[0], bool)
@@ -93,36 +103,69 @@ class Chunk:
         self.n_seqs = off.shape[0] - 1
 
 
+class Scratch:
+    """Token-sized temporaries, allocated once per step and reused by every chunk and pair: a fresh array of a
+    few MB per operation costs the kernel's page faults as much as the arithmetic (measured)."""
+
+    def __init__(self, n: int):
+        self.f64 = np.empty((6, n))
+        self.f32 = np.empty(n, np.float32)
+        self.i32 = np.empty((2, n), np.int32)
+        self.flags = np.empty((5, n), bool)
+        self.u8 = np.empty(n, np.uint8)
+        self.perm = np.empty(n, np.int64)
+
+    def take(self, E: int):
+        return self.f64[:, :E], self.f32[:E], self.i32[:, :E], self.flags[:, :E]
+
+
+_LOCAL = threading.local()
+
+
+def _scratch(n: int) -> Scratch:
+    """This thread's scratch, kept from step to step (re-faulting ~20 MB a step would cost ~2 ns a token)."""
+    sc = getattr(_LOCAL, "scratch", None)
+    if sc is None or sc.u8.shape[0] < n:
+        sc = _LOCAL.scratch = Scratch(n)
+    return sc
+
+
 class PairPart:
     """One pair's results for one chunk, per base slice: hist (3, BINS) int64; field values (3, N_FIELDS) with
     the sequence fields left out; per slice (4, `all` last) the L_i and |y_i| of its sequences."""
 
     def __init__(self, x: np.ndarray, ch: Chunk, clip_lo: float, clip_hi: float, exceed_bits: tuple[int, ...],
-                 scratch: np.ndarray | None = None):
+                 scratch: Scratch | None = None):
         F, E = FIELD_INDEX, int(ch.bounds[3])  # tokens of a slice; padding (after E) is never read
-        xs = x[:E] if ch.perm is None else np.take(x, ch.perm[:E])
-        ab = xs.view(np.int32) & 0x7FFFFFFF
+        Q, xs, (ab, key), fl = (scratch or Scratch(E)).take(E)
+        v, a, sq, k3, w, w2 = Q
+        if ch.perm is None:
+            xs = x[:E]
+        else:
+            np.take(x, ch.perm[:E], out=xs)
+        np.bitwise_and(xs.view(np.int32), 0x7FFFFFFF, out=ab)
         top = int(ab.max()) if E else 0
         bad = np.flatnonzero(ab >= NONFINITE) if top >= NONFINITE else None
         if bad is not None:
             top = int(np.max(ab, where=ab < NONFINITE, initial=0))
-        key = ab - BIN_BIAS
+        np.subtract(ab, BIN_BIAS, out=key)
         key >>= _SHIFT
         np.clip(key, 0, HIST_BINS - 1, out=key)
-        # Reused across chunks: a fresh multi-MB array per chunk costs page faults comparable to the work.
-        Q = scratch[:, :E] if scratch is not None and scratch.shape[1] >= E else np.empty((6, E))
-        v, a, sq, k3, w, w2 = Q
         np.copyto(v, xs)
         np.copyto(a, ab.view(np.float32))
-        flags = [ab > bits for bits in exceed_bits] + [(xs < np.float32(clip_lo)) | (xs > np.float32(clip_hi))]
+        for f, bits in zip(fl, exceed_bits):
+            np.greater(ab, bits, out=f)
+        np.less(xs, np.float32(clip_lo), out=fl[3])
+        np.greater(xs, np.float32(clip_hi), out=fl[4])
+        fl[3] |= fl[4]
+        flags, spare = fl[:4], fl[4]
         if bad is not None:
             v[bad] = a[bad] = 0.0
-            for f in flags:
-                f[bad] = False
+            flags[:, bad] = False
         np.multiply(v, v, out=sq)
         with np.errstate(over="ignore"):
             np.exp(v, out=w)
-            k3_terms(v, w, ab < SERIES_BITS, out=k3)
+            k3_terms(v, w, np.less(ab, SERIES_BITS, out=spare), out=k3)
         if bad is not None:
             w[bad] = 0.0
         bounds = ch.bounds
@@ -148,14 +191,17 @@ class PairPart:
                                         bins=(range(4), range(HIST_BINS + 1)))[0].astype(np.int64)
         with np.errstate(over="ignore", invalid="ignore"):
             np.multiply(w, w, out=w2)
-        for s in range(3):
-            lo, hi = int(bounds[s]), int(bounds[s + 1])
-            out[s, F["n"]] = hi - lo - n_bad[s]
-            out[s, F["nonfinite"]] = n_bad[s]
+        out[:, F["n"]] = np.diff(bounds[:4]) - n_bad
+        out[:, F["nonfinite"]] = n_bad
+        live = np.flatnonzero(np.diff(bounds[:4]))  # reduceat over the non-empty slices' segments at once
+        if live.size:
+            starts = bounds[live]
+            sums = np.add.reduceat(Q, starts, axis=1)
+            cnts = np.add.reduceat(flags.view(np.uint8), starts, axis=1, dtype=np.int32)  # int32: 5x int64's speed
             for i, name in enumerate(("sum", "sum_abs", "sum_sq", "sum_k3", "lse_sum", "lse2_sum")):
-                out[s, F[name]] = Q[i, lo:hi].sum()
-            for f, name in zip(flags, ("exceed_1_5", "exceed_2", "exceed_3", "clip")):
-                out[s, F[name]] = np.count_nonzero(f[lo:hi])
+                out[live, F[name]] = sums[i]
+            for i, name in enumerate(("exceed_1_5", "exceed_2", "exceed_3", "clip")):
+                out[live, F[name]] = cnts[i]
         out[:, F["lse_max"]] = ref
         self.fields = out
         # Per (slice, sequence) sub-segment: L_i and finite |y_i|; `all` adds pre_tool and post_tool by sequence.
@@ -218,11 +264,10 @@ def compute_on_cpu(pairs: dict[str, np.ndarray], cm: np.ndarray, tm: np.ndarray,
         cuts.append(min(max(nxt, cuts[-1] + 1), n_seqs))
     if len(cuts) == 1:
         cuts.append(0)
-    widest = max((int(off[b] - off[a]) for a, b in zip(cuts[:-1], cuts[1:])), default=0)
-    scratch = np.empty((6, widest))
+    scratch = _scratch(max((int(off[b] - off[a]) for a, b in zip(cuts[:-1], cuts[1:])), default=0))
     for a, b in zip(cuts[:-1], cuts[1:]):
         t0, t1 = int(off[a]), int(off[b])
-        ch = Chunk(cm[t0:t1], tm[t0:t1], off[a : b + 1] - t0)
+        ch = Chunk(cm[t0:t1], tm[t0:t1], off[a : b + 1] - t0, scratch)
         counts += ch.counts
         fields = np.zeros((P, 3, N_FIELDS))
         for p, name in enumerate(names):
