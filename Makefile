@@ -9,7 +9,7 @@ export TAILGUARD_PYTHON := $(abspath $(PY))
 OMP_NUM_THREADS ?= 1
 export OMP_NUM_THREADS
 
-.PHONY: setup setup-node setup-python setup-browser demo test test-ts test-py test-long dist bench fuzz fuzz-long load clean
+.PHONY: setup setup-node setup-python setup-browser demo test test-ts test-py test-long dist bench bench-docs fuzz fuzz-long load clean
 
 setup: setup-node setup-python
 
@@ -60,13 +60,18 @@ dist: setup
 bench: setup
 	npm run bench
 
+# Every generated section of docs/benchmarks.md, one benchmark after the other (about 25 min on 2 cores);
+# `make bench-docs SECTIONS="ingest topk"` runs only those.
+bench-docs: setup setup-browser
+	bash scripts/bench-docs.sh $(SECTIONS)
+
 fuzz: setup
 	npm run fuzz
 
 # >= 10^6 cases over a real socket (about 20 min on 2 cores; 3.8% of generated cases have no frames), the engine's RSS and run-dir size sampled
 # every 50,000 cases (docs/reliability.md, "Fuzzing"). FUZZ_SEED picks the seed.
 fuzz-long: setup
-	npx tsx ts-core/bench/fuzz.ts --cases 1050000 --socket-cases 1050000 --in-process-cases 200000 --sample-every 50000 $(if $(FUZZ_SEED),--seed $(FUZZ_SEED),) --json fuzz-long.json
+	npx tsx ts-core/bench/fuzz.ts --cases 1050000 --socket-cases 1050000 --in-process-cases 200000 --sample-every 50000 $(if $(FUZZ_SEED),--seed $(FUZZ_SEED),) --json fuzz-long.json --write-doc fuzz-long
 
 load: setup
 	npm run load

@@ -4,7 +4,7 @@
 // appended at the end. Every section carries the commit and the load average of the run that wrote it.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 
 export const BENCH_DOC = join(import.meta.dirname, '..', '..', 'docs', 'benchmarks.md');
@@ -31,4 +31,10 @@ export function writeSection(name: string, body: string, file = BENCH_DOC): void
   const a = text.indexOf(open), b = text.indexOf(close);
   const out = a >= 0 && b > a ? text.slice(0, a) + block + text.slice(b + close.length) : `${text.trimEnd()}\n\n${block}\n`;
   writeFileSync(file, out);
+}
+
+/** One line for a generated section: commit, node, CPUs, load average at the start and now, date. */
+export function runLine(loadAtStart: string): string {
+  const day = new Date().toISOString().slice(0, 10);
+  return `Commit \`${commitId()}\`, Node ${process.version}, ${availableParallelism()} CPUs, load average ${loadAtStart} at the start and ${loadAvg()} at the end, ${day}.`;
 }

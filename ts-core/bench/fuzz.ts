@@ -16,7 +16,7 @@
 // so growth (a leak, run dirs that are never removed) shows as a trend, not just a peak.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Packr } from 'msgpackr';
@@ -630,6 +630,7 @@ function args(argv: string[]): Record<string, string> {
 
 async function main(): Promise<void> {
   const a = args(process.argv.slice(2));
+  const load0 = loadavg().map((v) => v.toFixed(2)).join(' ');
   const seed = a.seed !== undefined ? Number(a.seed) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
   const cases = Number(a.cases ?? 100_000);
   const socketCases = Number(a['socket-cases'] ?? 2000);
@@ -663,6 +664,10 @@ async function main(): Promise<void> {
     writeFileSync(a.json, JSON.stringify({ seed, ok, phase1: { ...p1, failures: p1.failures.length }, socket: p2 && { ...p2, failures: p2.failures.length }, failures }, null, 1));
   }
   rmSync(work, { recursive: true, force: true });
+  if (a['write-doc']) {
+    const { writeFuzzDoc } = await import('./fuzz-doc.ts');
+    writeFuzzDoc(a['write-doc'] === 'true' ? 'fuzz' : a['write-doc'], `tsx ts-core/bench/fuzz.ts ${process.argv.slice(2).join(' ')}`, seed, p1, p2, ok, load0);
+  }
   console.log(ok ? 'fuzz: OK (0 crashes, 0 hangs, every rejection a documented code)' : 'fuzz: FAILED');
   process.exit(ok ? 0 : 1);
 }

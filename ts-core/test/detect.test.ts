@@ -185,6 +185,21 @@ describe('detectors', () => {
     expect(f.some((x) => x.severity === 'high')).toBe(true);
   });
 
+  it('post_tool_tail_growth: a growing but immaterial tail (|ℓ| below min_abs) stays info; the same growth at scale reaches high', () => {
+    // The healthy demo's case: bf16 rounding moves the old_vs_rollout contrast 4× at |ℓ| q99 ~ 0.02.
+    const stream = (scale: number) => Array.from({ length: 90 }, (_, i) => {
+      const g = i < 30 ? 1 : 1 + (i - 30) * 0.05; // post_tool tail grows from step 31, pre_tool does not
+      const post = { abs_q50: 0.05 * scale, abs_q99: 0.25 * scale * g, abs_q999: 0.4 * scale * g, abs_max: 0.5 * scale * g };
+      const pre = { abs_q50: 0.05 * scale, abs_q99: 0.25 * scale, abs_q999: 0.4 * scale, abs_max: 0.5 * scale };
+      return step(i + 1, { pair: 'old_vs_rollout', post, pre });
+    });
+    const sev = (fs: Finding[]) => new Set(fs.filter((f) => f.detector === 'post_tool_tail_growth').map((f) => f.severity));
+    const small = sev(run(stream(0.025)).out); // q99 0.006 → 0.025, q999 0.01 → 0.04
+    expect(small.has('info')).toBe(true);
+    expect([...small].filter((s) => s !== 'info')).toEqual([]);
+    expect(sev(run(stream(1)).out).has('high')).toBe(true);
+  });
+
   it('snapshot and restore give the same findings as an uninterrupted run', () => {
     const steps = [...statsStream('tail_growth', 100, 40, 3, { seqsPerRank: 16 })];
     const a = run(steps).out;

@@ -21,6 +21,11 @@ export interface PostToolTailGrowthOptions extends DetectorCommon, CusumOptions 
   min_tail_tokens: number;
   /** The accumulated evidence S (in noise sd), per severity. */
   evidence: Thresholds;
+  /**
+   * A post_tool tail quantile below this |ℓ| is reported at most as `info`: importance ratios within
+   * e^±min_abs cannot move an update (bf16 rounding on a healthy run grows the contrast at |ℓ| ~ 0.02).
+   */
+  min_abs: number;
 }
 
 const P: Record<TailQuantile, number> = { abs_q95: 0.95, abs_q99: 0.99, abs_q999: 0.999 };
@@ -43,7 +48,9 @@ function readQuantile(pair: string, q: TailQuantile, post: MetricRecord, pre: Me
   const mode = contrast ? 'contrast' : 'shape';
   const reading = updateCusum(h.cusum(`post_tool_tail_growth/${pair}/${q}/${mode}`), step, x, v, o);
   if (!reading.ready) return undefined;
-  return { quantile: q, mode, reading, raise: levelFor(reading.s, o.evidence, 'above'), hold: levelFor(reading.s, o.evidence, 'above', o.clear_margin) };
+  // Evidence keeps accumulating under the floor, so a tail that crosses it is reported at once.
+  const cap = (l: Level): Level => (post[q] >= (o.min_abs ?? 0) ? l : (Math.min(l, 1) as Level));
+  return { quantile: q, mode, reading, raise: cap(levelFor(reading.s, o.evidence, 'above')), hold: cap(levelFor(reading.s, o.evidence, 'above', o.clear_margin)) };
 }
 
 export const postToolTailGrowth: Detector<PostToolTailGrowthOptions> = {
