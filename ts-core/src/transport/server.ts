@@ -19,10 +19,10 @@ export const DEFAULT_ENDPOINT = 'tcp://127.0.0.1:5599';
 /** Messages in line behind ingest workers at most; the reader waits beyond (each holds a step's copy). */
 const MAX_TURNS = 512;
 
-/** A message's place in the reply order: `wait` while an ingest worker holds it; `step`: a raw step started. */
+/** A message's place in the reply order: `wait` while an ingest worker holds it; `barrier`: not started yet (later messages wait). */
 interface Turn {
   wait: boolean;
-  step: boolean;
+  barrier: boolean;
   finish(): void;
 }
 
@@ -149,7 +149,7 @@ export class EngineServer {
       msg = decodeMessage(frames, this.limits);
       const m = msg;
       // Only a raw step starts while earlier steps wait on workers; anything else waits for their replies.
-      if (this.turns.length && !this.flushing && !(isRawStep(m) && this.turns.every((t) => t.step))) this.turns.push({ wait: false, step: false, finish: () => this.guard(id, m, () => this.dispatch(id, m)) });
+      if (this.turns.length && !this.flushing && !(isRawStep(m) && !this.turns.some((t) => t.barrier))) this.turns.push({ wait: false, barrier: true, finish: () => this.guard(id, m, () => this.dispatch(id, m)) });
       else this.dispatch(id, msg);
     } catch (e) {
       const m = msg;
@@ -159,7 +159,7 @@ export class EngineServer {
 
   /** fn now, or after the turns waiting (a reply never overtakes an earlier message's). */
   private inOrder(fn: () => void): void {
-    if (this.turns.length && !this.flushing) this.turns.push({ wait: false, step: false, finish: fn });
+    if (this.turns.length && !this.flushing) this.turns.push({ wait: false, barrier: false, finish: fn });
     else fn();
   }
 
@@ -226,7 +226,7 @@ export class EngineServer {
     const finish = () => this.guard(id, msg, () => this.stepReply(id, h, started.commit()));
     if (!started.wait) return this.inOrder(finish);
     // An ingest worker has the rank step: its reply takes its place in line (the head's, when a turn runs it).
-    const turn: Turn = { wait: true, step: true, finish };
+    const turn: Turn = { wait: true, barrier: false, finish };
     if (this.flushing) this.turns.unshift(turn);
     else this.turns.push(turn);
     void started.wait.then(() => ((turn.wait = false), this.flush()));
