@@ -59,6 +59,8 @@ export class Run {
   /** Bytes charged to the budget per step waiting in the statistics for its other ranks. */
   private readonly charged = new Map<number, { bytes: number; ranks: Set<number> }>();
   private finalHigh = -1;
+  /** Rank steps with an ingest worker, not yet committed. */
+  private inflight = 0;
   /** Mask counts of the step ingestStep just passed to stats (null: stats did not count it). */
   private counted: MaskCounts | null = null;
 
@@ -159,7 +161,9 @@ export class Run {
     const job = parallel ? this.pipeline.startRankStep?.(data) : undefined;
     let result: unknown, failed: unknown;
     const wait = job ? job.then((r) => void (result = r), (e) => void (failed = e ?? new Error('ingest failed'))) : null;
+    if (job) this.inflight++;
     const commit = (): StepReply => {
+      if (job) this.inflight--;
       atCommit();
       if (failed !== undefined) this.workerFailed(failed, s, h.step, h.rank, completeBefore, cost);
       const directive = this.ingestStep(data, result);
@@ -225,6 +229,14 @@ export class Run {
    *  no-op (which carries the certified/rejected checkpoints the shim protects). */
   private takeDirective(rank: number, step: number): Directive {
     return this.outbox.take(rank, step) ?? this.pipeline.noop?.(step) ?? noop(this.runId, step);
+  }
+
+  /**
+   * The periodic timeout check. Skipped while rank steps are with ingest workers: their steps must not time out
+   * under them (in-thread, a step is never between arrival and ingest); each commit checks timeouts anyway.
+   */
+  tick(nowMs: number): void {
+    if (this.inflight === 0) this.finalize(nowMs);
   }
 
   /** Finalise whatever is ready (also called periodically, for steps with missing ranks). */

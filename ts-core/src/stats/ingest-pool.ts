@@ -13,6 +13,8 @@ import type { IngestJob } from './ingest-worker.ts';
 
 declare const __TAILGUARD_BUNDLED__: boolean | undefined;
 // From source the worker needs tsx's loader (ingest-worker-entry.mjs); the bundle ships ingest-worker.mjs.
+/** A worker that has not loaded within this long is killed (its jobs fail with E_WORKER). */
+const BOOT_MS = 60_000;
 const ENTRY = typeof __TAILGUARD_BUNDLED__ !== 'undefined' ? new URL('./ingest-worker.mjs', import.meta.url) : new URL('./ingest-worker-entry.mjs', import.meta.url);
 
 export interface IngestPoolOptions {
@@ -34,7 +36,7 @@ interface Job {
   reject(e: Error): void;
   sab: SharedArrayBuffer;
   slot: Slot;
-  timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout | undefined;
   rank: number;
   step: number;
 }
@@ -42,6 +44,10 @@ interface Slot {
   w: Worker;
   jobs: Set<number>;
   why: string | null;
+  /** Job timers start once the worker has loaded (a cold start under load is not a hang); until then, a boot timer. */
+  ready: boolean;
+  waiting: (() => void)[];
+  boot: NodeJS.Timeout;
 }
 
 export class IngestPool {
@@ -59,12 +65,24 @@ export class IngestPool {
   }
 
   private spawn(): Slot {
-    const slot: Slot = { w: new Worker(ENTRY), jobs: new Set(), why: null };
-    slot.w.unref(); // an idle pool never keeps the process alive
-    slot.w.on('message', (m: { id: number; ok?: PackedRank; error?: { code: string; message: string } }) => this.answer(m));
-    slot.w.on('error', (e) => (slot.why ??= `worker error: ${e.message}`));
-    slot.w.on('exit', (code) => this.died(slot, slot.why ?? `worker exited with code ${code}`));
+    const w = new Worker(ENTRY);
+    const slot: Slot = { w, jobs: new Set(), why: null, ready: false, waiting: [], boot: setTimeout(() => this.kill(slot, `not loaded within ${BOOT_MS} ms`), BOOT_MS) };
+    slot.boot.unref();
+    w.unref(); // an idle pool never keeps the process alive
+    w.on('message', (m: { id: number; ready?: true; ok?: PackedRank; error?: { code: string; message: string } }) => {
+      if (!m.ready) return this.answer(m);
+      clearTimeout(slot.boot);
+      slot.ready = true;
+      slot.waiting.splice(0).forEach((arm) => arm());
+    });
+    w.on('error', (e) => (slot.why ??= `worker error: ${e.message}`));
+    w.on('exit', (code) => (clearTimeout(slot.boot), this.died(slot, slot.why ?? `worker exited with code ${code}`)));
     return slot;
+  }
+
+  private kill(slot: Slot, why: string): void {
+    slot.why ??= why;
+    void slot.w.terminate();
   }
 
   private answer(m: { id: number; ok?: PackedRank; error?: { code: string; message: string } }): void {
@@ -124,13 +142,16 @@ export class IngestPool {
       fault: this.opts.fault?.(d.rank, d.step),
     };
     return new Promise<IngestResult>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        slot.why ??= `no answer within ${this.timeoutMs} ms`;
-        void slot.w.terminate();
-      }, this.timeoutMs);
-      timer.unref();
-      this.jobs.set(id, { resolve, reject, sab, slot, timer, rank: d.rank, step: d.step });
+      const entry: Job = { resolve, reject, sab, slot, timer: undefined, rank: d.rank, step: d.step };
+      const arm = () => {
+        if (!this.jobs.has(id)) return;
+        entry.timer = setTimeout(() => this.kill(slot, `no answer within ${this.timeoutMs} ms`), this.timeoutMs);
+        entry.timer.unref();
+      };
+      this.jobs.set(id, entry);
       slot.jobs.add(id);
+      if (slot.ready) arm();
+      else slot.waiting.push(arm);
       slot.w.postMessage(job);
     });
   }
@@ -143,6 +164,6 @@ export class IngestPool {
   /** Kill the workers; jobs still in flight fail with E_WORKER. */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.slots.map((s) => ((s.why ??= 'the pool closed'), s.w.terminate())));
+    await Promise.all(this.slots.map((s) => (clearTimeout(s.boot), (s.why ??= 'the pool closed'), s.w.terminate())));
   }
 }

@@ -24,6 +24,7 @@ const pool = new BufPool(); // unused in 'view' mode; ingestChunk's signature wa
 const free: SliceState[] = [];
 const alloc = () => free.pop()?.reset() ?? new SliceState();
 
+parentPort!.postMessage({ ready: true }); // modules loaded, kernel instantiated: job timers start now
 parentPort!.on('message', (job: IngestJob) => {
   if (job.fault === 'exit') process.exit(70); // ends this thread only
   if (job.fault === 'hang') for (;;);
