@@ -82,7 +82,7 @@ export function viewsOf(sab: SharedArrayBuffer, lay: SharedLayout, m: SharedMeta
 /** Shared buffers by power-of-two size, reused across steps. */
 export class SharedPool {
   private free = new Map<number, SharedArrayBuffer[]>();
-  constructor(private maxPerClass = 256) {}
+  constructor(private maxPerClass = 128) {}
 
   get(bytes: number): SharedArrayBuffer {
     let cap = 1 << 16;
