@@ -98,6 +98,10 @@ def test_sketch_mode_copies_no_token_array_to_host(monkeypatch):
     assert 0 < sketch_bytes <= 2 * 64 * 1024  # on the wire: varint-coded hists (test_sketch_wire_size.py)
     header = msgpack.unpackb(bytes(sink.messages[0][0]))
     assert header["tokens"] == sum(int(cm.sum()) for cm, *_ in batches)  # completion tokens, not padded positions
+    # sketch_per_rank's default (on at 1 rank): this rank's summary, one row per sums buffer
+    assert header["per_rank"] == {"ranks": 1, "fields": list(S.PER_RANK_FIELDS), "tokens": [header["tokens"]]}
+    rows = sum(b["name"].endswith("/sums") for b in header["buffers"])
+    assert next(b for b in header["buffers"] if b["name"] == "sketch/per_rank")["length"] == rows * 4
     # Nothing of token size left torch; what did is the sketch (plus a few per-sequence/count scalars).
     assert counter.sizes and max(n for n, _ in counter.sizes) < T // 2, sorted(counter.sizes)[-3:]
     assert sum(b for _, b in counter.sizes) <= dense + 8 * (B * MICRO + 64)

@@ -52,8 +52,9 @@ const BUILTIN = ['all', 'pre_tool', 'post_tool', 'tool_output'] as const;
 
 class PendingStep {
   ranks = new Map<number, RankStep>();
-  /** Sketch mode: rank 0's message stands for every rank (no per-rank data). */
+  /** Sketch mode: rank 0's message stands for every rank; per-rank summaries only when the shim sent them. */
   sketch = false;
+  sketchPerRank: RankSummary[] = [];
   keep = true;
   kept = 0;
   /** Per pair: bins around the previous step's quantiles, fixed for the step (every rank collects the same). */
@@ -192,6 +193,7 @@ export class RunStats {
     }
     const ps = new PendingStep(d.step, Number.isFinite(d.receivedAt) ? d.receivedAt : Date.now());
     ps.sketch = true;
+    ps.sketchPerRank = d.perRank ?? [];
     ps.keep = false; // histogram quantiles: the values never reach the engine
     const rs = new RankStep(0, this.alloc);
     rs.chunksSeen = 1;
@@ -330,7 +332,7 @@ export class RunStats {
       }
       this.updateWindows(ps.step, pair, merged, user, windows, empty);
     }
-    const perRank = ps.sketch ? [] : ranks.map((rs) => this.rankSummary(rs));
+    const perRank = ps.sketch ? ps.sketchPerRank : ranks.map((rs) => this.rankSummary(rs));
     const top = ps.sketch || !this.opts.topK ? null : mergeTopTokens(ranks, this.opts.topK);
     for (const rs of ranks) {
       this.releaseKept(rs);

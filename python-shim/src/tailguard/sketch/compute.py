@@ -221,16 +221,22 @@ def compute_sketch(
     return out
 
 
-def merge_sketches(parts: Sequence[Sketch]) -> Sketch:
-    """Merge sketches of disjoint data (chunks of one rank, or ranks in one process)."""
+def merge_sketches(parts: Sequence[Sketch], per_rank: bool = False) -> Sketch:
+    """Merge sketches of disjoint data (chunks of one rank, or ranks in one process). `per_rank=True` treats
+    each part as one rank and keeps its summary, as `reduce_sketch(per_rank=True)` does across processes."""
     first = parts[0]
     hist = torch.stack([p.hist for p in parts]).sum(0)
     sums = torch.stack([p.sums for p in parts])  # (R, P, S, F)
     R, P, S, F = sums.shape
     merged = _merge_rows(sums.permute(1, 2, 0, 3).reshape(P * S, R, F).transpose(0, 1)).view(P, S, F)
     counts = {k: sum(p.slice_counts[k] for p in parts) for k in first.slice_counts}
-    return Sketch(first.pairs, first.slices, hist, merged, sum(p.tokens for p in parts),
-                  sum(p.n_seqs for p in parts), counts)
+    out = Sketch(first.pairs, first.slices, hist, merged, sum(p.tokens for p in parts),
+                 sum(p.n_seqs for p in parts), counts)
+    if per_rank:
+        from .metrics import summarize
+
+        out.per_rank, out.rank_tokens = torch.stack([summarize(p) for p in parts]), [p.tokens for p in parts]
+    return out
 
 
 def _compute_chunk(pairs, completion_mask, tool_mask, offsets, names, clip) -> Sketch:
