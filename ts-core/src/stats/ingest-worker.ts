@@ -34,8 +34,9 @@ parentPort!.on('message', (job: IngestJob) => {
     const rs = new RankStep(job.meta.rank, alloc);
     rs.topK = job.topK;
     ingestChunk(rs, data, pool, 'view', new Map(job.bands), zeros);
-    rs.finish();
-    const { msg, transfer } = packRank(rs, job.sab);
+    const nz = new Map<string, number[]>();
+    rs.finish(nz);
+    const { msg, transfer } = packRank(rs, job.sab, nz);
     for (const s of rs.slices.values()) free.push(s);
     if (free.length > 64) free.length = 64;
     parentPort!.postMessage({ id: job.id, ok: msg }, transfer);
