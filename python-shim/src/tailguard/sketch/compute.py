@@ -11,6 +11,9 @@ import torch
 from .layout import *  # noqa: F403
 from .layout import _BASE, _BITS_MAX, _BITS_MIN, _LSE, _MAX_IDX, _SHIFT
 
+CPU_BACKEND = "numpy"  # what CPU tensors go through by default; "torch" runs the accelerator kernel there too
+
+
 def _seq_index(offsets: torch.Tensor, T: int) -> torch.Tensor:
     """Sequence index (int32) of each token: a cumulative count of sequence starts (no repeat_interleave)."""
     bump = torch.zeros(T + 1, dtype=torch.int32, device=offsets.device)
@@ -179,6 +182,7 @@ def compute_sketch(
     offsets: torch.Tensor,
     knobs: Mapping[str, float | None] | None = None,
     chunk_tokens: int | None = None,
+    backend: str | None = None,
     slice_ids: torch.Tensor | None = None,
     slice_names: Sequence[str] | None = None,
 ) -> Sketch:
@@ -191,11 +195,14 @@ def compute_sketch(
         offsets (`torch.Tensor`): sequence starts, length n_seqs+1, `offsets[-1] == T`.
         knobs (`dict`, *optional*): live trainer knobs; `epsilon_low`/`epsilon_high` set the clip band.
         chunk_tokens (`int`, *optional*): tokens per pass (cut at sequence boundaries); chunks merge exactly.
-            Defaults to `2**17` on CPU, where a pass whose temporaries stay in cache is about 2× faster than one
-            over 2**22 tokens (measured), and `2**22` on an accelerator, where launches are the fixed cost.
+            Defaults to `2**18` on CPU, where a pass's temporaries stay in cache, and `2**22` on an accelerator,
+            where launches are the fixed cost.
+        backend (`str`, *optional*): `"torch"` or `"numpy"` for CPU tensors (default `CPU_BACKEND`: numpy over
+            runs of tokens, cpu.py); tensors on an accelerator always go through the torch kernel.
         slice_ids (`torch.Tensor`, *optional*): user slice id per token, length T; with `slice_names` (index =
             id, at most SKETCH_MAX_USER_SLICES distinct names) each id is sketched as slice `user:<name>`
-            over its model tokens, as raw mode slices them (ids beyond the names are ignored).
+            over its model tokens, as raw mode slices them (ids beyond the names are ignored). Such a step
+            goes through the torch kernel, on CPU too (cpu.py has no user slices).
     """
     user = check_user_slices(slice_names) if slice_ids is not None else []
     knobs = knobs or {}
@@ -206,10 +213,22 @@ def compute_sketch(
     clip = (math.log(1.0 - eps_lo) if eps_lo < 1.0 else -math.inf, math.log1p(eps_hi))
     names = [p for p in PAIRS if p in pairs] + [p for p in pairs if p not in PAIRS]
     dev = completion_mask.device
-    if chunk_tokens is None:
-        chunk_tokens = 1 << 17 if dev.type == "cpu" else 1 << 22
     off = offsets.to("cpu", torch.int64)
     n_seqs = off.numel() - 1
+    if dev.type == "cpu" and (backend or CPU_BACKEND) == "numpy" and not user:  # several times faster (cpu.py)
+        from .cpu import compute_on_cpu
+
+        host = lambda t: t.detach().reshape(-1).numpy()  # noqa: E731
+        xs = {k: host(pairs[k].to(torch.float32)) for k in names}
+        hist, sums, counts = compute_on_cpu(xs, host(completion_mask), host(tool_mask), off.numpy(), names,
+                                            (_f32_below(clip[0]), _f32_above(clip[1])), _EXCEED_BITS,
+                                            chunk_tokens or 1 << 18)
+        c = counts.tolist()
+        return Sketch(names, list(BUILTIN_SLICES), torch.from_numpy(hist), torch.from_numpy(sums),
+                      int(completion_mask.numel()), n_seqs, {"all": c[0] + c[1], "pre_tool": c[0],
+                                                              "post_tool": c[1], "tool_output": c[2]})
+    if chunk_tokens is None:
+        chunk_tokens = 1 << 17 if dev.type == "cpu" else 1 << 22
     # Sequence-aligned cuts: the first sequence boundary at or after each multiple of chunk_tokens.
     cuts = [0]
     while cuts[-1] < n_seqs:
