@@ -1,14 +1,15 @@
-"""Sketch mode vs raw mode: bytes sent per step and the shim's time per step, 10^5..10^8 tokens;
-and, with a real engine process, the engine's reply latency per step (raw vs sketch).
+"""Sketch mode vs raw mode: the shim's time per step and bytes, 10^5..10^8 tokens; and, with a real engine
+process, the engine's reply latency per step (raw vs sketch).
 
-    .venv/bin/python bench/sketch_bench.py [--max-exp 8] [--engine] [--reps 3] [--threads 1] [--before REV]
+    .venv/bin/python bench/sketch_bench.py [--max-exp 7] [--engine] [--reps 5] [--threads 1] [--write-doc]
     .venv/bin/python bench/sketch_bench.py --bytes --max-exp 7   # bytes per pair per step (docs/sketch.md)
 
---before REV also times `compute_sketch` as it was at git revision REV (loaded from `git show`), on the same
-data in the same process: the before/after column of docs/benchmarks.md.
-
-Figures are medians of --reps runs in this process; ratios are against raw mode measured here.
-Nothing is asserted (benchmarks live apart from tests).
+The sketch path (compute_sketch + reduce_sketch + encode) runs with the default kernel (numpy on CPU) and,
+interleaved on the same data, with the torch kernel (`backend="torch"`, what CPU used before issue 17 and what
+accelerators run): the same-run baseline. Raw mode's shim (a copy into reused host buffers + encode) is the
+other. Two kinds of data: tool outputs as spans (as trainers produce them) and as 5% scattered single tokens
+(a run boundary every ~10 tokens: the numpy kernel's worst case). With CUDA present the table is repeated on
+the GPU. Figures are medians of --reps runs; nothing is asserted (benchmarks live apart from tests).
 """
 
 from __future__ import annotations
@@ -24,31 +25,39 @@ import time
 import numpy as np
 import torch
 
-from tailguard import sketch as S
-from tailguard.wire import encode_step
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from docsection import RunInfo, gpu_note, verdict, write_section  # noqa: E402
+from tailguard import sketch as S  # noqa: E402
+from tailguard.wire import encode_step  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET_NS = 15.0  # issue 17: the shim's sketch cost on CPU ≤ 15 ns per token and pair
 
 
-def synth(T: int, seed: int = 0, seq_len: int = 1024):
+def synth(T: int, seed: int = 0, seq_len: int = 1024, spans: bool = False):
     rng = np.random.default_rng(seed)
     n_seqs = max(1, T // seq_len)
     cuts = np.sort(rng.choice(np.arange(1, T), n_seqs - 1, replace=False)) if n_seqs > 1 else np.array([], np.int64)
     offsets = np.concatenate([[0], cuts, [T]]).astype(np.int32)
     x = (rng.standard_t(3, T).astype(np.float32) * np.float32(0.2))
     tm = np.ones(T, np.uint8)
-    tm[rng.random(T) < 0.05] = 0  # about 30% post-tool after the first tool token per sequence
+    if spans:  # tool outputs of 16-64 tokens covering ~5% of the tokens
+        for s in rng.integers(0, T, T // 800):
+            tm[s:s + rng.integers(16, 65)] = 0
+    else:
+        tm[rng.random(T) < 0.05] = 0  # about 30% post-tool after the first tool token per sequence
     cm = np.ones(T, np.uint8)
     return {"policy_vs_ref": x, "completion_mask": cm, "tool_mask": tm, "offsets": offsets}
 
 
-def med(f, reps):
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        out = f()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts), out
+def timed(f, sync=None):
+    if sync:
+        sync()
+    t0 = time.perf_counter()
+    out = f()
+    if sync:
+        sync()
+    return time.perf_counter() - t0, out
 
 
 def frames_bytes(messages) -> int:
@@ -60,9 +69,9 @@ HEADER = {"type": "step", "run_id": "bench", "rank": 0, "world_size": 1, "step":
 
 
 def raw_shim(arrays, host):
-    # The device→host copy into a reused host buffer (on this CPU machine: a memcpy), then encode.
+    # The device→host copy into a reused host buffer (on a CPU machine: a memcpy), then encode.
     for k, a in arrays.items():
-        host[k].copy_(a)
+        host[k].copy_(a, non_blocking=False)
     return encode_step(HEADER, {k: v.numpy() for k, v in host.items()})
 
 
@@ -70,47 +79,60 @@ class _Id:
     run_id, rank, world_size = "bench", 0, 1
 
 
-def sketch_shim(arrays, mod=S):
-    sk = mod.compute_sketch({"policy_vs_ref": arrays["policy_vs_ref"]}, arrays["completion_mask"], arrays["tool_mask"],
-                          arrays["offsets"])
-    sk = mod.reduce_sketch(sk)
-    return [mod.encode_sketch_step(_Id, 0, sk)]
+def sketch_shim(arrays, backend=None):
+    sk = S.compute_sketch({"policy_vs_ref": arrays["policy_vs_ref"]}, arrays["completion_mask"], arrays["tool_mask"],
+                          arrays["offsets"], backend=backend)
+    sk = S.reduce_sketch(sk)
+    return [S.encode_sketch_step(_Id, 0, sk)]
 
 
-def load_rev(rev: str):
-    """tailguard/sketch.py at git revision `rev`, as a module (its tailguard imports resolve to this checkout)."""
-    import importlib.util
-
-    src = subprocess.check_output(["git", "show", f"{rev}:python-shim/src/tailguard/sketch.py"], cwd=ROOT, text=True)
-    path = os.path.join(tempfile.mkdtemp(), f"sketch_{rev}.py")
-    with open(path, "w") as f:
-        f.write(src.replace("from .", "from tailguard."))
-    spec = importlib.util.spec_from_file_location(f"sketch_{rev}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def shim_table(max_exp: int, reps: int, before=None):
+def shim_table(max_exp: int, reps: int, device: str = "cpu"):
+    """Per size and data kind: medians of raw, sketch (default kernel) and sketch (torch kernel), interleaved."""
     rows = []
-    for e in range(5, max_exp + 1):
-        T = 10**e
-        arrays = {k: torch.from_numpy(v) for k, v in synth(T).items()}
-        host = {k: torch.empty_like(v) for k, v in arrays.items()}
-        r = reps if e < 8 else 1
-        t_raw, raw_msgs = med(lambda: raw_shim(arrays, host), r)
-        t_sk, sk_msgs = med(lambda: sketch_shim(arrays), r)
-        old = ""
-        if before is not None:  # alternate with the current version so both see the same machine load
-            t_old, _ = med(lambda: sketch_shim(arrays, before), r)
-            t_sk = min(t_sk, med(lambda: sketch_shim(arrays), r)[0])
-            old = f" | before {t_old*1e3:9.1f} ms ({t_old/T*1e9:5.1f} ns/token, {t_old/t_sk:4.2f}x)"
-        rows.append((T, frames_bytes(raw_msgs), frames_bytes(sk_msgs), t_raw, t_sk))
-        print(f"T=1e{e}: raw {frames_bytes(raw_msgs)/1e6:9.2f} MB {t_raw*1e3:9.1f} ms | "
-              f"sketch {frames_bytes(sk_msgs)/1e3:7.1f} KB {t_sk*1e3:9.1f} ms ({t_sk/T*1e9:5.1f} ns/token){old}", flush=True)
-        del arrays, host, raw_msgs
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    for spans in (True, False):
+        for e in range(5, max_exp + 1):
+            T = 10**e
+            arrays = {k: torch.from_numpy(v).to(device) for k, v in synth(T, spans=spans).items()}
+            host = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=device == "cuda") for k, v in arrays.items()}
+            r = reps if e < 8 else 1
+            t = {"raw": [], "now": [], "torch": []}
+            for _ in range(r + 1):  # the first round warms up
+                t["raw"].append(timed(lambda: raw_shim(arrays, host), sync)[0])
+                dt, msgs = timed(lambda: sketch_shim(arrays), sync)
+                t["now"].append(dt)
+                if device == "cpu":
+                    t["torch"].append(timed(lambda: sketch_shim(arrays, "torch"), sync)[0])
+            m = {k: statistics.median(v[1:]) if v else float("nan") for k, v in t.items()}
+            rows.append((device, "spans" if spans else "scattered", T, m, frames_bytes(msgs)))
+            print(f"{device} {'spans' if spans else 'scattered':9s} T=1e{e}: raw {m['raw'] / T * 1e9:6.2f} ns/token | "
+                  f"sketch {m['now'] / T * 1e9:6.1f} ns/token | torch kernel {m['torch'] / T * 1e9:6.1f} ns/token "
+                  f"({m['torch'] / m['now']:.2f}x) | sketch {frames_bytes(msgs) / 1e3:.1f} KB", flush=True)
+            del arrays, host
     return rows
+
+
+def doc_section(info, rows, reps) -> str:
+    out = ["## Sketch mode, shim cost (generated by `bench/sketch_bench.py --write-doc`)", "",
+           "What sketch mode costs the trainer per step, for one pair (`policy_vs_ref`, Student-t(3)·0.2, sequences of "
+           "~1,000 tokens, ~5% tool-output tokens): `compute_sketch` + `reduce_sketch` (one rank) + encoding, with the "
+           "default kernel (on CPU: numpy over slice-contiguous tokens, sketch/cpu.py) and, interleaved on the same data, "
+           "the torch kernel (`backend=\"torch\"`: what CPU tensors used before issue 17, and what accelerators run). "
+           "Raw mode's shim (a copy into reused host buffers, then encode) is the other baseline. Tool outputs come as "
+           f"16-64-token spans, or as scattered single tokens (a run boundary every ~10 tokens). Medians of {reps} rounds.",
+           "", "| device | tool outputs | tokens/step | sketch ns/token | torch kernel ns/token | torch / now | raw mode ns/token "
+           "| sketch / raw | sketch bytes | target ≤ 15 ns |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for dev, kind, T, m, nbytes in rows:
+        now, old, raw = (m[k] / T * 1e9 for k in ("now", "torch", "raw"))
+        old_s = f"{old:.1f} | {old / now:.1f}×" if old == old else "— | —"
+        target = verdict(now, TARGET_NS) if dev == "cpu" else "(CPU target)"
+        out.append(f"| {dev} | {kind} | {T:.0e} | {now:.1f} | {old_s} | {raw:.2f} | {now / raw:.0f}× | "
+                   f"{nbytes / 1e3:.1f} KB | {target} |")
+    note = gpu_note()
+    out += ["", "Sketch bytes are the whole step message (varint-coded histograms; docs/sketch.md \"Bytes per step\"). "
+            "Counts are identical to raw mode and the sums agree to float64 rounding (python-shim/tests/test_sketch*.py).",
+            ""] + ([note, ""] if note else []) + [info.footer()]
+    return "\n".join(out)
 
 
 def engine_table(max_exp: int, reps: int, steps: int = 5):
@@ -186,22 +208,27 @@ def bytes_table(max_exp: int):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--max-exp", type=int, default=8)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--max-exp", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared; 0: torch's default)")
     ap.add_argument("--engine", action="store_true", help="also time a real engine process (raw vs sketch)")
     ap.add_argument("--bytes", action="store_true", help="only the bytes-per-pair table (dense vs varint hist coding)")
-    ap.add_argument("--before", default=None, help="git revision whose compute_sketch to time too (before/after)")
+    ap.add_argument("--write-doc", action="store_true", help="rewrite the 'sketch' section of docs/benchmarks.md")
     a = ap.parse_args()
+    info = RunInfo()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cuda={torch.cuda.is_available()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     if a.bytes:
         return bytes_table(a.max_exp)
-    shim_table(a.max_exp, a.reps, load_rev(a.before) if a.before else None)
+    rows = []
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        rows += shim_table(a.max_exp, a.reps, device)
     if a.engine:
         engine_table(min(a.max_exp, 8), a.reps)
+    if a.write_doc:
+        write_section("sketch", doc_section(info, rows, a.reps))
 
 
 if __name__ == "__main__":

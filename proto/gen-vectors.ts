@@ -484,6 +484,16 @@ function sketchBad(description: string, over: Record<string, unknown>, bufOver: 
   return bad(description, sketchMsg(over, { ...dropHists, ...bufOver }).frames, error);
 }
 const sumsOf = (sl: string) => sketchParts().buffers[`sketch/policy_vs_ref/${sl}/sums`] as Float64Array;
+/** Per-rank summaries of the 2 ranks: rows = the 4 sums buffers in buffer order, fields n, abs_q99, abs_mean, ess. */
+const SK_PER_RANK = { ranks: 2, fields: ['n', 'abs_q99', 'abs_mean', 'ess'], tokens: [200_000_000, 100_000_000] };
+const perRankBuf = () => Float64Array.from([
+  3, 1.5, 0.75, 0.6, 2, 1.5, 1, 0.5, 1, 3, 3, 1, 0, NaN, NaN, NaN, // rank 0: all, pre_tool, post_tool, tool_output
+  1, 0.5, 0.5, 1, 1, 0.5, 0.5, 1, 0, NaN, NaN, NaN, 0, NaN, NaN, NaN, // rank 1
+]);
+const perRankMsg = (over: Record<string, unknown> = {}, bufOver: Record<string, TypedArray | null> = {}) =>
+  sketchMsg({ ...SK_VARINT, per_rank: SK_PER_RANK, ...over }, { 'sketch/per_rank': perRankBuf(), ...bufOver });
+const perRankBad = (description: string, over: Record<string, unknown>, bufOver: Record<string, TypedArray | null>, error: string) =>
+  bad(description, perRankMsg(over, bufOver).frames, error);
 files['12.sketch'] = {
   description: 'sketch steps (mode "sketch"): per pair × slice, a 16386-bin histogram of |ℓ| (hist.coding dense: f64; varint: u8 sparse varints, all = pre_tool + post_tool) and 21 f64 sums, reduced over every rank; stage D of a sketch step.',
   cases: [
@@ -534,6 +544,18 @@ files['12.sketch'] = {
     sketchBad('hist.coding varint: a 9-byte varint', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1) }, 'E_SKETCH_LAYOUT'),
     sketchBad('hist.coding varint: a count of 2^53', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10) }, 'E_SKETCH_LAYOUT'),
     sketchBad('hist.coding varint: a bin past the last (gap 16386)', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0x82, 0x80, 0x01, 1) }, 'E_SKETCH_LAYOUT'),
+    (() => {
+      const m = perRankMsg();
+      return ok('per-rank summaries: per_rank {ranks, fields, tokens} and sketch/per_rank f64, rank × sums buffer (in buffer order) × field; NaN where a rank has no value', m.frames, m.header, m.buffers);
+    })(),
+    perRankBad('per_rank without the sketch/per_rank buffer', {}, { 'sketch/per_rank': null }, 'E_SKETCH_LAYOUT'),
+    perRankBad('sketch/per_rank without per_rank', { per_rank: undefined }, {}, 'E_SKETCH_LAYOUT'),
+    perRankBad('per_rank.ranks differs from world_size', { per_rank: { ...SK_PER_RANK, ranks: 1, tokens: [3] } }, {}, 'E_SKETCH_LAYOUT'),
+    perRankBad('per_rank.fields in another order', { per_rank: { ...SK_PER_RANK, fields: ['n', 'abs_mean', 'abs_q99', 'ess'] } }, {}, 'E_SKETCH_LAYOUT'),
+    perRankBad('per_rank.tokens with one entry for 2 ranks', { per_rank: { ...SK_PER_RANK, tokens: [3] } }, {}, 'E_SKETCH_LAYOUT'),
+    perRankBad('sketch/per_rank one row short', {}, { 'sketch/per_rank': perRankBuf().subarray(4) }, 'E_FRAME_LENGTH'),
+    perRankBad('sketch/per_rank as f32', {}, { 'sketch/per_rank': Float32Array.from(perRankBuf()) }, 'E_DTYPE'),
+    perRankBad('sketch/per_rank with a negative n', {}, { 'sketch/per_rank': perRankBuf().map((v, i) => (i === 4 ? -1 : v)) }, 'E_SKETCH_LAYOUT'),
   ],
 };
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${TAILGUARD_PYTHON:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 declare -A RUN=(
-  [product]="npx tsx ts-core/bench/product.ts --trace-gc --breakdown --write-doc"
+  [product]="npx tsx ts-core/bench/product.ts --trace-gc --breakdown --scaling --write-doc"
   [kernel]="npx tsx ts-core/bench/kernel.ts --write-doc"
   [ingest]="npx tsx ts-core/bench/ingest.bench.ts --write-doc"
   [topk]="npx tsx ts-core/bench/topk.bench.ts --write-doc"

@@ -20,7 +20,7 @@ const require = createRequire(import.meta.url);
 rmSync(OUT, { recursive: true, force: true });
 await build({
   absWorkingDir: ROOT,
-  entryPoints: { cli: 'ts-core/src/cli.ts', index: 'ts-core/src/index.ts', 'ui-worker': 'ts-core/src/ui/worker.ts' }, // ui-worker: serve --ui's thread
+  entryPoints: { cli: 'ts-core/src/cli.ts', index: 'ts-core/src/index.ts', 'ui-worker': 'ts-core/src/ui/worker.ts', 'ingest-worker': 'ts-core/src/stats/ingest-worker.ts' }, // ui-worker: serve --ui's thread; ingest-worker: --ingest-workers
   outdir: OUT,
   outExtension: { '.js': '.mjs' },
   chunkNames: '[name]-[hash]', // flat: policy/load.ts finds policy/ beside whichever file it lands in

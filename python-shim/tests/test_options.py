@@ -10,6 +10,15 @@ def test_defaults():
     assert o == DEFAULTS
     assert o.pairs == ("policy_vs_old", "policy_vs_ref", "old_vs_rollout")
     assert o.fail_mode == "fail_open" and o.send_budget_s == 0.05 and o.queue_max_steps == 8
+    assert o.sketch_per_rank is None
+
+
+def test_sketch_per_rank_default_follows_the_world_size():
+    from tailguard.sketch import per_rank_enabled
+
+    assert per_rank_enabled(None, 1) and per_rank_enabled(None, 64) and not per_rank_enabled(None, 65)
+    assert per_rank_enabled(True, 4096) and not per_rank_enabled(False, 2)
+    assert parse_options(sketch_per_rank=False).sketch_per_rank is False
 
 
 @pytest.mark.parametrize(
@@ -27,6 +36,7 @@ def test_defaults():
         ({"log_metrics": 1}, "'log_metrics': expected True (the headline set), False or 'full'"),
         ({"run_id": "bad id!"}, "'run_id'"),
         ({"endpont": "x"}, "'endpont': expected one of"),
+        ({"sketch_per_rank": 1}, "'sketch_per_rank': expected None (on up to 64 ranks), True or False"),
     ],
 )
 def test_bad_values_are_named(kwargs, fragment):

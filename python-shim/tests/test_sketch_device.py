@@ -84,6 +84,8 @@ def test_sketch_mode_copies_no_token_array_to_host(monkeypatch):
     T = MICRO * B * WIDTH
     cap = Capture(object(), parse_options(mode="sketch"))
     assert isinstance(cap.copier, DeviceKeeper)
+    # The accelerator's kernel (torch ops) is what this checks; CPU tensors take numpy views by default.
+    monkeypatch.setattr(S.compute, "CPU_BACKEND", "torch")
     counter = HostCounter(monkeypatch)
     stage(cap, batches)
     # staged as views of the trainer's tensors (same storage), not copies
@@ -98,14 +100,19 @@ def test_sketch_mode_copies_no_token_array_to_host(monkeypatch):
     assert 0 < sketch_bytes <= 2 * 64 * 1024  # on the wire: varint-coded hists (test_sketch_wire_size.py)
     header = msgpack.unpackb(bytes(sink.messages[0][0]))
     assert header["tokens"] == sum(int(cm.sum()) for cm, *_ in batches)  # completion tokens, not padded positions
+    # sketch_per_rank's default (on at 1 rank): this rank's summary, one row per sums buffer
+    assert header["per_rank"] == {"ranks": 1, "fields": list(S.PER_RANK_FIELDS), "tokens": [header["tokens"]]}
+    rows = sum(b["name"].endswith("/sums") for b in header["buffers"])
+    assert next(b for b in header["buffers"] if b["name"] == "sketch/per_rank")["length"] == rows * 4
     # Nothing of token size left torch; what did is the sketch (plus a few per-sequence/count scalars).
     assert counter.sizes and max(n for n, _ in counter.sizes) < T // 2, sorted(counter.sizes)[-3:]
     assert sum(b for _, b in counter.sizes) <= dense + 8 * (B * MICRO + 64)
     # Raw mode's stager, fed the same step, does count the token arrays it copies to the host.
     raw = Capture(object(), parse_options(mode="raw"))
-    assert isinstance(raw.copier, HostCopier)
+    assert isinstance(raw.copier, HostCopier) and raw.stager is not None
     stage(raw, batches)
-    assert raw.copier.bytes_to_host >= T * (4 + 4 + 1 + 1)
+    tokens = sum(int(cm.sum()) for cm, *_ in batches)
+    assert raw.stager.tokens == tokens and raw.stager.bytes_staged >= tokens * (4 + 4 + 1)
 
 
 def test_device_layout_sketch_equals_host_layout_sketch():

@@ -2,7 +2,9 @@
 // the bottleneck) × S steps × T tokens per rank and step, against one real `tailguard serve` process
 // with world_size R. Ranks advance together (at most 2 steps apart, like a trainer's all-reduce).
 //
-//   tsx ts-core/bench/load.ts [--ranks 64] [--steps 200] [--tokens 100000] [--workers 4] [--json FILE]
+//   tsx ts-core/bench/load.ts [--ranks 64] [--steps 200] [--tokens 100000] [--workers 4] [--ingest-workers N] [--json FILE]
+//   tsx ts-core/bench/load.ts --write-doc [--steps 50]   (--ingest-workers 0 and the default, one after the
+//                                                       other in this run; writes docs/benchmarks.md "Load")
 //
 // Checks that nothing is lost (per step: the store's tokens_per_rank equals what each rank sent, and
 // every reply's `received.tokens` too) and reports engine peak RSS (VmHWM), engine CPU seconds,
@@ -15,6 +17,8 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { Dealer } from 'zeromq';
 import { decodeMessage, encodeHeader, encodeMessage } from '../src/protocol/codec.ts';
 import { mulberry32, gauss } from './synthetic.ts';
+import { loadSection } from './load-doc.ts';
+import { commitId, loadAvg, writeSection } from './doc-section.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const V = [1, 0];
@@ -116,26 +120,24 @@ export interface LoadResult {
   latencyP99Ms: number;
   enginePeakRssMiB: number;
   engineAlive: boolean;
+  ingestWorkers: number | 'default';
 }
 
 const args = (argv: string[]) => Object.fromEntries(argv.flatMap((a, i) => (a.startsWith('--') ? [[a.slice(2), argv[i + 1]]] : [])));
 
-async function main(): Promise<void> {
-  const a = args(process.argv.slice(2));
-  const R = Number(a.ranks ?? 64);
-  const S = Number(a.steps ?? 200);
-  const T = Number(a.tokens ?? 100_000);
-  const W = Math.min(R, Number(a.workers ?? 4));
+/** One load run against a fresh engine; `ingestWorkers` undefined: the engine's default. */
+export async function runLoad(R: number, S: number, T: number, W: number, ingestWorkers?: number): Promise<LoadResult> {
   const work = mkdtempSync(join(tmpdir(), 'tg-load-'));
   const ready = join(work, 'ready');
   const endpoint = `ipc://${work}/engine.sock`;
-  const engine = spawn(process.execPath, [join(ROOT, 'ts-core/bin/tailguard.mjs'), 'serve', '--endpoint', endpoint, '--run-dir', join(work, 'runs'), '--log-level', 'warn', '--ready-file', ready, '--step-timeout', '600000'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const iw = ingestWorkers === undefined ? [] : ['--ingest-workers', String(ingestWorkers)];
+  const engine = spawn(process.execPath, [join(ROOT, 'ts-core/bin/tailguard.mjs'), 'serve', '--endpoint', endpoint, '--run-dir', join(work, 'runs'), '--log-level', 'warn', '--ready-file', ready, '--step-timeout', '600000', ...iw], { stdio: ['ignore', 'inherit', 'inherit'] });
   const t0 = Date.now();
   while (!existsSync(ready)) {
     if (engine.exitCode !== null || Date.now() - t0 > 60_000) throw new Error('engine did not start');
     await new Promise((r) => setTimeout(r, 50));
   }
-  console.log(`load: ${R} ranks × ${S} steps × ${T} tokens against one engine (pid ${engine.pid}), ${W} sender threads`);
+  console.log(`load: ${R} ranks × ${S} steps × ${T} tokens against one engine (pid ${engine.pid}, --ingest-workers ${ingestWorkers ?? 'default'}), ${W} sender threads`);
   const progress = new SharedArrayBuffer(4 * R);
   const boot = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(import.meta.url)}); })`;
   const start = performance.now();
@@ -175,6 +177,7 @@ async function main(): Promise<void> {
     wallS: +wallS.toFixed(2), tokensPerS: Math.round(tokensSent / wallS), engineCpuS: +(st.cpuS - cpu0).toFixed(2),
     tokensPerEngineCpuS: Math.round(tokensSent / Math.max(0.01, st.cpuS - cpu0)),
     latencyP50Ms: +q(0.5).toFixed(2), latencyP99Ms: +q(0.99).toFixed(2), enginePeakRssMiB: st.hwmMiB, engineAlive: engine.exitCode === null,
+    ingestWorkers: ingestWorkers ?? 'default',
   };
   engine.kill('SIGTERM');
   await new Promise((r) => (engine.exitCode !== null ? r(null) : engine.once('exit', r)));
@@ -182,8 +185,22 @@ async function main(): Promise<void> {
   console.log(`sent ${tokensSent.toLocaleString('en')} tokens, stored ${tokensStored.toLocaleString('en')} (${steps.length}/${S} steps); lost: ${lost.length ? lost.slice(0, 5).join('; ') : 'nothing'}`);
   console.log(`wall ${res.wallS} s → ${(res.tokensPerS / 1e6).toFixed(1)} M tokens/s; engine CPU ${res.engineCpuS} s → ${(res.tokensPerEngineCpuS / 1e6).toFixed(1)} M tokens per engine CPU-second`);
   console.log(`directive latency p50 ${res.latencyP50Ms} ms, p99 ${res.latencyP99Ms} ms; engine peak RSS (VmHWM) ${res.enginePeakRssMiB} MiB`);
-  if (a.json) writeFileSync(a.json, JSON.stringify(res, null, 1));
-  process.exit(lost.length === 0 && res.engineAlive ? 0 : 1);
+  return res;
+}
+
+async function main(): Promise<void> {
+  const a = args(process.argv.slice(2));
+  const doc = process.argv.includes('--write-doc');
+  const R = Number(a.ranks ?? 64);
+  const S = Number(a.steps ?? (doc ? 50 : 200));
+  const T = Number(a.tokens ?? 100_000);
+  const W = Math.min(R, Number(a.workers ?? 4));
+  const load = loadAvg();
+  // --write-doc: in-thread and the default worker count, in this run, on the same streams.
+  const runs = doc ? [await runLoad(R, S, T, W, 0), await runLoad(R, S, T, W)] : [await runLoad(R, S, T, W, a['ingest-workers'] === undefined ? undefined : Number(a['ingest-workers']))];
+  if (doc) writeSection('load', loadSection(runs, { commit: commitId(), load, loadEnd: loadAvg() }));
+  if (a.json) writeFileSync(a.json, JSON.stringify(runs.length === 1 ? runs[0] : runs, null, 1));
+  process.exit(runs.every((r) => r.lost.length === 0 && r.engineAlive) ? 0 : 1);
 }
 
 if (isMainThread && process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) await main();

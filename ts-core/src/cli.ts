@@ -3,7 +3,8 @@
 // so `tailguard --help` stays fast and a broken optional part cannot break the others.
 import { Command, Option } from 'commander';
 import { VERSION } from './version.ts';
-import { int, port, positive, USAGE_EXIT } from './commands/options.ts';
+import { availableParallelism } from 'node:os';
+import { defaultIngestWorkers, int, port, positive, USAGE_EXIT } from './commands/options.ts';
 
 const program = new Command();
 program
@@ -40,6 +41,7 @@ program
   .option('--max-run-pending-bytes <bytes>', 'memory budget for incomplete steps of one run (E_BUDGET beyond)', int(1), 1024 ** 3)
   .option('--retain-runs <n>', 'keep only the N most recently updated run directories (0: all)', int(0), 0)
   .option('--retain-days <days>', 'remove run directories not updated for this many days (default: never)', positive)
+  .option('--ingest-workers <n>', `worker threads for the per-token statistics, ranks of a step in parallel (0: on the main thread; default: one per core up to 8, 0 on one core; here ${defaultIngestWorkers(availableParallelism())})`, int(0, 64))
   .addOption(new Option('--commit <mode>', 'sync: a reply waits for its step\'s fsync; async: fsyncs leave the reply path and recorded_through trails the replies').choices(['sync', 'async']).default('sync'))
   .action(async (opts) => (await import('./commands/serve.ts')).serve(opts));
 

@@ -194,6 +194,8 @@ export interface SketchStepData {
   knobs: Knobs;
   logs: TrainerLogs;
   receivedAt: number;
+  /** Each rank's own summary (`sketch/per_rank`), as raw mode's StepResult.perRank; absent when not sent. */
+  perRank?: RankSummary[];
 }
 
 /** What a run's pipeline is built from (engine/pipeline.ts buildPipeline; store/hooks.ts). */

@@ -86,6 +86,10 @@ class TailguardCallback(Attaching, LogInjection, TrainerCallback):
         mode (`str`, *optional*, defaults to `"raw"`):
             `"raw"` streams every token. `"sketch"` sends per-step histograms and exact sums reduced across
             ranks with `torch.distributed`; only rank 0 talks to the engine (see docs/sketch.md).
+        sketch_per_rank (`bool`, *optional*, defaults to `None`):
+            Sketch mode: also all-gather each rank's own summary (n, q99, mean |ℓ|, ESS per pair × slice), so
+            the engine's `rank_outlier` can name a rank. It costs ranks × pairs × slices × 32 bytes a step.
+            `None` turns it on up to 64 ranks (≤ 8 KB a pair a step with the built-in slices), off above.
         record_to (`str`, *optional*, defaults to `None`):
             Append every raw step message, exactly as sent, to this recording (one file per rank,
             suffixed `.rank<R>` when there are several), for `tailguard replay RECORDING --policy FILE`.

@@ -7,7 +7,8 @@ optimizer step has long since queued behind them. On CPU a staged tensor is simp
 when the dtype already matches).
 
 Padded (B, T) tensors are copied as they are: selecting completion tokens on the device would need
-a device sync (boolean indexing), so flattening happens on the host at the step boundary.
+a device sync (boolean indexing), so flattening happens on the host at the step boundary, straight from
+the arena into the wire buffers (capture/staging.py). Host tensors skip this class in raw mode.
 
 Sketch mode uses `DeviceKeeper` instead: nothing goes to the host but the sketch (docs/sketch.md).
 """
@@ -36,7 +37,7 @@ class HostCopier:
             t = t.to(dtype)
         self.bytes_to_host += t.numel() * t.element_size()
         if t.device.type != "cuda":
-            self._staged.append(("host", t.contiguous()))
+            self._staged.append(("host", t.cpu()))
             return len(self._staged) - 1
         n = t.numel()
         pool = self._reserve(dtype, n)
@@ -61,8 +62,9 @@ class HostCopier:
             self._pools[dtype] = pool = grown
         return pool
 
-    def finish(self) -> list[np.ndarray]:
-        """Wait for this step's copies and return them as owned numpy arrays; resets for the next step."""
+    def finish(self, copy: bool = True) -> list[np.ndarray]:
+        """Wait for this step's copies and return them as numpy arrays; resets for the next step. With
+        `copy=False` pooled ones are views of the pinned arena, valid until the next `stage`."""
         if self._event is not None:
             self._event.synchronize()
         out = []
@@ -71,8 +73,9 @@ class HostCopier:
                 out.append(item[1].numpy())
             else:
                 _, dtype, start, n, shape = item
-                # Copied out of the arena: the client may still hold these arrays when the arena is reused.
-                out.append(self._pools[dtype][start : start + n].numpy().reshape(shape).copy())
+                # Copied out of the arena unless the caller consumes them at once (the raw stager does).
+                view = self._pools[dtype][start : start + n].numpy().reshape(shape)
+                out.append(view.copy() if copy else view)
         self._staged.clear()
         for k in self._used:
             self._used[k] = 0

@@ -14,6 +14,8 @@ from typing import Any
 from .wire import PAIRS, RUN_ID_PATTERN
 
 FAIL_MODES = ("fail_open", "fail_closed")
+# sketch_per_rank=None: per-rank summaries up to this many ranks (≤ 8 KB a pair a step with the built-in slices).
+SKETCH_PER_RANK_AUTO_MAX = 64
 RUN_ID_RE = re.compile(RUN_ID_PATTERN)
 
 # Environment variables the shim reads. Documented in docs/trl.md and in TailguardCallback's docstring.
@@ -44,6 +46,8 @@ class Options:
     keep_certified: int = 2
     engine_lost_after_s: float = 3.0
     mode: str = "raw"  # "sketch": on-device histograms reduced over torch.distributed (docs/sketch.md)
+    # sketch mode: also all-gather each rank's summary (rank_outlier); None = on up to SKETCH_PER_RANK_AUTO_MAX ranks
+    sketch_per_rank: bool | None = None
     record_to: str | None = None  # recording of every raw step message, for `tailguard replay`
     # CURVE (docs/reliability.md): Z85 keys or zcert key files, handed to EngineClient as they are
     curve_server_key: str | None = None
@@ -113,6 +117,9 @@ def parse_options(**kwargs: Any) -> Options:
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise OptionsError(name, "None or a file path" if name == "record_to" else "None, a Z85 key or a key file", value)
             value = None if value is None else os.fspath(value)
+        elif name == "sketch_per_rank":
+            if value is not None and not isinstance(value, bool):
+                raise OptionsError(name, f"None (on up to {SKETCH_PER_RANK_AUTO_MAX} ranks), True or False", value)
         elif name == "log_metrics":
             if not (isinstance(value, bool) or value == "full"):  # not `in (True, False, ...)`: 1 == True
                 raise OptionsError(name, "True (the headline set), False or 'full'", value)

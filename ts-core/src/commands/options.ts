@@ -25,3 +25,8 @@ export function port(v: string): number {
 
 /** Exit status for usage errors (bad option value, unknown option, missing argument). */
 export const USAGE_EXIT = 2;
+
+/** `--ingest-workers` default: none on one core (workers only add a copy there), else one per core, at most 8. */
+export function defaultIngestWorkers(cores: number): number {
+  return cores > 1 ? Math.min(cores, 8) : 0;
+}

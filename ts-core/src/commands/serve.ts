@@ -5,6 +5,9 @@ import { loadPolicy } from '../policy/load.ts';
 import { buildPipeline } from '../engine/pipeline.ts';
 import { DEFAULT_ENDPOINT, EngineServer } from '../transport/server.ts';
 import { startObservability } from '../ui/serve-hooks.ts';
+import { availableParallelism } from 'node:os';
+import { IngestPool } from '../stats/ingest-pool.ts';
+import { defaultIngestWorkers } from './options.ts';
 import { checkBind, curveServerOptions, loadCurve, ZapHandler, type CurveConfig } from '../transport/curve.ts';
 
 export interface ServeOptions {
@@ -57,6 +60,12 @@ export async function serve(opts: ServeOptions): Promise<void> {
     log.fatal({ max_runs: opts.maxRuns, run_idle_ms: opts.runIdleMs, state_every: opts.stateEvery }, '--max-runs and --state-every must be integers >= 1, --run-idle-ms an integer >= 0');
     process.exit(2);
   }
+  const workers = opts.ingestWorkers === undefined ? defaultIngestWorkers(availableParallelism()) : Number(opts.ingestWorkers);
+  if (!Number.isSafeInteger(workers) || workers < 0) {
+    log.fatal({ ingest_workers: opts.ingestWorkers }, '--ingest-workers must be an integer >= 0');
+    process.exit(2);
+  }
+  const ingestPool = workers > 0 ? new IngestPool(workers, { log }) : null; // stats/ingest-pool.ts
   const obs = await startObservability(opts, log); // ui/: --ui dashboard; capture/: --record
   const server = new EngineServer({
     endpoint,
@@ -71,7 +80,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     maxPendingBytes: opts.maxPendingBytes === undefined ? undefined : Number(opts.maxPendingBytes),
     maxRunPendingBytes: opts.maxRunPendingBytes === undefined ? undefined : Number(opts.maxRunPendingBytes),
     retain: { runs: Number(opts.retainRuns ?? 0), days: opts.retainDays === undefined ? undefined : Number(opts.retainDays) },
-    options: opts,
+    options: { ...opts, ingestPool },
     socketOptions: curve ? curveServerOptions(curve) : undefined,
     recorder: obs.recorder,
   });
@@ -94,6 +103,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     log.info({ why }, 'shutting down');
     try {
       await server.close();
+      await ingestPool?.close();
       await zap?.close();
       await obs.close();
     } catch (e) {

@@ -21,6 +21,7 @@ import type { ControllerSnapshot } from '../policy/controller.ts';
 import { openStoreHooks } from '../store/hooks.ts';
 import { RawJson } from '../store/index.ts';
 import { RunStats } from '../stats/index.ts';
+import { IngestPool, type IngestResult } from '../stats/ingest-pool.ts';
 import { attachTopTokens, runDecoder } from './forensics.ts';
 
 export interface Pipeline {
@@ -31,7 +32,12 @@ export interface Pipeline {
    * May return the step's mask counts (RunStats does), which the reply's `received.slices` then echoes
    * instead of the engine counting the masks a second time.
    */
-  addRankStep?(data: StepData): MaskCounts | null | void;
+  addRankStep?(data: StepData, started?: unknown): MaskCounts | null | void;
+  /**
+   * Ingest workers (`--ingest-workers`): start one rank step's statistics off the main thread; the arrays
+   * are copied before it returns. Its result comes back as addRankStep's `started`, in arrival order.
+   */
+  startRankStep?(data: StepData): Promise<unknown>;
   /** Sketch mode: every rank's step at once, reduced by the shim (docs/sketch.md) → RunStats.addSketchStep. */
   addSketchStep?(data: SketchStepData): void;
   /** Steps that are final now (all ranks in, or timed out), in step order. */
@@ -81,6 +87,9 @@ export const buildPipeline: PipelineFactory = (ctx) => {
     window: ctx.options.window === undefined ? undefined : Number(ctx.options.window),
     stepTimeoutMs: ctx.options.stepTimeout === undefined ? undefined : Number(ctx.options.stepTimeout),
   };
+  // --ingest-workers: serve's pool, shared by every run (stats/ingest-pool.ts).
+  const ingest = ctx.options.ingestPool instanceof IngestPool ? ctx.options.ingestPool : null;
+  const release = (sab: SharedArrayBuffer) => ingest?.shared.release(sab);
   const stats = store.state?.stats ? RunStats.restore(store.state.stats, statsOpts) : new RunStats(statsOpts);
   // state.json can be older than steps.jsonl (saved every K steps): steps already stored count as late, never twice.
   stats.lastFinal = Math.max(stats.lastFinal, store.resumeStep() ?? -1);
@@ -93,7 +102,9 @@ export const buildPipeline: PipelineFactory = (ctx) => {
     storeFault: () => store.fault(),
     onBye: () => store.flush(),
     close: () => store.close(),
-    addRankStep: (d) => stats.addRankStep(d),
+    // With ingest workers the echoed mask counts are the worker's, late steps included (the arrays are not read again).
+    addRankStep: (d, started) => (started ? (stats.addRankResult(d, started as IngestResult, release), (started as IngestResult).packed.maskCounts) : stats.addRankStep(d)),
+    ...(ingest && { startRankStep: (d: StepData) => stats.startRankStep(d, ingest) }),
     addSketchStep: (d) => stats.addSketchStep(d),
     finalizeReady: (now) => stats.finalizeReady(now),
     onStepResult: (r, o) => control.onStepResult(r, o),

@@ -140,7 +140,7 @@ export class RunRegistry {
   tick(nowMs: number): void {
     for (const run of this.runs.values()) {
       try {
-        run.finalize(nowMs);
+        run.tick(nowMs);
       } catch (e) {
         this.opts.log.error({ err: e, run_id: run.runId }, 'finalize failed');
       }

@@ -26,6 +26,12 @@ interface RankSession {
 /** Connections whose session was taken over, remembered per run for E_SESSION (oldest forgotten first). */
 const TAKEN_OVER_KEEP = 256;
 
+/** A step chunk on its way (Run.startStep): `wait` settles when its ingest worker is done (null: none). */
+export interface StartedStep {
+  wait: Promise<void> | null;
+  commit(): StepReply | null;
+}
+
 export interface StepReply {
   directive: WireDirective;
   received: Received;
@@ -53,6 +59,8 @@ export class Run {
   /** Bytes charged to the budget per step waiting in the statistics for its other ranks. */
   private readonly charged = new Map<number, { bytes: number; ranks: Set<number> }>();
   private finalHigh = -1;
+  /** Rank steps with an ingest worker, not yet committed. */
+  private inflight = 0;
   /** Mask counts of the step ingestStep just passed to stats (null: stats did not count it). */
   private counted: MaskCounts | null = null;
 
@@ -109,25 +117,37 @@ export class Run {
 
   /** A validated step chunk. Returns the reply when the chunk completes the step, else null. */
   step(msg: Message<StepHeader>, nowMs: number, conn?: string): StepReply | null {
+    return this.startStep(msg, nowMs, conn, false).commit();
+  }
+
+  /**
+   * A step chunk in two parts: what must happen on arrival (session, assembly, budget, and with ingest
+   * workers the hand-over of the rank step), and commit(), which merges, finalises and builds the reply.
+   * With `parallel`, commit() may be called only once `wait` has settled, and in arrival order.
+   */
+  startStep(msg: Message<StepHeader>, nowMs: number, conn?: string, parallel = true): StartedStep {
     const h = msg.header;
     this.checkStore();
     const s = this.sessionFor(h.rank, conn);
     if (h.world_size !== this.worldSize) throw new ProtocolError('E_RANK', `run ${this.runId} has world_size ${this.worldSize}, step says ${h.world_size}`);
     // A checkpoint the shim saved (header `checkpoint: {step, path}`): the controller certifies it later.
     const ck = (h as { checkpoint?: { step?: unknown; path?: unknown } }).checkpoint;
-    if (ck && Number.isInteger(ck.step) && typeof ck.path === 'string') this.pipeline.onCheckpoint?.(ck.step as number, ck.path);
-    if (h.sketch) return this.sketchStep(msg, s.checksum, nowMs);
+    const checkpoint = () => ck && Number.isInteger(ck.step) && typeof ck.path === 'string' && this.pipeline.onCheckpoint?.(ck.step as number, ck.path);
+    if (!parallel) checkpoint();
+    const atCommit = parallel ? checkpoint : () => undefined; // in order with the controller's other inputs
+    if (h.sketch) return { wait: null, commit: () => (atCommit(), this.sketchStep(msg, s.checksum, nowMs)) };
     const before = s.assembler.pending;
     const completeBefore = s.assembler.lastComplete;
     const done = s.assembler.add(msg);
     if (before !== null && before !== h.step) this.log.warn({ run_id: this.runId, rank: h.rank, step: before }, 'incomplete step discarded: a newer step started');
-    if (!done) return null;
+    if (!done) return { wait: null, commit: () => (atCommit(), null) };
     const data = toStepData(done, this.trainer, nowMs);
     // A rank step the statistics keep until the step's last rank is in is charged to the memory budget.
     // The rank that completes a step is not charged (its step finalises now), so a full budget never blocks the ranks it waits for.
     const held = this.charged.get(h.step);
+    let cost = 0;
     if (this.worldSize > 1 && this.pipeline.addRankStep && h.step > this.finalHigh && (held?.ranks.size ?? 0) + 1 < this.worldSize) {
-      const cost = PENDING_STEP_OVERHEAD + done.received.tokens * 16;
+      cost = PENDING_STEP_OVERHEAD + done.received.tokens * 16;
       try {
         this.budget.take(this.runId, cost, `step ${h.step} of rank ${h.rank}, waiting for the other ranks`);
       } catch (e) {
@@ -138,11 +158,31 @@ export class Run {
       else this.charged.set(h.step, { bytes: cost, ranks: new Set([h.rank]) });
     }
     this.lastCompleteStep = Math.max(this.lastCompleteStep ?? -1, h.step);
-    const directive = this.ingestStep(data);
-    this.checkStore();
-    // The stats pass already counted the masks; count here only when it did not run (no stats, late step).
-    setSlices(done.received, this.counted ?? countSlices(data.completionMask, data.toolMask, data.offsets));
-    return { directive: toWire(directive), received: done.received, ...this.replyState() };
+    const job = parallel ? this.pipeline.startRankStep?.(data) : undefined;
+    let result: unknown, failed: unknown;
+    const wait = job ? job.then((r) => void (result = r), (e) => void (failed = e ?? new Error('ingest failed'))) : null;
+    if (job) this.inflight++;
+    const commit = (): StepReply => {
+      if (job) this.inflight--;
+      atCommit();
+      if (failed !== undefined) this.workerFailed(failed, s, h.step, h.rank, completeBefore, cost);
+      const directive = this.ingestStep(data, result);
+      this.checkStore();
+      // The stats pass already counted the masks; count here only when it did not run (no stats, late step).
+      setSlices(done.received, this.counted ?? countSlices(data.completionMask, data.toolMask, data.offsets));
+      return { directive: toWire(directive), received: done.received, ...this.replyState() };
+    };
+    return { wait, commit };
+  }
+
+  /** An ingest worker died with this rank step: undo its receipt so a resend is accepted, and say so (E_WORKER). */
+  private workerFailed(e: unknown, s: RankSession, step: number, rank: number, completeBefore: number, cost: number): never {
+    if ((e as { code?: string }).code !== 'E_WORKER') throw e; // the worker's own exception: as in-thread
+    const retryable = s.assembler.lastComplete === step; // no later step of this rank accepted meanwhile
+    if (retryable) s.assembler.lastComplete = completeBefore;
+    const held = this.charged.get(step);
+    if (cost && held?.ranks.delete(rank)) (held.bytes -= cost), this.budget.give(this.runId, cost);
+    throw new ProtocolError('E_WORKER', `${(e as Error).message}${retryable ? '; resend the step' : ''}`, { retryable });
   }
 
   /** Sketch mode (docs/sketch.md): one message holds every rank's data, already reduced by the shim. */
@@ -173,8 +213,8 @@ export class Run {
    * The glue for one assembled rank step: stats → (finalised steps) → detect/policy → store.
    * Returns the directive for this rank's reply: the oldest control directive it has not received, else a no-op.
    */
-  ingestStep(data: StepData): Directive {
-    const counts = this.pipeline.addRankStep?.(data); // stats/: accumulate; views are valid only in this call
+  ingestStep(data: StepData, started?: unknown): Directive {
+    const counts = this.pipeline.addRankStep?.(data, started); // stats/: accumulate; views are valid only in this call
     this.counted = typeof counts === 'object' && counts !== null ? counts : null; // a hook may return anything
     this.current = data.step;
     try {
@@ -189,6 +229,14 @@ export class Run {
    *  no-op (which carries the certified/rejected checkpoints the shim protects). */
   private takeDirective(rank: number, step: number): Directive {
     return this.outbox.take(rank, step) ?? this.pipeline.noop?.(step) ?? noop(this.runId, step);
+  }
+
+  /**
+   * The periodic timeout check. Skipped while rank steps are with ingest workers: their steps must not time out
+   * under them (in-thread, a step is never between arrival and ingest); each commit checks timeouts anyway.
+   */
+  tick(nowMs: number): void {
+    if (this.inflight === 0) this.finalize(nowMs);
   }
 
   /** Finalise whatever is ready (also called periodically, for steps with missing ranks). */

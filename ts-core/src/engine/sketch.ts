@@ -3,8 +3,8 @@
 import type { Message } from '../protocol/codec.ts';
 import type { StepHeader } from '../protocol/messages.ts';
 import { HIST_BINS } from '../stats/hist.ts';
-import { SKETCH_BUFFER, checkSketchStep, decodeHistVarint } from '../protocol/sketch.ts';
-import { PAIRS, type Knobs, type PairName, type SketchSlice, type SketchStepData, type TrainerLogs } from '../types.ts';
+import { PER_RANK_FIELDS, SKETCH_BUFFER, SKETCH_PER_RANK, checkSketchStep, decodeHistVarint } from '../protocol/sketch.ts';
+import { PAIRS, type Knobs, type PairName, type RankSummary, type SketchSlice, type SketchStepData, type TrainerLogs } from '../types.ts';
 export type { SketchSlice, SketchStepData } from '../types.ts';
 
 export function decodeSketchStep(msg: Message<StepHeader>, trainer: string, nowMs: number): SketchStepData {
@@ -14,10 +14,12 @@ export function decodeSketchStep(msg: Message<StepHeader>, trainer: string, nowM
   const sliceCounts = { pre_tool: sc.pre_tool, post_tool: sc.post_tool, tool_output: sc.tool_output };
   const slices = new Map<string, SketchSlice>();
   const varint = (h.hist as { coding?: string } | undefined)?.coding === 'varint';
+  const rows: string[] = []; // pair/slice of each sums buffer, in buffer order: the rows of sketch/per_rank
   for (const [name, arr] of Object.entries(msg.buffers)) {
     const m = SKETCH_BUFFER.exec(name);
-    if (!m) continue; // sketch/per_rank: optional attribution, not used by the engine yet
+    if (!m) continue; // sketch/per_rank: read below
     const key = `${m[1]}/${m[2]}`;
+    if (m[3] === 'sums') rows.push(key);
     let s = slices.get(key);
     if (!s) slices.set(key, (s = { hist: new Float64Array(0), sums: new Float64Array(0) }));
     if (m[3] === 'sums') s.sums = Float64Array.from(arr);
@@ -39,5 +41,23 @@ export function decodeSketchStep(msg: Message<StepHeader>, trainer: string, nowM
     runId: h.run_id, step: h.step, worldSize: h.world_size, trainer, tokens: h.tokens, nSeqs: h.n_seqs, sliceCounts, slices,
     pairs: PAIRS.filter((p) => pairs.has(p)), implicit: (h.implicit ?? []).filter((p): p is PairName => (PAIRS as readonly string[]).includes(p)),
     knobs: h.knobs ?? {}, logs: h.logs ?? {}, receivedAt: nowMs,
+    ...(h.per_rank !== undefined && { perRank: perRankOf(msg.buffers[SKETCH_PER_RANK] as Float64Array, (h.per_rank as { tokens: number[] }).tokens, rows) }),
   };
+}
+
+/** RankSummary per rank from `sketch/per_rank` (row-major rank × row × PER_RANK_FIELDS). Like raw mode's
+ * summaries, a tool_output row with no value is left out (raw mode also skips n = 0 with non-finite values: not sent here). */
+function perRankOf(arr: Float64Array, tokens: number[], rows: string[]): RankSummary[] {
+  const F = PER_RANK_FIELDS.length;
+  return tokens.map((t, rank) => {
+    const pairs: RankSummary['pairs'] = {};
+    rows.forEach((key, i) => {
+      const [pair, slice] = key.split('/') as [PairName, string];
+      const o = (i + rank * rows.length) * F;
+      const [n, abs_q99, abs_mean, ess] = arr.subarray(o, o + F);
+      if (slice === 'tool_output' && n === 0) return;
+      (pairs[pair] ??= {})[slice] = { n, abs_q99, abs_mean, ess };
+    });
+    return { rank, tokens: t, pairs };
+  });
 }

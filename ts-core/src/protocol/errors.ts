@@ -25,6 +25,8 @@ export const ERROR_CODES = [
   'E_RUN_EXISTS',
   'E_BUDGET',
   'E_SESSION',
+  // v1.2: the ingest worker holding the step died (serve --ingest-workers); the step was not counted.
+  'E_WORKER',
   'E_INTERNAL',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -44,12 +46,15 @@ export class ProtocolError extends Error {
   /** True when the client must send a new `hello` before anything else is accepted. */
   fatal: boolean;
   ref: ErrorRef;
+  /** Sent as `retryable: true`: resending the same message later may succeed (the shim retries with backoff). */
+  retryable: boolean;
 
-  constructor(code: ErrorCode, message: string, opts: { fatal?: boolean; ref?: ErrorRef; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { fatal?: boolean; ref?: ErrorRef; cause?: unknown; retryable?: boolean } = {}) {
     super(`${code}: ${message}`, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.code = code;
     this.fatal = opts.fatal ?? false;
     this.ref = opts.ref ?? {};
+    this.retryable = opts.retryable ?? false;
   }
 
   /** The message without the code prefix (the wire `error.message`). */

@@ -6,9 +6,12 @@ import { N_SUMS, SUMS_FIELDS } from '../stats/sums.ts';
 import { BUILTIN_SLICES, PAIRS } from '../types.ts';
 import type { TypedArray } from './messages.ts';
 import { ProtocolError } from './errors.ts';
+import { SCHEMAS, type Schema } from './schemas.ts';
 
 export const SKETCH_BUFFER = /^sketch\/([a-z_]+)\/([a-z_]+)\/(hist|sums)$/;
 export const SKETCH_PER_RANK = 'sketch/per_rank';
+/** Fields of each `sketch/per_rank` row (step.schema.json per_rank.fields): what rank_outlier reads. */
+export const PER_RANK_FIELDS = (SCHEMAS.step.properties!.per_rank.properties!.fields as Schema).const as readonly string[];
 const bad = (msg: string) => new ProtocolError('E_SKETCH_LAYOUT', msg);
 /** `hist.coding`: "dense" (default) f64[HIST_BINS] per hist; "varint": u8 LEB128 (gap, count) per non-zero bin,
  * and the `all` hist empty (= pre_tool + post_tool), which keeps a pair under 64 KB in practice. */
@@ -70,7 +73,7 @@ export function checkSketchStep(h: Record<string, unknown>, buffers: Record<stri
   for (const [name, arr] of Object.entries(buffers)) {
     if (name === SKETCH_PER_RANK) {
       if (!(arr instanceof Float64Array)) throw new ProtocolError('E_DTYPE', `buffer ${name} must be f64`);
-      continue; // optional attribution: (ranks, pair, slice, 4), not read by the engine yet
+      continue; // checked after the sums buffers it is laid out by (checkPerRank)
     }
     const m = SKETCH_BUFFER.exec(name);
     if (!m) throw bad(`unexpected buffer ${name} in a sketch step`);
@@ -95,4 +98,21 @@ export function checkSketchStep(h: Record<string, unknown>, buffers: Record<stri
   const pairs = new Set([...have.keys()].map((k) => k.split('/')[0]));
   for (const p of pairs)
     for (const sl of BUILTIN_SLICES) if (have.get(`${p}/${sl}`) !== 3) throw bad(`pair ${p} needs sketch/${p}/${sl}/hist and /sums`);
+  checkPerRank(h, buffers[SKETCH_PER_RANK], have.size);
+}
+
+/** Step 6: `per_rank` and the `sketch/per_rank` buffer come together and agree with the `rows` sums buffers. */
+function checkPerRank(h: Record<string, unknown>, arr: TypedArray | undefined, rows: number): void {
+  const pr = h.per_rank as Record<string, unknown> | undefined;
+  if (pr === undefined && arr === undefined) return;
+  if (!pr || typeof pr !== 'object' || arr === undefined) throw bad('per_rank and the sketch/per_rank buffer must be sent together');
+  const { ranks, fields, tokens } = pr;
+  if (ranks !== h.world_size || !isCount(ranks)) throw bad(`per_rank.ranks ${JSON.stringify(ranks)} must equal world_size ${JSON.stringify(h.world_size)}`);
+  if (!Array.isArray(fields) || fields.length !== PER_RANK_FIELDS.length || fields.some((f, i) => f !== PER_RANK_FIELDS[i]))
+    throw bad(`per_rank.fields must be [${PER_RANK_FIELDS.join(', ')}]`);
+  if (!Array.isArray(tokens) || tokens.length !== ranks || !tokens.every(isCount)) throw bad('per_rank.tokens must be ranks non-negative integers');
+  const F = PER_RANK_FIELDS.length;
+  const want = ranks * rows * F;
+  if (arr.length !== want) throw new ProtocolError('E_FRAME_LENGTH', `buffer ${SKETCH_PER_RANK} has ${arr.length} elements, want ${want} (ranks × sums buffers × fields)`);
+  for (let i = 0; i < arr.length; i += F) if (!(arr[i] >= 0)) throw bad(`${SKETCH_PER_RANK}: every n must be a count`);
 }

@@ -63,7 +63,10 @@ export class RankStep {
   kept: KeptSource[] = [];
   /** Clip band of this rank's step (first chunk's knobs), used for every chunk and the fold. */
   clip: { lo: number; hi: number } | null = null;
-  private folded = false;
+  /** finish() ran (a worker's rank step arrives finished: stats/packed.ts). */
+  folded = false;
+  /** Gives back memory the kept sources view (a worker step's shared buffer); called once with them. */
+  release: (() => void) | null = null;
   /** Forensics: per pair, the top-k |ℓ| tokens of pre_tool, post_tool, tool_output (topk.ts). k = 0: off. */
   top: RankTop = new Map();
   topK = TOPK_DEFAULT;
@@ -174,7 +177,7 @@ function labelsFromRuns(T: number): Uint8Array {
   return labels;
 }
 
-function checkShape(d: StepData): { T: number; nSeqs: number } {
+export function checkShape(d: StepData): { T: number; nSeqs: number } {
   const T = d.completionMask.length;
   if (d.toolMask.length !== T) throw new StatsError('E_FRAME_LENGTH', `tool_mask length ${d.toolMask.length} != ${T}`);
   const off = d.offsets;
@@ -190,10 +193,14 @@ function checkShape(d: StepData): { T: number; nSeqs: number } {
 }
 
 /**
- * Add one chunk of one rank's step. `keep` = keep compacted values for exact quantiles; `bands` (per
- * pair, the same for every rank of the step) = collect the values in those bins during the pass.
+ * Add one chunk of one rank's step. `keep` = keep compacted values for exact quantiles (`'view'`: the
+ * values stay where they are, e.g. in a worker's shared buffer, and are referenced, not copied; implicit
+ * pairs then read `zerosView`); `bands` (per pair, the same for every rank of the step) = collect the
+ * values in those bins during the pass.
  */
-export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: boolean, bands?: Map<PairName, Band>): void {
+export function ingestChunk(
+  rs: RankStep, d: StepData, pool: BufPool, keep: boolean | 'view', bands?: Map<PairName, Band>, zerosView?: Float32Array,
+): void {
   const { T, nSeqs } = checkShape(d);
   const counts = [0, 0, 0, 0];
   buildRuns(d, nSeqs, counts);
@@ -209,7 +216,11 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
   seqC = grow(seqC, 4 * nSeqs, (n) => new Float64Array(n));
   // Kept for a rescan when the band misses: the chunk's runs once, each pair's raw values (bulk copies).
   let keptRuns: ValueBuf | null = null;
-  if (keep) {
+  const view = keep === 'view';
+  if (view) {
+    const bits = R.runs.slice(0, 4 * R.n); // its own buffer: it travels back to the main thread
+    keptRuns = { vals: new Float32Array(bits.buffer), bits, len: bits.length };
+  } else if (keep) {
     keptRuns = pool.get(4 * R.n);
     keptRuns.bits.set(R.runs.subarray(0, 4 * R.n));
     keptRuns.len = 4 * R.n;
@@ -222,7 +233,7 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
     if (!x) {
       // Implicit pairs are identically 0 by construction: run them through the same path.
       zeros = grow(zeros, T, (n) => new Float32Array(n));
-      x = zeros.subarray(0, T);
+      x = view && zerosView ? zerosView : zeros.subarray(0, T);
     }
     rs.pairs.add(pair);
     if (implicit) rs.implicit.add(pair);
@@ -231,7 +242,10 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
     seqC.fill(0, 0, 4 * nSeqs);
     const band = keep ? (bands?.get(pair) ?? null) : null;
     let src: KeptSource | null = null;
-    if (keptRuns) {
+    if (keptRuns && view) {
+      src = { vals: { vals: x, bits, len: T }, runs: keptRuns, nRuns: R.n, pooled: false };
+      rs.kept.push(src);
+    } else if (keptRuns) {
       const vals = pool.get(T);
       vals.vals.set(x);
       vals.len = T;
@@ -258,9 +272,9 @@ export function ingestChunk(rs: RankStep, d: StepData, pool: BufPool, keep: bool
     }
     addSeqParts(rs.slice(`${pair}/all`).sums, seqL, seqC, 3 * nSeqs, 4 * nSeqs);
     if (!implicit && rs.topK > 0) scanTopK(x, bits, R, d.offsets, rs.nSeqs - nSeqs, rs.rank, rankHeaps(rs.top, pair, rs.topK), d.tokenIds);
-    if (userNames) ingestUser(rs, pair, x, d, userNames, clip, T, nSeqs, keep);
+    if (userNames) ingestUser(rs, pair, x, d, userNames, clip, T, nSeqs, keep !== false);
   }
-  if (keptRuns) rs.kept.push({ vals: keptRuns, runs: keptRuns, nRuns: 0, pooled: true }); // released with the rest
+  if (keptRuns && !view) rs.kept.push({ vals: keptRuns, runs: keptRuns, nRuns: 0, pooled: true }); // released with the rest
   rs.chunksSeen++;
 }
 

@@ -6,7 +6,9 @@ import type { MetricRecord, PairName, RankSummary, SliceName, StepData, StepResu
 import { PAIRS } from '../types.ts';
 import { HIST_BINS, HIST_LAST, histAdd, histQuantile, histQuantiles } from './hist.ts';
 import { BufPool } from './pool.ts';
-import { RankStep, SliceState, ingestChunk } from './rankstep.ts';
+import { RankStep, SliceState, checkShape, ingestChunk } from './rankstep.ts';
+import type { IngestPool, IngestResult } from './ingest-pool.ts';
+import { unpackRank } from './packed.ts';
 import { plan, selectFromCand, selectMany, type KeptSource, type SelectSpec } from './select.ts';
 import { BAND_ALL, type Band } from './kernel.ts';
 import { CDF_GRID, GRID_I50, GRID_I90, GRID_I95, GRID_I99, GRID_I999, attribution, shapeChange } from './shape.ts';
@@ -50,8 +52,9 @@ const BUILTIN = ['all', 'pre_tool', 'post_tool', 'tool_output'] as const;
 
 class PendingStep {
   ranks = new Map<number, RankStep>();
-  /** Sketch mode: rank 0's message stands for every rank (no per-rank data). */
+  /** Sketch mode: rank 0's message stands for every rank; per-rank summaries only when the shim sent them. */
   sketch = false;
+  sketchPerRank: RankSummary[] = [];
   keep = true;
   kept = 0;
   /** Per pair: bins around the previous step's quantiles, fixed for the step (every rank collects the same). */
@@ -88,6 +91,8 @@ export class RunStats {
   duplicates = 0;
   /** How per-step quantiles were computed, per pair × slice (diagnostics, benchmark). */
   quantilePaths = { band: 0, scan: 0, hist: 0 };
+  /** Bands of steps handed to ingest workers before their PendingStep exists (every rank gets the same). */
+  private dispatched = new Map<number, Map<PairName, Band>>();
 
   constructor(opts: RunStatsOptions) {
     this.opts = normalize(opts);
@@ -104,12 +109,7 @@ export class RunStats {
       throw new StatsError('E_RANK', `rank ${rank} outside world size ${this.opts.worldSize}`);
     }
     if (this.isLate(step)) return null;
-    let ps = this.pending.get(step);
-    if (!ps) {
-      ps = new PendingStep(step, Number.isFinite(data.receivedAt) ? data.receivedAt : Date.now());
-      this.pending.set(step, ps);
-      this.makeBands(ps);
-    }
+    const ps = this.pendingFor(data);
     let rs = ps.ranks.get(rank);
     if (!rs) {
       ps.ranks.set(rank, (rs = new RankStep(rank, this.alloc)));
@@ -129,6 +129,58 @@ export class RunStats {
     return rs.maskCounts;
   }
 
+  private pendingFor(data: StepData): PendingStep {
+    let ps = this.pending.get(data.step);
+    if (!ps) {
+      ps = new PendingStep(data.step, Number.isFinite(data.receivedAt) ? data.receivedAt : Date.now());
+      this.pending.set(data.step, ps);
+      const b = this.dispatched.get(data.step);
+      if (b) (ps.bands = b), this.dispatched.delete(data.step);
+      else this.makeBands(ps);
+    }
+    return ps;
+  }
+
+  /**
+   * Worker ingest (stats/ingest-pool.ts): checks now (E_RANK, shapes), then the rank step's statistics
+   * on a worker with the step's bands; addRankResult merges the result, called in arrival order.
+   */
+  startRankStep(data: StepData, pool: IngestPool): Promise<IngestResult> {
+    if (!Number.isInteger(data.rank) || data.rank < 0 || data.rank >= this.opts.worldSize) {
+      throw new StatsError('E_RANK', `rank ${data.rank} outside world size ${this.opts.worldSize}`);
+    }
+    checkShape(data);
+    let bands = this.pending.get(data.step)?.bands ?? this.dispatched.get(data.step);
+    if (!bands) {
+      const ps = new PendingStep(data.step, 0);
+      this.makeBands(ps);
+      this.dispatched.set(data.step, (bands = ps.bands));
+    }
+    return pool.run(data, bands, this.opts.topK);
+  }
+
+  /** The worker's rank step into its pending step: what addRankStep does after the kernel pass. */
+  addRankResult(data: StepData, res: IngestResult, release: (sab: SharedArrayBuffer) => void): RankStep['maskCounts'] | null {
+    const rs = unpackRank(res.packed, data, res.sab, this.alloc, () => release(res.sab));
+    if (this.isLate(data.step)) return this.discard(rs), null;
+    const ps = this.pendingFor(data);
+    if (ps.ranks.get(data.rank)?.complete) return this.duplicates++, this.discard(rs), null;
+    const prev = ps.ranks.get(data.rank);
+    if (prev) this.discard(prev); // a partial in-thread rank step is replaced by the whole one
+    const T = data.completionMask.length;
+    const nPairs = rs.pairs.size;
+    if (ps.keep && ps.kept + T * nPairs > this.opts.exactMaxValues) this.dropKept(ps);
+    ps.kept += T * nPairs;
+    if (!ps.keep) this.releaseKept(rs);
+    ps.ranks.set(data.rank, rs);
+    return rs.maskCounts;
+  }
+
+  private discard(rs: RankStep): void {
+    this.releaseKept(rs);
+    for (const s of rs.slices.values()) this.free.push(s);
+  }
+
   /**
    * Sketch mode (docs/sketch.md): one message holds every rank's step, already merged by the shim.
    * The slices become rank 0's accumulators; the step is complete for all ranks at once.
@@ -141,6 +193,7 @@ export class RunStats {
     }
     const ps = new PendingStep(d.step, Number.isFinite(d.receivedAt) ? d.receivedAt : Date.now());
     ps.sketch = true;
+    ps.sketchPerRank = d.perRank ?? [];
     ps.keep = false; // histogram quantiles: the values never reach the engine
     const rs = new RankStep(0, this.alloc);
     rs.chunksSeen = 1;
@@ -200,6 +253,7 @@ export class RunStats {
     }
     if (upTo < 0) return [];
     const steps = [...this.pending.keys()].filter((s) => s <= upTo).sort((a, b) => a - b);
+    for (const s of this.dispatched.keys()) if (s <= upTo) this.dispatched.delete(s);
     const out: StepResult[] = [];
     for (const s of steps) {
       const ps = this.pending.get(s)!;
@@ -214,6 +268,8 @@ export class RunStats {
   private releaseKept(rs: RankStep): void {
     for (const k of rs.kept) if (k.pooled) this.pool.release(k.vals);
     rs.kept.length = 0;
+    rs.release?.();
+    rs.release = null;
     for (const s of rs.slices.values()) s.srcs.length = 0;
   }
 
@@ -276,7 +332,7 @@ export class RunStats {
       }
       this.updateWindows(ps.step, pair, merged, user, windows, empty);
     }
-    const perRank = ps.sketch ? [] : ranks.map((rs) => this.rankSummary(rs));
+    const perRank = ps.sketch ? ps.sketchPerRank : ranks.map((rs) => this.rankSummary(rs));
     const top = ps.sketch || !this.opts.topK ? null : mergeTopTokens(ranks, this.opts.topK);
     for (const rs of ranks) {
       this.releaseKept(rs);

@@ -9,13 +9,24 @@ import { DEFAULT_LIMITS, PROTOCOL_MAJOR, PROTOCOL_MINOR, refOf } from '../protoc
 import { VERSION } from '../version.ts';
 import type { PipelineFactory } from '../engine/pipeline.ts';
 import { RunRegistry } from '../engine/registry.ts';
-import { noSession } from '../engine/run.ts';
+import { noSession, type StepReply } from '../engine/run.ts';
 import { DIRECTIVE_LAG } from '../engine/outbox.ts';
 import { DEFAULT_STEP_LIMITS } from '../engine/assembler.ts';
 import { FairQueue, queueKey } from './fairqueue.ts';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
 export const DEFAULT_ENDPOINT = 'tcp://127.0.0.1:5599';
+/** Messages in line behind ingest workers at most; the reader waits beyond (each holds a step's copy). */
+const MAX_TURNS = 512;
+
+/** A message's place in the reply order: `wait` while an ingest worker holds it; `barrier`: not started yet (later messages wait). */
+interface Turn {
+  wait: boolean;
+  barrier: boolean;
+  finish(): void;
+}
+
+const isRawStep = (m: Message): boolean => m.header.type === 'step' && !(m.header as StepHeader).sketch;
 const V = [PROTOCOL_MAJOR, PROTOCOL_MINOR];
 
 export interface ServerOptions {
@@ -67,6 +78,11 @@ export class EngineServer {
   /** Received messages waiting for their run's turn (transport/fairqueue.ts). */
   private readonly fair = new FairQueue();
   private working = false;
+  /** Messages in arrival order whose replies wait on an ingest worker, or on such a message before them. */
+  private readonly turns: Turn[] = [];
+  private flushing = false;
+  private closing = false;
+  private turnDone: (() => void) | null = null;
   private resumeReader: (() => void) | null = null;
   private readonly log: Logger;
 
@@ -115,6 +131,7 @@ export class EngineServer {
           this.resumeReader = null;
         }
         await nextTurn();
+        while (this.turns.length >= MAX_TURNS && this.sock) await new Promise<void>((r) => (this.turnDone = r));
         if (!this.sock) break;
       }
     } finally {
@@ -122,7 +139,7 @@ export class EngineServer {
     }
   }
 
-  /** One incoming message. Synchronous: replies are queued, never awaited here. */
+  /** One incoming message. Synchronous: replies are queued, never awaited here (a step's may wait on its ingest worker). */
   handle(id: Buffer, frames: Buffer[]): void {
     this.counters.messages++;
     this.opts.recorder?.write(frames);
@@ -130,14 +147,48 @@ export class EngineServer {
     let msg: Message | null = null;
     try {
       msg = decodeMessage(frames, this.limits);
-      this.dispatch(id, msg);
+      const m = msg;
+      // Only a raw step starts while earlier steps wait on workers; anything else waits for their replies.
+      if (this.turns.length && !this.flushing && !(isRawStep(m) && !this.turns.some((t) => t.barrier))) this.turns.push({ wait: false, barrier: true, finish: () => this.guard(id, m, () => this.dispatch(id, m)) });
+      else this.dispatch(id, msg);
     } catch (e) {
-      const pe = e instanceof ProtocolError ? e : new ProtocolError('E_INTERNAL', `engine failure: ${(e as Error)?.message ?? e}`, { cause: e });
-      if (pe.code === 'E_INTERNAL') this.log.error({ err: e, ref: pe.ref }, 'internal error handling a message');
-      if (msg && Object.keys(pe.ref).length === 0) pe.ref = refOf(msg.header as Record<string, unknown>);
-      if (pe.ref.type === 'hello' || pe.code === 'E_VERSION') pe.fatal = true;
-      this.sendError(id, pe);
+      const m = msg;
+      this.inOrder(() => this.fail(id, m, e));
     }
+  }
+
+  /** fn now, or after the turns waiting (a reply never overtakes an earlier message's). */
+  private inOrder(fn: () => void): void {
+    if (this.turns.length && !this.flushing) this.turns.push({ wait: false, barrier: false, finish: fn });
+    else fn();
+  }
+
+  private guard(id: Buffer, msg: Message | null, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.fail(id, msg, e);
+    }
+  }
+
+  private fail(id: Buffer, msg: Message | null, e: unknown): void {
+    const pe = e instanceof ProtocolError ? e : new ProtocolError('E_INTERNAL', `engine failure: ${(e as Error)?.message ?? e}`, { cause: e });
+    if (pe.code === 'E_INTERNAL') this.log.error({ err: e, ref: pe.ref }, 'internal error handling a message');
+    if (msg && Object.keys(pe.ref).length === 0) pe.ref = refOf(msg.header as Record<string, unknown>);
+    if (pe.ref.type === 'hello' || pe.code === 'E_VERSION') pe.fatal = true;
+    this.sendError(id, pe);
+  }
+
+  /** Finish the turns at the head whose worker is done, in order. */
+  private flush(): void {
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      while (this.turns.length && !this.turns[0].wait) this.turns.shift()!.finish();
+    } finally {
+      this.flushing = false;
+    }
+    if (this.turnDone && this.turns.length < MAX_TURNS) (this.turnDone(), (this.turnDone = null));
   }
 
   private dispatch(id: Buffer, msg: Message): void {
@@ -171,7 +222,17 @@ export class EngineServer {
     const h = msg.header;
     const run = this.registry.get(h.run_id);
     if (!run) throw noSession(h.run_id, h.rank);
-    const out = run.step(msg, Date.now(), connOf(id));
+    const started = run.startStep(msg, Date.now(), connOf(id));
+    const finish = () => this.guard(id, msg, () => this.stepReply(id, h, started.commit()));
+    if (!started.wait) return this.inOrder(finish);
+    // An ingest worker has the rank step: its reply takes its place in line (the head's, when a turn runs it).
+    const turn: Turn = { wait: true, barrier: false, finish };
+    if (this.flushing) this.turns.unshift(turn);
+    else this.turns.push(turn);
+    void started.wait.then(() => ((turn.wait = false), this.flush()));
+  }
+
+  private stepReply(id: Buffer, h: StepHeader, out: StepReply | null): void {
     if (!out) return;
     this.counters.steps++;
     this.log.debug({ run_id: h.run_id, rank: h.rank, step: h.step, tokens: out.received.tokens, slices: out.received.slices }, 'step');
@@ -199,7 +260,7 @@ export class EngineServer {
     this.counters.errors++;
     this.log.warn({ code: e.code, ref: e.ref, fatal: e.fatal }, e.detail);
     const ref = Object.keys(e.ref).length ? { ref: e.ref } : {};
-    this.reply(id, { type: 'error', version: V, code: e.code, message: e.detail, fatal: e.fatal, ...ref });
+    this.reply(id, { type: 'error', version: V, code: e.code, message: e.detail, fatal: e.fatal, ...ref, ...(e.retryable && { retryable: true }) });
   }
 
   private reply(id: Buffer, header: Record<string, unknown>): void {
@@ -226,9 +287,13 @@ export class EngineServer {
   /** Stop receiving, flush queued replies, close the socket and every run's pipeline. */
   async close(): Promise<void> {
     const sock = this.sock;
-    if (!sock) return;
-    this.sock = null;
+    if (!sock || this.closing) return;
+    this.closing = true;
     this.fair.clear();
+    // Steps with an ingest worker finish first (their commits write the store), for 10 s at most.
+    for (let i = 0; i < 200 && this.turns.length; i++) await new Promise((r) => setTimeout(r, 50));
+    this.sock = null;
+    this.turnDone?.();
     this.resumeReader?.();
     if (this.tick) clearInterval(this.tick);
     for (const t of this.delayed) clearTimeout(t);

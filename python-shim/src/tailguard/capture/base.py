@@ -22,6 +22,7 @@ import torch
 
 from ..hostcopy import DeviceKeeper, HostCopier
 from ..options import PAIRS, Options
+from .staging import BufferPool, StepStager
 
 logger = logging.getLogger("tailguard")
 
@@ -35,7 +36,6 @@ TOKEN_ARRAYS = {
     "token_ids": torch.int32,
 }
 SEQ_ARRAYS = {"advantages": torch.float32, "rewards": torch.float32, "seq_ids": torch.int32, "group_ids": torch.int32}
-WIRE_DTYPES = {"slice_ids": np.uint16}
 
 
 class CaptureError(RuntimeError):
@@ -71,8 +71,12 @@ class Capture:
         self.trainer = trainer
         self.options = options
         # Sketch mode keeps the tensors on their device: it is sketched there (sketch.py), never copied out.
-        self.copier = DeviceKeeper() if options.mode == "sketch" else HostCopier(pin_memory=options.pin_memory)
-        self._records: list[dict[str, int]] = []
+        # Raw mode writes host micro-batches straight into reused wire buffers (staging.py); device ones are
+        # copied to pinned host memory first (hostcopy.py).
+        sketch = options.mode == "sketch"
+        self.copier = DeviceKeeper() if sketch else HostCopier(pin_memory=options.pin_memory)
+        self.stager = None if sketch else StepStager(BufferPool())
+        self._records: list[dict[str, int]] = []  # device micro-batches: copier handles
         self._implicit: set[str] = set()
         self._losses: list[float | torch.Tensor] = []
         self._wrapped: list[tuple[str, Any, bool]] = []
@@ -131,23 +135,28 @@ class Capture:
         loss: torch.Tensor | float | None = None,
     ) -> None:
         """Stage one micro-batch's padded (B, T) tensors and per-sequence (B,) tensors."""
-        rec = {"completion_mask": self.copier.stage(completion_mask, torch.uint8)}
+        rec: dict[str, Any] = {"completion_mask": completion_mask}
         for name, t in token.items():
             if t is not None and (name not in PAIRS or name in self.options.pairs):
-                rec[name] = self.copier.stage(t, TOKEN_ARRAYS[name])
+                rec[name] = t
         for name, t in seq.items():
             if t is not None:
-                rec[name] = self.copier.stage(t.reshape(-1), SEQ_ARRAYS[name])
-        self._records.append(rec)
+                rec[name] = t.reshape(-1)
+        if self.stager is not None and completion_mask.device.type == "cpu":
+            self.stager.add(rec)  # raw mode on host tensors: straight into the wire buffers (staging.py)
+        else:  # device tensors: converted there and copied to the host (raw) or kept (sketch) until the boundary
+            self._records.append({k: self.copier.stage(t, _stage_dtype(k, self.stager)) for k, t in rec.items()})
         self._implicit.update(p for p in implicit if p in self.options.pairs)
         if loss is not None:
             self._losses.append(loss.detach() if isinstance(loss, torch.Tensor) else loss)
 
     def has_pending(self) -> bool:
-        return bool(self._records)
+        return bool(self._records) or bool(self.stager is not None and self.stager.micro_batches)
 
     def discard(self) -> None:
         self.copier.discard()
+        if self.stager is not None:
+            self.stager.reset()
         self._records.clear()
         self._implicit.clear()
         self._losses.clear()
@@ -155,78 +164,51 @@ class Capture:
     # ---- step boundary --------------------------------------------------------------------------
     def take_step(self, step: int) -> StepPayload | None:
         """Flatten everything staged since the last call into one step; None when nothing was staged."""
-        if not self._records:
+        if not self.has_pending():
             return None
-        host = self.copier.finish()
-        records = [{k: host[h] for k, h in rec.items()} for rec in self._records]
         implicit = sorted(self._implicit)
         loss = float(sum(float(x) for x in self._losses)) if self._losses else None
-        self._records.clear()
+        records = self._records
+        self._records, self._losses = [], []
         self._implicit.clear()
-        self._losses.clear()
-        if isinstance(self.copier, DeviceKeeper):
+        if self.stager is None:  # sketch mode: the step stays on its device
+            host = self.copier.finish()
+            records = [{k: host[h] for k, h in rec.items()} for rec in records]
             payload = flatten_device(records, implicit)
             if self.options.retain_captured:  # test hook: the raw-mode view of the same step (a host copy)
-                self.captured.append((step, flatten([{k: v.cpu().numpy() for k, v in r.items()} for r in records],
+                self.captured.append((step, flatten([{k: v.cpu() for k, v in r.items()} for r in records],
                                                     implicit).arrays))
                 self.captured_implicit[step] = list(payload.implicit)
             payload.loss = loss
             return payload
-        payload = flatten(records, implicit)
-        payload.slice_names = self.slice_names
-        payload.loss = loss
+        if records:  # device micro-batches: their host copies land in the wire buffers now
+            host = self.copier.finish(copy=False)
+            for rec in records:
+                self.stager.add({k: host[h] for k, h in rec.items()})
+        mbs, tokens = self.stager.micro_batches, self.stager.tokens
+        arrays, implicit, n_seqs = self.stager.take(implicit)
+        payload = StepPayload(arrays, implicit, self.slice_names, tokens, n_seqs, mbs, loss)
         if self.options.retain_captured:
             self.captured.append((step, {k: v.copy() for k, v in payload.arrays.items()}))
             self.captured_implicit[step] = list(payload.implicit)
         return payload
 
 
-def flatten(records: list[dict[str, np.ndarray]], implicit: list[str]) -> StepPayload:
+def _stage_dtype(name: str, stager: StepStager | None) -> torch.dtype:
+    """The dtype a device tensor is converted to before it leaves the device (its wire dtype; bool masks)."""
+    if name == "completion_mask":
+        return torch.bool if stager is not None else torch.uint8
+    return TOKEN_ARRAYS.get(name) or SEQ_ARRAYS[name]
+
+
+def flatten(records: list[dict[str, Any]], implicit: list[str]) -> StepPayload:
     """Concatenate micro-batches, keeping completion tokens only (see module docstring)."""
-    token_names = [n for n in TOKEN_ARRAYS if any(n in r for r in records)]
-    seq_names = [n for n in SEQ_ARRAYS if any(n in r for r in records)]
-    # A pair must cover every micro-batch of the step, or its array would not line up with the masks.
-    for name in list(token_names):
-        if name in PAIRS and not all(name in r for r in records):
-            if name in implicit:
-                for r in records:
-                    r.setdefault(name, np.zeros(r["completion_mask"].shape, np.float32))
-            else:
-                logger.warning("tailguard: %s missing from some micro-batches of the step; not sent", name)
-                token_names.remove(name)
-    for name in list(seq_names):
-        if not all(name in r for r in records):
-            seq_names.remove(name)
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in token_names + seq_names}
-    lengths = []
+    st = StepStager()
     for r in records:
-        sel = r["completion_mask"].astype(bool)
-        lengths.append(sel.sum(axis=1))
-        for n in token_names:
-            if n in r:
-                parts[n].append(r[n][sel])
-            else:  # tool_mask absent: every token is a model token
-                parts[n].append(np.ones(int(sel.sum()), np.uint8))
-        for n in seq_names:
-            parts[n].append(r[n])
-    lens = np.concatenate(lengths).astype(np.int64)
-    offsets = np.zeros(len(lens) + 1, np.int32)
-    np.cumsum(lens, out=offsets[1:])
-    tokens = int(offsets[-1])
-    arrays: dict[str, np.ndarray] = {}
-    for n in token_names + seq_names:
-        arr = np.concatenate(parts[n])
-        arrays[n] = arr.astype(WIRE_DTYPES[n]) if n in WIRE_DTYPES else arr
-    if "tool_mask" not in arrays:
-        arrays["tool_mask"] = np.ones(tokens, np.uint8)
-    arrays["completion_mask"] = np.ones(tokens, np.uint8)
-    arrays["offsets"] = offsets
-    # Implicit pairs carry no buffer: the engine knows they are identically 0.
-    for p in implicit:
-        if p in arrays and not np.any(arrays[p]):
-            del arrays[p]
-    implicit = [p for p in implicit if p not in arrays]
-    return StepPayload(arrays, implicit, None, tokens, len(lens), len(records))
+        st.add(r)
+    mbs, tokens = st.micro_batches, st.tokens
+    arrays, implicit, n_seqs = st.take(list(implicit))
+    return StepPayload(arrays, implicit, None, tokens, n_seqs, mbs)
 
 
 def flatten_device(records: list[dict[str, torch.Tensor]], implicit: list[str]) -> StepPayload:

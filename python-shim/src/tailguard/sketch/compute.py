@@ -11,6 +11,9 @@ import torch
 from .layout import *  # noqa: F403
 from .layout import _BASE, _BITS_MAX, _BITS_MIN, _LSE, _MAX_IDX, _SHIFT
 
+CPU_BACKEND = "numpy"  # what CPU tensors go through by default; "torch" runs the accelerator kernel there too
+
+
 def _seq_index(offsets: torch.Tensor, T: int) -> torch.Tensor:
     """Sequence index (int32) of each token: a cumulative count of sequence starts (no repeat_interleave)."""
     bump = torch.zeros(T + 1, dtype=torch.int32, device=offsets.device)
@@ -179,6 +182,7 @@ def compute_sketch(
     offsets: torch.Tensor,
     knobs: Mapping[str, float | None] | None = None,
     chunk_tokens: int | None = None,
+    backend: str | None = None,
 ) -> Sketch:
     """This rank's sketch of one step, computed with torch ops on the tensors' device.
 
@@ -189,8 +193,10 @@ def compute_sketch(
         offsets (`torch.Tensor`): sequence starts, length n_seqs+1, `offsets[-1] == T`.
         knobs (`dict`, *optional*): live trainer knobs; `epsilon_low`/`epsilon_high` set the clip band.
         chunk_tokens (`int`, *optional*): tokens per pass (cut at sequence boundaries); chunks merge exactly.
-            Defaults to `2**17` on CPU, where a pass whose temporaries stay in cache is about 2× faster than one
-            over 2**22 tokens (measured), and `2**22` on an accelerator, where launches are the fixed cost.
+            Defaults to `2**18` on CPU, where a pass's temporaries stay in cache, and `2**22` on an accelerator,
+            where launches are the fixed cost.
+        backend (`str`, *optional*): `"torch"` or `"numpy"` for CPU tensors (default `CPU_BACKEND`: numpy over
+            runs of tokens, cpu.py); tensors on an accelerator always go through the torch kernel.
     """
     knobs = knobs or {}
     eps_lo = knobs.get("epsilon_low")
@@ -200,10 +206,22 @@ def compute_sketch(
     clip = (math.log(1.0 - eps_lo) if eps_lo < 1.0 else -math.inf, math.log1p(eps_hi))
     names = [p for p in PAIRS if p in pairs] + [p for p in pairs if p not in PAIRS]
     dev = completion_mask.device
-    if chunk_tokens is None:
-        chunk_tokens = 1 << 17 if dev.type == "cpu" else 1 << 22
     off = offsets.to("cpu", torch.int64)
     n_seqs = off.numel() - 1
+    if dev.type == "cpu" and (backend or CPU_BACKEND) == "numpy":  # numpy over runs: several times faster (cpu.py)
+        from .cpu import compute_on_cpu
+
+        host = lambda t: t.detach().reshape(-1).numpy()  # noqa: E731
+        xs = {k: host(pairs[k].to(torch.float32)) for k in names}
+        hist, sums, counts = compute_on_cpu(xs, host(completion_mask), host(tool_mask), off.numpy(), names,
+                                            (_f32_below(clip[0]), _f32_above(clip[1])), _EXCEED_BITS,
+                                            chunk_tokens or 1 << 18)
+        c = counts.tolist()
+        return Sketch(names, list(BUILTIN_SLICES), torch.from_numpy(hist), torch.from_numpy(sums),
+                      int(completion_mask.numel()), n_seqs, {"all": c[0] + c[1], "pre_tool": c[0],
+                                                              "post_tool": c[1], "tool_output": c[2]})
+    if chunk_tokens is None:
+        chunk_tokens = 1 << 17 if dev.type == "cpu" else 1 << 22
     # Sequence-aligned cuts: the first sequence boundary at or after each multiple of chunk_tokens.
     cuts = [0]
     while cuts[-1] < n_seqs:
@@ -221,16 +239,22 @@ def compute_sketch(
     return out
 
 
-def merge_sketches(parts: Sequence[Sketch]) -> Sketch:
-    """Merge sketches of disjoint data (chunks of one rank, or ranks in one process)."""
+def merge_sketches(parts: Sequence[Sketch], per_rank: bool = False) -> Sketch:
+    """Merge sketches of disjoint data (chunks of one rank, or ranks in one process). `per_rank=True` treats
+    each part as one rank and keeps its summary, as `reduce_sketch(per_rank=True)` does across processes."""
     first = parts[0]
     hist = torch.stack([p.hist for p in parts]).sum(0)
     sums = torch.stack([p.sums for p in parts])  # (R, P, S, F)
     R, P, S, F = sums.shape
     merged = _merge_rows(sums.permute(1, 2, 0, 3).reshape(P * S, R, F).transpose(0, 1)).view(P, S, F)
     counts = {k: sum(p.slice_counts[k] for p in parts) for k in first.slice_counts}
-    return Sketch(first.pairs, first.slices, hist, merged, sum(p.tokens for p in parts),
-                  sum(p.n_seqs for p in parts), counts)
+    out = Sketch(first.pairs, first.slices, hist, merged, sum(p.tokens for p in parts),
+                 sum(p.n_seqs for p in parts), counts)
+    if per_rank:
+        from .metrics import summarize
+
+        out.per_rank, out.rank_tokens = torch.stack([summarize(p) for p in parts]), [p.tokens for p in parts]
+    return out
 
 
 def _compute_chunk(pairs, completion_mask, tool_mask, offsets, names, clip) -> Sketch:

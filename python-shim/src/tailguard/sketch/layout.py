@@ -78,7 +78,8 @@ class Sketch:
     tokens: int
     n_seqs: int
     slice_counts: dict[str, int] = field(default_factory=dict)
-    per_rank: torch.Tensor | None = None  # (world, P, S, 4): n, abs_q99, abs_mean, ess
+    per_rank: torch.Tensor | None = None  # (world, P, S, 4): PER_RANK_FIELDS of each rank's own sketch
+    rank_tokens: list[int] | None = None  # completion tokens of each rank, with per_rank
     failed: int = 0  # ranks whose part could not be computed (summed by reduce_sketch; then nothing is sent)
 
     def field(self, pair: str, slice_: str, name: str) -> float:
@@ -91,8 +92,10 @@ class Sketch:
         hist = self.hist.detach().cpu().numpy()
         sums = self.sums.detach().cpu().numpy()
         out = {}
+        rows = []  # (pair, slice) of each sums buffer, in buffer order: the order of sketch/per_rank's rows
         for p, pair in enumerate(self.pairs):
             for s, sl in enumerate(self.slices):
+                rows.append((p, s))
                 if coding == "dense":
                     out[f"sketch/{pair}/{sl}/hist"] = hist[p, s]
                 else:
@@ -100,7 +103,9 @@ class Sketch:
                                                        else encode_hist_varint(hist[p, s]))
                 out[f"sketch/{pair}/{sl}/sums"] = sums[p, s]
         if self.per_rank is not None:
-            out["sketch/per_rank"] = self.per_rank.detach().cpu().numpy().reshape(-1)
+            pr = self.per_rank.detach().cpu().numpy()
+            idx = np.array(rows, np.int64).reshape(-1, 2)
+            out["sketch/per_rank"] = np.ascontiguousarray(pr[:, idx[:, 0], idx[:, 1], :], np.float64).reshape(-1)
         return out
 
 

@@ -8,6 +8,7 @@ import torch
 
 from .layout import *  # noqa: F403
 from .layout import _BITS_MIN, _SHIFT
+from ..wire import SKETCH_PER_RANK_FIELDS
 
 def hist_quantile(hist: torch.Tensor, q: float) -> float:
     """Quantile of |ℓ| from bin counts: linear inside the bin [lo, hi) (for summaries only;
@@ -75,18 +76,56 @@ def metrics_from_sums(sums: torch.Tensor) -> dict[str, float]:
     }
 
 
+# Per-rank summary fields (proto/README.md "Sketch payloads", `per_rank.fields`): what rank_outlier reads.
+PER_RANK_FIELDS = ("n", "abs_q99", "abs_mean", "ess")
+assert PER_RANK_FIELDS == SKETCH_PER_RANK_FIELDS
+
+
+_EDGES: dict[str, torch.Tensor] = {}
+
+
+def _edges(device) -> torch.Tensor:
+    """Lower edge of each bin, then +inf (the engine's HIST_EDGES), built once per device."""
+    key = str(device)
+    if key not in _EDGES:
+        lo = [bin_edges(b)[0] for b in range(HIST_BINS)] + [math.inf]
+        _EDGES[key] = torch.tensor(lo, dtype=torch.float64, device=device)
+    return _EDGES[key]
+
+
+def engine_quantile(hist: torch.Tensor, abs_max: torch.Tensor, p: float) -> torch.Tensor:
+    """Histogram quantile of |ℓ| by the engine's rule (stats/hist.ts histQuantiles), batched over leading dims:
+    numpy-linear ranks h = p(n−1) between two order statistics, each estimated at lo + (r − cum + ½)/c·(hi − lo),
+    hi capped at the max, rank n−1 the max itself. So a rank's abs_q99 here equals raw mode's per-rank one."""
+    cum = torch.cumsum(hist, -1)
+    n = cum[..., -1]
+    edges = _edges(hist.device)
+
+    def order(r: torch.Tensor) -> torch.Tensor:
+        b = torch.searchsorted(cum, r.unsqueeze(-1), right=True).clamp_(max=HIST_BINS - 1)
+        c = hist.gather(-1, b).squeeze(-1)
+        before = cum.gather(-1, b).squeeze(-1) - c
+        lo, hi = edges[b.squeeze(-1)], torch.minimum(edges[b.squeeze(-1) + 1], abs_max)
+        q = lo + ((r - before + 0.5) / c.clamp(min=1.0)) * (hi - lo)
+        return torch.where(r >= n - 1, abs_max, torch.minimum(torch.maximum(q, lo), hi))
+
+    h = p * (n - 1)
+    r0 = torch.floor(h)
+    a = order(r0)
+    q = torch.where(h > r0, a + (h - r0) * (order(r0 + 1) - a), a)
+    return torch.where(n > 0, q, torch.full_like(q, math.nan))
+
+
 def summarize(sk: Sketch) -> torch.Tensor:
-    """(P, S, 4) float64: n, abs_q99, abs_mean, ess per pair × slice, for per-rank attribution."""
-    P, S = len(sk.pairs), len(sk.slices)
-    out = torch.full((P, S, 4), math.nan, dtype=torch.float64, device=sk.sums.device)
-    for p in range(P):
-        for s in range(S):
-            m = metrics_from_sums(sk.sums[p, s])
-            out[p, s, 0] = m["n"]
-            if m["n"] > 0:
-                out[p, s, 1] = hist_quantile(sk.hist[p, s], 0.99)
-                out[p, s, 2] = m["abs_mean"]
-                out[p, s, 3] = m["ess"]
-    return out
-
-
+    """(P, S, 4) float64: PER_RANK_FIELDS per pair × slice of this rank's sketch, computed with torch ops where
+    the sketch lives (no per-slice sync); NaN where the slice has no finite value."""
+    F = FIELD_INDEX
+    s = sk.sums
+    n = s[..., F["n"]]
+    ok = n > 0
+    nan = torch.full_like(n, math.nan)
+    safe = torch.where(ok, n, torch.ones_like(n))
+    ess = torch.exp(2.0 * torch.log(s[..., F["lse_sum"]]) - torch.log(s[..., F["lse2_sum"]]) - torch.log(safe))
+    q99 = engine_quantile(sk.hist, s[..., F["abs_max"]], 0.99)
+    return torch.stack([n, torch.where(ok, q99, nan), torch.where(ok, s[..., F["sum_abs"]] / safe, nan),
+                        torch.where(ok, ess, nan)], -1)

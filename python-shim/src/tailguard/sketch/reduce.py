@@ -20,14 +20,15 @@ def reduce_sketch(sk: Sketch, group=None, per_rank: bool = False) -> Sketch:
 
     Every rank must call it (it is a collective). Afterwards every rank holds the merged sketch;
     only rank 0 sends it. With `per_rank=True` a small fixed-size summary per rank is all-gathered
-    too (n, abs_q99, abs_mean, ess per pair × slice), so a tail can still be traced to one rank.
+    too (PER_RANK_FIELDS per pair × slice, and each rank's token count), so a tail can still be traced to one
+    rank (the engine's rank_outlier reads it). It costs ranks × pairs × slices × 32 bytes on the wire.
     """
     dist = _dist()
     failed = sk.failed
     local = summarize(sk) if per_rank else None
     if dist is None or dist.get_world_size(group) == 1:
         if local is not None:
-            sk.per_rank = local.unsqueeze(0)
+            sk.per_rank, sk.rank_tokens = local.unsqueeze(0), [sk.tokens]
         return sk
     # Only these small fixed-size vectors move, to where the backend reduces (gloo: CPU, NCCL: the GPU).
     dev = collective_device()
@@ -52,10 +53,12 @@ def reduce_sketch(sk: Sketch, group=None, per_rank: bool = False) -> Sketch:
     extra = flat[nh + sums.numel():].tolist()
     out = Sketch(sk.pairs, sk.slices, hist, sums, int(extra[0]), int(extra[1]),
                  {s: int(c) for s, c in zip(BUILTIN_SLICES, extra[2:])}, failed=int(extra[-1]))
-    if local is not None:
-        gathered = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(gathered, local, group=group)
-        out.per_rank = torch.stack(gathered)
+    if local is not None:  # one gather: [tokens, summary...] per rank
+        row = torch.cat([torch.tensor([float(sk.tokens)], dtype=torch.float64, device=dev), local.reshape(-1)])
+        gathered = [torch.empty_like(row) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(gathered, row, group=group)
+        out.per_rank = torch.stack([g[1:].view_as(local) for g in gathered])
+        out.rank_tokens = [int(g[0]) for g in gathered]
     return out
 
 

@@ -10,6 +10,7 @@ import torch
 
 from .compute import compute_sketch, merge_sketches
 from .layout import *  # noqa: F403
+from .metrics import PER_RANK_FIELDS
 from .reduce import collective_device, reduce_sketch
 
 log = logging.getLogger("tailguard")
@@ -25,7 +26,8 @@ def step_header_fields(sk: Sketch) -> dict:
         "slice_counts": dict(sk.slice_counts),
     }
     if sk.per_rank is not None:
-        fields["per_rank"] = {"ranks": int(sk.per_rank.shape[0]), "fields": ["n", "abs_q99", "abs_mean", "ess"]}
+        fields["per_rank"] = {"ranks": int(sk.per_rank.shape[0]), "fields": list(PER_RANK_FIELDS),
+                              "tokens": [int(t) for t in sk.rank_tokens]}
     return fields
 
 
@@ -69,8 +71,9 @@ def _present(sk: Sketch) -> Sketch:
     """Drop pairs with no token anywhere (not captured on any rank)."""
     seen = (sk.sums[..., FIELD_INDEX["n"]] + sk.sums[..., FIELD_INDEX["nonfinite"]]).sum(-1) > 0
     keep = [i for i in range(len(sk.pairs)) if bool(seen[i])]
+    per_rank = None if sk.per_rank is None else sk.per_rank[:, keep]
     return Sketch([sk.pairs[i] for i in keep], sk.slices, sk.hist[keep], sk.sums[keep], sk.tokens, sk.n_seqs,
-                  sk.slice_counts, sk.per_rank)
+                  sk.slice_counts, per_rank, sk.rank_tokens)
 
 
 def sketch_payload(arrays: Mapping[str, object], names: Sequence[str], knobs=None, device=None) -> Sketch:
@@ -92,7 +95,21 @@ def _empty_sketch(names: Sequence[str]) -> Sketch:
     return _with_pairs(none, names)
 
 
-def send_capture_step(cb, state, control, per_rank: bool = False) -> bool:
+def per_rank_enabled(option: bool | None, world_size: int) -> bool:
+    """The `sketch_per_rank` option for this world size: None = on up to SKETCH_PER_RANK_AUTO_MAX ranks, where
+    the summary stays ≤ 8 KB a pair a step (ranks × 4 slices × 32 bytes); the same answer on every rank."""
+    from ..options import SKETCH_PER_RANK_AUTO_MAX
+
+    return option if option is not None else world_size <= SKETCH_PER_RANK_AUTO_MAX
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def send_capture_step(cb, state, control) -> bool:
     """The callback's step flush in sketch mode. Every rank calls it (the reduce is a collective);
     rank 0 alone holds a client and sends. Hook: `TailguardCallback._send_step`. Returns False when this
     rank's client dropped the step; fail_closed then stops every rank at the step-end exchange.
@@ -116,7 +133,7 @@ def send_capture_step(cb, state, control, per_rank: bool = False) -> bool:
         error, payload = e, None
         sk = _empty_sketch(names)
         sk.failed = 1
-    reduced = reduce_sketch(sk, per_rank=per_rank)
+    reduced = reduce_sketch(sk, per_rank=per_rank_enabled(cb.options.sketch_per_rank, _world_size()))
     if error is not None:
         raise error  # after the collective: the callback counts it (fail_closed: every rank stops at the exchange)
     if reduced.failed:

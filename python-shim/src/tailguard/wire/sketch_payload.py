@@ -22,6 +22,9 @@ SKETCH_SUMS_FIELDS = (
     "seqn_max", "seqn_sum", "seqn2_sum",
 )  # fmt: skip
 SKETCH_SLICES = ("all", "pre_tool", "post_tool", "tool_output")
+# `sketch/per_rank`: f64, row-major (rank, sums buffer in buffer order, field), from each rank's own sketch.
+SKETCH_PER_RANK = "sketch/per_rank"
+SKETCH_PER_RANK_FIELDS = tuple(SCHEMAS["step"]["properties"]["per_rank"]["properties"]["fields"]["const"])
 # `hist.coding`: "dense" (default) = f64[16386] per hist; "varint" = u8 LEB128 varints, (gap, count) per non-zero
 # bin, and the `all` hist empty (the engine adds pre_tool + post_tool). Sparse keeps a pair under 64 KB.
 HIST_CODINGS = ("dense", "varint")
@@ -98,7 +101,7 @@ def check_sketch_step(h: dict, b: dict[str, np.ndarray]) -> None:
             raise ProtocolError("E_SKETCH_LAYOUT", f"slice_counts.{s} must be a non-negative integer")
     have: dict[str, int] = {}
     for name, arr in b.items():
-        if name == "sketch/per_rank":
+        if name == SKETCH_PER_RANK:
             if arr.dtype != DTYPES["f64"]:
                 raise ProtocolError("E_DTYPE", f"buffer {name} must be f64")
             continue
@@ -131,3 +134,26 @@ def check_sketch_step(h: dict, b: dict[str, np.ndarray]) -> None:
         for s in SKETCH_SLICES:
             if have.get(f"{pair}/{s}") != 3:
                 raise ProtocolError("E_SKETCH_LAYOUT", f"pair {pair} needs sketch/{pair}/{s}/hist and /sums")
+    _check_per_rank(h, b, len(have))
+
+
+def _check_per_rank(h: dict, b: dict[str, np.ndarray], rows: int) -> None:
+    """Step 6: `per_rank` and the `sketch/per_rank` buffer come together and agree with the sums buffers."""
+    pr, arr = h.get("per_rank"), b.get(SKETCH_PER_RANK)
+    if pr is None and arr is None:
+        return
+    if not isinstance(pr, dict) or arr is None:
+        raise ProtocolError("E_SKETCH_LAYOUT", "per_rank and the sketch/per_rank buffer must be sent together")
+    ranks, tokens = pr.get("ranks"), pr.get("tokens")
+    if ranks != h.get("world_size") or not is_uint(ranks):
+        raise ProtocolError("E_SKETCH_LAYOUT", f"per_rank.ranks {ranks!r} must equal world_size {h.get('world_size')!r}")
+    if list(pr.get("fields") or ()) != list(SKETCH_PER_RANK_FIELDS):
+        raise ProtocolError("E_SKETCH_LAYOUT", f"per_rank.fields must be {list(SKETCH_PER_RANK_FIELDS)}")
+    if not isinstance(tokens, list) or len(tokens) != ranks or not all(is_uint(t) for t in tokens):
+        raise ProtocolError("E_SKETCH_LAYOUT", "per_rank.tokens must be ranks non-negative integers")
+    want = ranks * rows * len(SKETCH_PER_RANK_FIELDS)
+    if arr.shape[0] != want:
+        raise ProtocolError("E_FRAME_LENGTH", f"buffer {SKETCH_PER_RANK} has {arr.shape[0]} elements, want {want} "
+                            f"(ranks × sums buffers × fields)")
+    if not bool(np.all(arr[0::len(SKETCH_PER_RANK_FIELDS)] >= 0)):
+        raise ProtocolError("E_SKETCH_LAYOUT", f"{SKETCH_PER_RANK}: every n must be a count")

@@ -272,14 +272,23 @@ SCHEMAS = {'hello': {'$schema': 'http://json-schema.org/draft-07/schema#',
                          'per_rank': {'$comment': 'stage D: checked with the sketch payload '
                                                   '(E_SKETCH_LAYOUT), not in B5',
                                       'type': 'object',
-                                      'description': 'sketch steps: present when the sketch/per_rank buffer '
-                                                     'is sent',
-                                      'required': ['ranks', 'fields'],
+                                      'description': 'sketch steps: present exactly when the sketch/per_rank '
+                                                     "buffer is sent (each rank's own summary per sums "
+                                                     'buffer)',
+                                      'required': ['ranks', 'fields', 'tokens'],
                                       'properties': {'ranks': {'type': 'integer',
-                                                               'minimum': 0,
-                                                               'maximum': 9007199254740991},
-                                                     'fields': {'type': 'array',
-                                                                'items': {'type': 'string'}}}}},
+                                                               'minimum': 1,
+                                                               'maximum': 9007199254740991,
+                                                               'description': 'must equal world_size'},
+                                                     'fields': {'const': ['n', 'abs_q99', 'abs_mean', 'ess'],
+                                                                'description': 'the fields of each per_rank '
+                                                                               'row, in order'},
+                                                     'tokens': {'type': 'array',
+                                                                'description': 'completion tokens of each '
+                                                                               'rank, ranks entries',
+                                                                'items': {'type': 'integer',
+                                                                          'minimum': 0,
+                                                                          'maximum': 9007199254740991}}}}},
           'additionalProperties': True,
           'if': {'properties': {'sketch': {'const': True}}, 'required': ['sketch']},
           'then': {'required': ['hist', 'sums_fields', 'slice_counts']}},

@@ -1,0 +1,45 @@
+// An ingest worker thread (stats/ingest-pool.ts): one rank's step at a time, read from its shared buffer,
+// through the same ingestChunk as the main thread, its RankStep packed back (stats/packed.ts). Each worker
+// instantiates the WebAssembly kernel itself (kernel-wasm.ts runs at import).
+import { parentPort } from 'node:worker_threads';
+import type { PairName } from '../types.ts';
+import type { Band } from './kernel.ts';
+import { packRank } from './packed.ts';
+import { BufPool } from './pool.ts';
+import { RankStep, SliceState, ingestChunk } from './rankstep.ts';
+import { viewsOf, type SharedLayout, type SharedMeta } from './shared-step.ts';
+
+export interface IngestJob {
+  id: number;
+  sab: SharedArrayBuffer;
+  layout: SharedLayout;
+  meta: SharedMeta;
+  bands: [PairName, Band][];
+  topK: number;
+  /** Fault injection for tests (IngestPool `fault`): the worker exits, or never answers. */
+  fault?: 'exit' | 'hang';
+}
+
+const pool = new BufPool(); // unused in 'view' mode; ingestChunk's signature wants one
+const free: SliceState[] = [];
+const alloc = () => free.pop()?.reset() ?? new SliceState();
+
+parentPort!.postMessage({ ready: true }); // modules loaded, kernel instantiated: job timers start now
+parentPort!.on('message', (job: IngestJob) => {
+  if (job.fault === 'exit') process.exit(70); // ends this thread only
+  if (job.fault === 'hang') for (;;);
+  try {
+    const { data, zeros } = viewsOf(job.sab, job.layout, job.meta);
+    const rs = new RankStep(job.meta.rank, alloc);
+    rs.topK = job.topK;
+    ingestChunk(rs, data, pool, 'view', new Map(job.bands), zeros);
+    rs.finish();
+    const { msg, transfer } = packRank(rs, job.sab);
+    for (const s of rs.slices.values()) free.push(s);
+    if (free.length > 64) free.length = 64;
+    parentPort!.postMessage({ id: job.id, ok: msg }, transfer);
+  } catch (e) {
+    const err = e as { code?: string; message?: string };
+    parentPort!.postMessage({ id: job.id, error: { code: err.code ?? 'E_INTERNAL', message: err.message ?? String(e) } });
+  }
+});
