@@ -492,6 +492,15 @@ const perRankBuf = () => Float64Array.from([
 ]);
 const perRankMsg = (over: Record<string, unknown> = {}, bufOver: Record<string, TypedArray | null> = {}) =>
   sketchMsg({ ...SK_VARINT, per_rank: SK_PER_RANK, ...over }, { 'sketch/per_rank': perRankBuf(), ...bufOver });
+/** A user slice `user:tool_call` (id 0) of policy_vs_ref holding the post_tool token (ℓ = 3), varint-coded. */
+const userBufs = () => {
+  const p = sketchParts(SK_VARINT).buffers;
+  return { 'sketch/policy_vs_ref/user/0/hist': p['sketch/policy_vs_ref/post_tool/hist'], 'sketch/policy_vs_ref/user/0/sums': p['sketch/policy_vs_ref/post_tool/sums'] };
+};
+const userMsg = (over: Record<string, unknown> = {}, bufOver: Record<string, TypedArray | null> = {}) =>
+  sketchMsg({ ...SK_VARINT, slice_names: ['tool_call', 'other'], ...over }, { ...userBufs(), ...bufOver });
+const userBad = (description: string, over: Record<string, unknown>, bufOver: Record<string, TypedArray | null>, error: string) =>
+  bad(description, userMsg(over, bufOver).frames, error);
 const perRankBad = (description: string, over: Record<string, unknown>, bufOver: Record<string, TypedArray | null>, error: string) =>
   bad(description, perRankMsg(over, bufOver).frames, error);
 files['12.sketch'] = {
@@ -556,6 +565,15 @@ files['12.sketch'] = {
     perRankBad('sketch/per_rank one row short', {}, { 'sketch/per_rank': perRankBuf().subarray(4) }, 'E_FRAME_LENGTH'),
     perRankBad('sketch/per_rank as f32', {}, { 'sketch/per_rank': Float32Array.from(perRankBuf()) }, 'E_DTYPE'),
     perRankBad('sketch/per_rank with a negative n', {}, { 'sketch/per_rank': perRankBuf().map((v, i) => (i === 4 ? -1 : v)) }, 'E_SKETCH_LAYOUT'),
+    (() => {
+      const m = userMsg();
+      return ok('a user slice: sketch/<pair>/user/<id>/{hist,sums} is slice user:<slice_names[id]>; ids with no tokens are not sent', m.frames, m.header, m.buffers);
+    })(),
+    userBad('a user slice id not in slice_names', { slice_names: ['tool_call'] }, { 'sketch/policy_vs_ref/user/1/hist': userBufs()['sketch/policy_vs_ref/user/0/hist'], 'sketch/policy_vs_ref/user/1/sums': userBufs()['sketch/policy_vs_ref/user/0/sums'] }, 'E_SKETCH_LAYOUT'),
+    userBad('a user slice id with a leading zero', {}, { 'sketch/policy_vs_ref/user/0/hist': null, 'sketch/policy_vs_ref/user/0/sums': null, 'sketch/policy_vs_ref/user/00/hist': userBufs()['sketch/policy_vs_ref/user/0/hist'], 'sketch/policy_vs_ref/user/00/sums': userBufs()['sketch/policy_vs_ref/user/0/sums'] }, 'E_SKETCH_LAYOUT'),
+    userBad('a user slice without its sums', {}, { 'sketch/policy_vs_ref/user/0/sums': null }, 'E_SKETCH_LAYOUT'),
+    userBad('17 user slice names (at most 16 in a sketch step)', { slice_names: Array.from({ length: 17 }, (_, i) => `s${i}`) }, {}, 'E_SKETCH_LAYOUT'),
+    userBad('duplicate user slice names', { slice_names: ['tool_call', 'tool_call'] }, {}, 'E_SKETCH_LAYOUT'),
   ],
 };
 

@@ -2,8 +2,9 @@
 
 Each rank holds its own shard (heavy-tailed, one rank heavier, NaN/Inf and a ±60 ratio included). In raw
 mode every rank streams its tokens; in sketch mode every rank sketches, the sketches are reduced with
-torch.distributed over gloo, and rank 0 alone sends. The engine's metric records must agree:
-counts exactly; moments, ESS, χ², KL and fractions to 1e-9 relative; quantiles within histogram accuracy:
+torch.distributed over gloo, and rank 0 alone sends. Both carry the same user slices (`slice_ids`, NAMES).
+The engine's metric records, user slices included, must agree: counts exactly; ESS and KL to 1e-12
+relative; moments, χ² and fractions to 1e-9; quantiles within histogram accuracy:
 inside the bins of the two exact order statistics around the quantile (one bin, 2^-6 relative, where they
 share a bin; in a sparse tail raw mode interpolates between far-apart order statistics, the sketch cannot).
 """
@@ -29,6 +30,7 @@ STEPS = 3
 KNOBS = {"epsilon_low": 0.2, "epsilon_high": 0.28, "beta": 0.04}
 EXACT = ("mean", "abs_mean", "std", "abs_max", "exceed_1_5", "exceed_2", "exceed_3", "ess", "ess_seq",
          "ess_seq_norm", "chi2", "kl_k1", "kl_k2", "kl_k3", "clip_frac", "alpha")
+ESS_KL = ("ess", "ess_seq", "ess_seq_norm", "kl_k1", "kl_k2", "kl_k3")
 QUANTILES = ("abs_q50", "abs_q90", "abs_q95", "abs_q99", "abs_q999")
 
 
@@ -49,7 +51,12 @@ def shard(step: int, rank: int):
     if rank == 1 and step == 1:
         ref[[3, 10]] = [np.nan, np.inf]
         ref[20] = 60.0
-    return {"policy_vs_ref": ref, "old_vs_rollout": mix, "completion_mask": cm, "tool_mask": tm, "offsets": off}
+    ids = rng.choice(4, T, p=[0.5, 0.3, 0.15, 0.05]).astype(np.uint16)  # user slices; 3 is beyond NAMES: in none
+    return {"policy_vs_ref": ref, "old_vs_rollout": mix, "completion_mask": cm, "tool_mask": tm, "offsets": off,
+            "slice_ids": ids}
+
+
+NAMES = ["turn_0", "turn_1", "tool:search"]
 
 
 WORLDS = (1, 2, 4)
@@ -76,9 +83,9 @@ def worker(rank, world, init_file, endpoint):
             for step in range(1, STEPS + 1):
                 arrays = shard(step, rank)
                 if mode == "raw":
-                    client.send_step(step, arrays, knobs=KNOBS)
+                    client.send_step(step, arrays, knobs=KNOBS, slice_names=NAMES)
                 else:
-                    sk = S.sketch_payload(arrays, ["policy_vs_ref", "old_vs_rollout"], KNOBS)
+                    sk = S.sketch_payload(arrays, ["policy_vs_ref", "old_vs_rollout"], KNOBS, slice_names=NAMES)
                     sk = S.reduce_sketch(sk, group=groups[w])
                     if client is not None:
                         assert S.send_sketch_step(client, step, sk, knobs=KNOBS)
@@ -128,7 +135,10 @@ def exact_bracket(step: int, world: int, pair: str, slice_: str, p: float) -> tu
         a = shard(step, r)
         code = S.slice_codes(*(torch.from_numpy(a[k]).to(torch.int64 if k == "offsets" else torch.uint8)
                                for k in ("completion_mask", "tool_mask", "offsets"))).numpy()
-        sel = (code < 2) if slice_ == "all" else code == ["pre_tool", "post_tool", "tool_output"].index(slice_)
+        if slice_.startswith("user:"):
+            sel = (code < 2) & (a["slice_ids"] == NAMES.index(slice_[5:]))
+        else:
+            sel = (code < 2) if slice_ == "all" else code == ["pre_tool", "post_tool", "tool_output"].index(slice_)
         x = a[pair][sel]
         vals.append(np.abs(x[np.isfinite(x)]))
     v = np.sort(np.concatenate(vals))
@@ -151,7 +161,7 @@ def test_raw_and_sketch_give_the_same_metrics(world, engine):
     raw = read_metrics(eng.run_dir / f"eq-raw-{world}" / "metrics.jsonl")
     sk = read_metrics(eng.run_dir / f"eq-sketch-{world}" / "metrics.jsonl")
     assert set(raw) == set(sk) and len(raw) >= STEPS * 2 * 3
-    worst = {"exact": 0.0, "quantile": 0.0}
+    worst = {"exact": 0.0, "ess_kl": 0.0, "quantile": 0.0, "quantile_user": 0.0}
     for key, r in raw.items():
         s = sk[key]
         assert (r["n"], r["nonfinite"]) == (s["n"], s["nonfinite"]), key
@@ -160,14 +170,23 @@ def test_raw_and_sketch_give_the_same_metrics(world, engine):
                 assert close(r[f], s[f], 1e-9), (key, f, r[f], s[f])
                 if r[f] and s[f] and math.isfinite(r[f]):
                     worst["exact"] = max(worst["exact"], abs(r[f] - s[f]) / abs(r[f]))
+                    if f in ESS_KL:
+                        assert close(r[f], s[f], 1e-12), (key, f, r[f], s[f])
+                        worst["ess_kl"] = max(worst["ess_kl"], abs(r[f] - s[f]) / abs(r[f]))
         for f in QUANTILES:
             if r["n"] and r.get(f) is not None:
                 p = {"abs_q50": 0.5, "abs_q90": 0.9, "abs_q95": 0.95, "abs_q99": 0.99, "abs_q999": 0.999}[f]
                 lo, hi = exact_bracket(key[0], world, key[1], key[2], p)
                 assert lo <= s[f] <= hi, (key, f, lo, s[f], hi, r[f])
                 if r[f]:
-                    worst["quantile"] = max(worst["quantile"], abs(r[f] - s[f]) / r[f])
+                    w = "quantile_user" if key[2].startswith("user:") else "quantile"
+                    worst[w] = max(worst[w], abs(r[f] - s[f]) / r[f])
     # the comparison ran on real data: the tails differ by slice and there are non-finite values
     assert sk[(1, "policy_vs_ref", "all")]["nonfinite"] == (2 if world > 1 else 0)
     assert sk[(2, "policy_vs_ref", "post_tool")]["n"] > 100
-    print(f"world={world}: worst relative difference exact={worst['exact']:.2e} quantile={worst['quantile']:.2e}")
+    users = {k[2] for k in sk if k[2].startswith("user:")}
+    assert users == {f"user:{u}" for u in NAMES}  # user slices, compared above like the built-in ones
+    assert sk[(1, "policy_vs_ref", "user:turn_0")]["nonfinite"] + sk[(1, "policy_vs_ref", "user:turn_1")]["nonfinite"] \
+        + sk[(1, "policy_vs_ref", "user:tool:search")]["nonfinite"] <= sk[(1, "policy_vs_ref", "all")]["nonfinite"]
+    print(f"world={world}: worst relative difference exact={worst['exact']:.2e} ess/kl={worst['ess_kl']:.2e} "
+          f"quantile={worst['quantile']:.2e} (user slices {worst['quantile_user']:.2e})")

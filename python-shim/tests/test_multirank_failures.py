@@ -50,10 +50,10 @@ WORKER = textwrap.dedent(
     if case == "sketch":
         if rank == 1:
             original = tailguard.sketch.send.sketch_payload
-            def sketch_payload(arrays, names, knobs=None, device=None):
+            def sketch_payload(arrays, names, knobs=None, device=None, **kw):
                 if tr.state.global_step == {fail_at}:
                     raise RuntimeError("injected sketch failure")
-                return original(arrays, names, knobs, device)
+                return original(arrays, names, knobs, device, **kw)
             tailguard.sketch.send.sketch_payload = sketch_payload  # where send_capture_step looks it up
     tr = build_grpo(out, max_steps=6, ddp_backend="gloo", ddp_timeout=30)
     cb = tailguard.attach(tr, endpoint=endpoint, **opts)

@@ -35,7 +35,9 @@ def shard(rank):
     ref = (rng.standard_t(3, T) * (0.2 + 0.5 * rank)).astype(np.float32)
     ref[7] = np.nan; ref[11] = 70.0 if rank else -3.0
     old = (rng.normal(0, 1e-4, T)).astype(np.float32)
-    return {"policy_vs_ref": ref, "old_vs_rollout": old, "completion_mask": cm, "tool_mask": tm, "offsets": off}
+    ids = rng.integers(0, 4, T).astype(np.uint16)  # user slices; id 3 is beyond the names: in none
+    return {"policy_vs_ref": ref, "old_vs_rollout": old, "completion_mask": cm, "tool_mask": tm, "offsets": off, "slice_ids": ids}
+NAMES = ["turn_0", "turn_1", "a/b"]
 out = open(sys.argv[1], "wb")
 def put(frames):
     out.write(struct.pack("<I", len(frames)))
@@ -44,9 +46,10 @@ def put(frames):
 sks = []
 for r in (0, 1):
     a = shard(r)
-    h = {"type": "step", "run_id": "sk", "rank": r, "world_size": 2, "step": 1, "implicit": [], "knobs": KN, "logs": {}}
+    h = {"type": "step", "run_id": "sk", "rank": r, "world_size": 2, "step": 1, "implicit": [], "knobs": KN, "logs": {},
+         "slice_names": NAMES}
     for frames in encode_step(h, a): put(frames)
-    sks.append(S.sketch_payload(a, ["policy_vs_ref", "old_vs_rollout"], KN))
+    sks.append(S.sketch_payload(a, ["policy_vs_ref", "old_vs_rollout"], KN, slice_names=NAMES))
 class Id: run_id, rank, world_size = "sk", 0, 2
 put(S.encode_sketch_step(Id, 1, S.merge_sketches(sks, per_rank=True), knobs=KN))
 `;
@@ -92,7 +95,7 @@ describe('sketch mode, engine side', () => {
     return raw;
   }
 
-  it('gives the raw-mode records: counts exact, moments/ESS/KL to 1e-9, histogram quantiles identical', () => {
+  it('gives the raw-mode records, user slices included: counts exact, moments/ESS/KL to 1e-9, histogram quantiles identical', () => {
     const [r] = rawStats().finalizeReady(0); // raw: exact per-step quantiles
     const [rh] = rawStats(0).finalizeReady(0); // raw, histogram quantiles (what a sketch can give)
     const sk = new RunStats({ worldSize: 2, runId: 'sk' });
@@ -127,6 +130,10 @@ describe('sketch mode, engine side', () => {
     }
     const post = sm.get('policy_vs_ref/post_tool')!;
     expect(post.n).toBeGreaterThan(500);
+    // user slices: raw mode's names (a '/' in one included), ids beyond the names in none
+    const users = ['user:turn_0', 'user:turn_1', 'user:a/b'].map((u) => sm.get(`policy_vs_ref/${u}`)!);
+    expect(users.every((u) => u.n > 200)).toBe(true);
+    expect(users.reduce((a, u) => a + u.n + u.nonfinite, 0)).toBeLessThan(sm.get('policy_vs_ref/all')!.n);
     expect(sm.get('policy_vs_ref/all')!.nonfinite).toBe(2);
     expect(sm.get('policy_vs_ref/all')!.abs_max).toBe(70);
     expect(sm.get('policy_vs_ref/all')!.abs_q50).toBeGreaterThan(0);
@@ -151,7 +158,7 @@ describe('sketch mode, engine side', () => {
           expect(rel(a.ess, b.ess)).toBeLessThan(1e-9);
           rows++;
         }
-    expect(rows).toBeGreaterThanOrEqual(2 * 2 * 3);
+    expect(rows).toBeGreaterThanOrEqual(2 * 2 * 6); // pairs × ranks × (all, pre, post, 3 user slices)
     // rank 1's tail is wider (scale 0.7 vs 0.2): the summaries tell the ranks apart
     const q = (k: number) => s.perRank[k].pairs.policy_vs_ref!.all.abs_q99;
     expect(q(1) / q(0)).toBeGreaterThan(2.5);

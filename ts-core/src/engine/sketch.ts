@@ -15,10 +15,12 @@ export function decodeSketchStep(msg: Message<StepHeader>, trainer: string, nowM
   const slices = new Map<string, SketchSlice>();
   const varint = (h.hist as { coding?: string } | undefined)?.coding === 'varint';
   const rows: string[] = []; // pair/slice of each sums buffer, in buffer order: the rows of sketch/per_rank
+  const user = (h.slice_names ?? []) as string[];
   for (const [name, arr] of Object.entries(msg.buffers)) {
     const m = SKETCH_BUFFER.exec(name);
     if (!m) continue; // sketch/per_rank: read below
-    const key = `${m[1]}/${m[2]}`;
+    // user/<id> is raw mode's `user:<name>` (stage D checked id < slice_names.length, names distinct)
+    const key = `${m[1]}/${m[2].startsWith('user/') ? `user:${user[Number(m[2].slice(5))]}` : m[2]}`;
     if (m[3] === 'sums') rows.push(key);
     let s = slices.get(key);
     if (!s) slices.set(key, (s = { hist: new Float64Array(0), sums: new Float64Array(0) }));
@@ -28,7 +30,7 @@ export function decodeSketchStep(msg: Message<StepHeader>, trainer: string, nowM
   }
   if (varint) // the `all` hist is not sent: exactly pre_tool + post_tool (integer counts < 2^53 add exactly)
     for (const [key, s] of slices) {
-      const [pair, slice] = key.split('/');
+      const [pair, slice] = splitKey(key);
       if (slice !== 'all') continue;
       const pre = slices.get(`${pair}/pre_tool`)!.hist;
       const post = slices.get(`${pair}/post_tool`)!.hist;
@@ -45,17 +47,23 @@ export function decodeSketchStep(msg: Message<StepHeader>, trainer: string, nowM
   };
 }
 
+/** [pair, slice] of a `${pair}/${slice}` key (a user slice name may hold '/'). */
+function splitKey(key: string): [PairName, string] {
+  const i = key.indexOf('/');
+  return [key.slice(0, i) as PairName, key.slice(i + 1)];
+}
+
 /** RankSummary per rank from `sketch/per_rank` (row-major rank × row × PER_RANK_FIELDS). Like raw mode's
- * summaries, a tool_output row with no value is left out (raw mode also skips n = 0 with non-finite values: not sent here). */
+ * summaries, a tool_output or user row with no value is left out (raw mode keeps one whose values are all non-finite). */
 function perRankOf(arr: Float64Array, tokens: number[], rows: string[]): RankSummary[] {
   const F = PER_RANK_FIELDS.length;
   return tokens.map((t, rank) => {
     const pairs: RankSummary['pairs'] = {};
     rows.forEach((key, i) => {
-      const [pair, slice] = key.split('/') as [PairName, string];
+      const [pair, slice] = splitKey(key);
       const o = (i + rank * rows.length) * F;
       const [n, abs_q99, abs_mean, ess] = arr.subarray(o, o + F);
-      if (slice === 'tool_output' && n === 0) return;
+      if ((slice === 'tool_output' || slice.startsWith('user:')) && n === 0) return;
       (pairs[pair] ??= {})[slice] = { n, abs_q99, abs_mean, ess };
     });
     return { rank, tokens: t, pairs };

@@ -8,7 +8,10 @@ import type { TypedArray } from './messages.ts';
 import { ProtocolError } from './errors.ts';
 import { SCHEMAS, type Schema } from './schemas.ts';
 
-export const SKETCH_BUFFER = /^sketch\/([a-z_]+)\/([a-z_]+)\/(hist|sums)$/;
+export const SKETCH_BUFFER = /^sketch\/([a-z_]+)\/([a-z_]+|user\/(?:0|[1-9][0-9]*))\/(hist|sums)$/;
+/** User slices in a sketch step (`sketch/<pair>/user/<id>/...`, slice `user:<slice_names[id]>`): each is a
+ * histogram per pair in the ranks' reduce and on the wire, so a step takes at most this many. */
+export const SKETCH_MAX_USER_SLICES = 16;
 export const SKETCH_PER_RANK = 'sketch/per_rank';
 /** Fields of each `sketch/per_rank` row (step.schema.json per_rank.fields): what rank_outlier reads. */
 export const PER_RANK_FIELDS = (SCHEMAS.step.properties!.per_rank.properties!.fields as Schema).const as readonly string[];
@@ -69,6 +72,8 @@ export function checkSketchStep(h: Record<string, unknown>, buffers: Record<stri
   const sc = h.slice_counts as Record<string, unknown> | undefined;
   for (const s of ['pre_tool', 'post_tool', 'tool_output'])
     if (!sc || typeof sc !== 'object' || !isCount(sc[s])) throw bad(`slice_counts.${s} must be a non-negative integer`);
+  const user = (h.slice_names ?? []) as string[];
+  if (user.length > SKETCH_MAX_USER_SLICES || new Set(user).size !== user.length) throw bad(`a sketch step takes at most ${SKETCH_MAX_USER_SLICES} distinct slice_names`);
   const have = new Map<string, number>(); // pair/slice -> 1 (hist) | 2 (sums)
   for (const [name, arr] of Object.entries(buffers)) {
     if (name === SKETCH_PER_RANK) {
@@ -78,7 +83,8 @@ export function checkSketchStep(h: Record<string, unknown>, buffers: Record<stri
     const m = SKETCH_BUFFER.exec(name);
     if (!m) throw bad(`unexpected buffer ${name} in a sketch step`);
     const [, pair, slice, kind] = m;
-    if (!(PAIRS as readonly string[]).includes(pair) || !(BUILTIN_SLICES as readonly string[]).includes(slice)) throw bad(`unknown pair/slice in ${name}`);
+    const known = (BUILTIN_SLICES as readonly string[]).includes(slice) || (slice.startsWith('user/') && Number(slice.slice(5)) < user.length);
+    if (!(PAIRS as readonly string[]).includes(pair) || !known) throw bad(`unknown pair/slice in ${name} (a user slice id must be < slice_names.length)`);
     const key = `${pair}/${slice}`;
     if (kind === 'hist' && coding === 'varint') {
       if (!(arr instanceof Uint8Array)) throw new ProtocolError('E_DTYPE', `buffer ${name} must be u8 (hist.coding varint)`);
@@ -98,6 +104,7 @@ export function checkSketchStep(h: Record<string, unknown>, buffers: Record<stri
   const pairs = new Set([...have.keys()].map((k) => k.split('/')[0]));
   for (const p of pairs)
     for (const sl of BUILTIN_SLICES) if (have.get(`${p}/${sl}`) !== 3) throw bad(`pair ${p} needs sketch/${p}/${sl}/hist and /sums`);
+  for (const [key, got] of have) if (got !== 3) throw bad(`sketch/${key} needs both hist and sums`);
   checkPerRank(h, buffers[SKETCH_PER_RANK], have.size);
 }
 

@@ -175,6 +175,7 @@ class Capture:
             host = self.copier.finish()
             records = [{k: host[h] for k, h in rec.items()} for rec in records]
             payload = flatten_device(records, implicit)
+            payload.slice_names = self.slice_names
             if self.options.retain_captured:  # test hook: the raw-mode view of the same step (a host copy)
                 self.captured.append((step, flatten([{k: v.cpu() for k, v in r.items()} for r in records],
                                                     implicit).arrays))
@@ -216,8 +217,9 @@ def flatten_device(records: list[dict[str, torch.Tensor]], implicit: list[str]) 
 
     No boolean selection (it would sync and copy): each row is a sequence, `offsets` are row boundaries,
     and padding keeps `completion_mask` 0, which `compute_sketch` leaves out of every slice. Per-sequence
-    arrays are not needed by the sketch and are not flattened. `arrays` holds device tensors; `tokens` is the
-    count of completion tokens (what raw mode would send; one device sync at the step boundary).
+    arrays are not needed by the sketch and are not flattened (`slice_ids` are). `arrays` holds device
+    tensors; `tokens` is the count of completion tokens (what raw mode would send; one device sync at the
+    step boundary).
     """
     pairs = [n for n in PAIRS if any(n in r for r in records)]
     for name in list(pairs):
@@ -241,6 +243,10 @@ def flatten_device(records: list[dict[str, torch.Tensor]], implicit: list[str]) 
                                      for r, cm in zip(records, cms)])
     for name in pairs:
         arrays[name] = torch.cat([r[name].reshape(-1) for r in records])
+    if any("slice_ids" in r for r in records):  # user slices; a micro-batch without ids is in none (-1)
+        arrays["slice_ids"] = torch.cat([r["slice_ids"].reshape(-1) if "slice_ids" in r else
+                                         torch.full((cm.numel(),), -1, dtype=torch.int32, device=dev)
+                                         for r, cm in zip(records, cms)])
     arrays["offsets"] = offsets.to(dev)
     for p in implicit:  # implicit pairs carry no buffer: the engine knows they are identically 0
         if p in arrays and not bool(arrays[p].any()):

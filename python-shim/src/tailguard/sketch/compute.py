@@ -78,13 +78,13 @@ _K3_SERIES_BITS = _bits(_f32_below(_K3_SERIES_MAX))
 
 
 def _pair_base(x: torch.Tensor, code: torch.Tensor, seq: torch.Tensor, n_seqs: int, clip_lo: float,
-               clip_hi: float, code_counts: torch.Tensor, lane: torch.Tensor):
-    """hist (3, BINS), sums (3, F), L and |y| (3, n_seqs) for the disjoint base slices of one pair.
+               clip_hi: float, code_counts: torch.Tensor, lane: torch.Tensor, K: int = len(_BASE)):
+    """hist (K, BINS), sums (K, F), L and |y| (K, n_seqs) for K disjoint slices of one pair (the base slices,
+    or the user slices).
 
     One key per token, `c` = slice or the discard slot K (not finite, or padding); every per-slice reduction is
     a single bincount over `c·width + index`, so |ℓ|'s bits, bins and terms are computed once per pair.
     """
-    K = len(_BASE)
     bits = x.to(torch.float32).view(torch.int32) & 0x7FFFFFFF  # bits of |ℓ|; ≥ 0x7F800000 ⇔ NaN/±Inf
     nonfinite = bits >= 0x7F800000
     c = code.masked_fill(nonfinite, K)
@@ -183,6 +183,8 @@ def compute_sketch(
     knobs: Mapping[str, float | None] | None = None,
     chunk_tokens: int | None = None,
     backend: str | None = None,
+    slice_ids: torch.Tensor | None = None,
+    slice_names: Sequence[str] | None = None,
 ) -> Sketch:
     """This rank's sketch of one step, computed with torch ops on the tensors' device.
 
@@ -197,7 +199,12 @@ def compute_sketch(
             where launches are the fixed cost.
         backend (`str`, *optional*): `"torch"` or `"numpy"` for CPU tensors (default `CPU_BACKEND`: numpy over
             runs of tokens, cpu.py); tensors on an accelerator always go through the torch kernel.
+        slice_ids (`torch.Tensor`, *optional*): user slice id per token, length T; with `slice_names` (index =
+            id, at most SKETCH_MAX_USER_SLICES distinct names) each id is sketched as slice `user:<name>`
+            over its model tokens, as raw mode slices them (ids beyond the names are ignored). Such a step
+            goes through the torch kernel, on CPU too (cpu.py has no user slices).
     """
+    user = check_user_slices(slice_names) if slice_ids is not None else []
     knobs = knobs or {}
     eps_lo = knobs.get("epsilon_low")
     eps_hi = knobs.get("epsilon_high")
@@ -208,7 +215,7 @@ def compute_sketch(
     dev = completion_mask.device
     off = offsets.to("cpu", torch.int64)
     n_seqs = off.numel() - 1
-    if dev.type == "cpu" and (backend or CPU_BACKEND) == "numpy":  # numpy over runs: several times faster (cpu.py)
+    if dev.type == "cpu" and (backend or CPU_BACKEND) == "numpy" and not user:  # several times faster (cpu.py)
         from .cpu import compute_on_cpu
 
         host = lambda t: t.detach().reshape(-1).numpy()  # noqa: E731
@@ -231,11 +238,13 @@ def compute_sketch(
     for a, b in zip(cuts[:-1], cuts[1:]):
         t0, t1 = int(off[a]), int(off[b])
         part = _compute_chunk({k: pairs[k].reshape(-1)[t0:t1] for k in names}, completion_mask[t0:t1],
-                              tool_mask[t0:t1], (off[a:b + 1] - t0).to(dev), names, clip)
+                              tool_mask[t0:t1], (off[a:b + 1] - t0).to(dev), names, clip,
+                              None if slice_ids is None else slice_ids.reshape(-1)[t0:t1], user)
         out = part if out is None else merge_sketches([out, part])  # running merge: memory stays one sketch
     if out is None:
         out = _compute_chunk({k: pairs[k].reshape(-1)[:0] for k in names}, completion_mask[:0],
-                             tool_mask[:0], torch.zeros(1, dtype=torch.int64, device=dev), names, clip)
+                             tool_mask[:0], torch.zeros(1, dtype=torch.int64, device=dev), names, clip,
+                             None if slice_ids is None else slice_ids.reshape(-1)[:0], user)
     return out
 
 
@@ -257,14 +266,19 @@ def merge_sketches(parts: Sequence[Sketch], per_rank: bool = False) -> Sketch:
     return out
 
 
-def _compute_chunk(pairs, completion_mask, tool_mask, offsets, names, clip) -> Sketch:
+def _compute_chunk(pairs, completion_mask, tool_mask, offsets, names, clip, ids=None, user=()) -> Sketch:
     dev = completion_mask.device
     n_seqs = offsets.numel() - 1
     seq = _seq_index(offsets, completion_mask.numel())
     code = slice_codes(completion_mask, tool_mask, offsets, seq)
     code_counts = torch.bincount(code, minlength=4)
     lane = torch.arange(code.numel(), dtype=torch.int32, device=dev) & 3
-    S = len(BUILTIN_SLICES)
+    K = len(user)
+    if K:  # user slice k: model tokens (pre_tool ∪ post_tool) with id k; K = in none
+        ids = ids.to(device=dev, dtype=torch.int32)
+        ucode = torch.where((code <= 1) & (ids >= 0) & (ids < K), ids, K).to(torch.int32)
+        ucounts = torch.bincount(ucode, minlength=K + 1)
+    S = len(BUILTIN_SLICES) + K
     hist = torch.zeros((len(names), S, HIST_BINS), dtype=torch.float64, device=dev)
     sums = torch.zeros((len(names), S, N_FIELDS), dtype=torch.float64, device=dev)
     for p, name in enumerate(names):
@@ -276,9 +290,15 @@ def _compute_chunk(pairs, completion_mask, tool_mask, offsets, names, clip) -> S
         hist[p, 0] = h[0] + h[1]
         sums[p, 0] = _merge_rows(sm[:2])
         _seq_fields(sums[p, 0], L[0] + L[1], ln[0] + ln[1])
+        if K:
+            h, sm, L, ln = _pair_base(pairs[name], ucode, seq, n_seqs, clip[0], clip[1], ucounts, lane, K)
+            hist[p, 4:], sums[p, 4:] = h, sm
+            for k in range(K):
+                _seq_fields(sums[p, 4 + k], L[k], ln[k])
     counts = code_counts.tolist()
     slice_counts = {"all": counts[0] + counts[1], "pre_tool": counts[0], "post_tool": counts[1],
                     "tool_output": counts[2]}
-    return Sketch(names, list(BUILTIN_SLICES), hist, sums, int(code.numel()), n_seqs, slice_counts)
+    return Sketch(names, list(BUILTIN_SLICES) + [f"user:{u}" for u in user], hist, sums, int(code.numel()), n_seqs,
+                  slice_counts)
 
 

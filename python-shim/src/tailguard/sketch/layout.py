@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..wire import PAIRS, SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_SUMS_FIELDS, encode_hist_varint
+from ..wire import (PAIRS, SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_MAX_USER_SLICES, SKETCH_SUMS_FIELDS, ProtocolError,
+                    encode_hist_varint)
 
 HIST_EXP_MIN = -24
 HIST_EXP_MAX = 8
@@ -60,6 +61,16 @@ _LSE = [(i, FIELD_INDEX[k.split(":")[1]], 2.0 if k.startswith("lse2") else 1.0)
         for i, (_, k) in enumerate(SUMS_FIELDS) if k.startswith("lse")]
 
 
+def check_user_slices(slice_names) -> list[str]:
+    """The user slice names of a sketch: distinct strs, at most SKETCH_MAX_USER_SLICES (each costs a histogram
+    per pair in the reduce and on the wire), else E_SKETCH_LAYOUT, the engine's answer to such a step."""
+    names = list(slice_names or ())
+    if len(names) > SKETCH_MAX_USER_SLICES or len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
+        raise ProtocolError("E_SKETCH_LAYOUT", f"sketch mode takes at most {SKETCH_MAX_USER_SLICES} distinct user slice "
+                            f"names, got {len(names)} ({len(set(names))} distinct): merge slice ids or use mode='raw'")
+    return names
+
+
 def hist_bins(abs_vals: torch.Tensor) -> torch.Tensor:
     """Bin index (int64) of finite, non-negative float32 values: the engine's bit-histogram formula."""
     bits = abs_vals.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
@@ -82,19 +93,30 @@ class Sketch:
     rank_tokens: list[int] | None = None  # completion tokens of each rank, with per_rank
     failed: int = 0  # ranks whose part could not be computed (summed by reduce_sketch; then nothing is sent)
 
+    @property
+    def slice_names(self) -> list[str]:
+        """User slice names, index = slice id (the step header's `slice_names`)."""
+        return [s[len("user:"):] for s in self.slices[len(BUILTIN_SLICES):]]
+
     def field(self, pair: str, slice_: str, name: str) -> float:
         return float(self.sums[self.pairs.index(pair), self.slices.index(slice_), FIELD_INDEX[name]])
 
     def buffers(self, coding: str = "varint") -> dict[str, "object"]:
-        """Wire buffers (host numpy), named `sketch/<pair>/<slice>/{hist,sums}`. `coding` "varint" (what the
-        step header's `hist.coding` says; ≤ 64 KB a pair in practice): each hist is u8 varints of its non-zero
-        bins and `all`'s is empty (= pre_tool + post_tool, exact); "dense": f64[HIST_BINS] (526 KB a pair)."""
+        """Wire buffers (host numpy), named `sketch/<pair>/<slice>/{hist,sums}` (user slice k: `.../user/<k>/...`,
+        sent only where it has tokens, as raw mode reports it). `coding` "varint" (the step header's `hist.coding`;
+        ≤ 64 KB a pair in practice): each hist is u8 varints of its non-zero bins and `all`'s is empty
+        (= pre_tool + post_tool, exact); "dense": f64[HIST_BINS] (526 KB a pair)."""
         hist = self.hist.detach().cpu().numpy()
         sums = self.sums.detach().cpu().numpy()
         out = {}
         rows = []  # (pair, slice) of each sums buffer, in buffer order: the order of sketch/per_rank's rows
+        B = len(BUILTIN_SLICES)
         for p, pair in enumerate(self.pairs):
             for s, sl in enumerate(self.slices):
+                if s >= B:
+                    if sums[p, s, FIELD_INDEX["n"]] + sums[p, s, FIELD_INDEX["nonfinite"]] == 0:
+                        continue
+                    sl = f"user/{s - B}"
                 rows.append((p, s))
                 if coding == "dense":
                     out[f"sketch/{pair}/{sl}/hist"] = hist[p, s]

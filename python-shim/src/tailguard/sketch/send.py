@@ -25,6 +25,8 @@ def step_header_fields(sk: Sketch) -> dict:
         "n_seqs": sk.n_seqs,
         "slice_counts": dict(sk.slice_counts),
     }
+    if sk.slice_names:  # user slices: buffer `.../user/<id>/...` is slice `user:<slice_names[id]>`
+        fields["slice_names"] = sk.slice_names
     if sk.per_rank is not None:
         fields["per_rank"] = {"ranks": int(sk.per_rank.shape[0]), "fields": list(PER_RANK_FIELDS),
                               "tokens": [int(t) for t in sk.rank_tokens]}
@@ -76,21 +78,30 @@ def _present(sk: Sketch) -> Sketch:
                   sk.slice_counts, per_rank, sk.rank_tokens)
 
 
-def sketch_payload(arrays: Mapping[str, object], names: Sequence[str], knobs=None, device=None) -> Sketch:
+def sketch_payload(arrays: Mapping[str, object], names: Sequence[str], knobs=None, device=None,
+                   slice_names: Sequence[str] | None = None) -> Sketch:
     """Sketch one rank's flattened step where its tensors live (the capture's device tensors in sketch mode;
-    numpy arrays go to `collective_device()`)."""
+    numpy arrays go to `collective_device()`). With `slice_names`, `arrays["slice_ids"]` (when there) gives
+    the user slices; every rank must pass the same names (the reduce needs equal shapes)."""
     cm = arrays["completion_mask"]
     dev = device or (cm.device if isinstance(cm, torch.Tensor) else collective_device())
     t = lambda a: torch.as_tensor(a).to(dev)  # noqa: E731
     pairs = {p: t(arrays[p]) for p in names if arrays.get(p) is not None}
-    sk = compute_sketch(pairs, t(arrays["completion_mask"]), t(arrays["tool_mask"]), t(arrays["offsets"]), knobs)
+    ids = arrays.get("slice_ids") if slice_names else None
+    if ids is not None and not isinstance(ids, torch.Tensor):
+        ids = np.asarray(ids).astype(np.int32)  # wire u16: torch has few uint16 ops
+    if slice_names and ids is None:  # no ids this step: the user slices are empty, the shapes still agree
+        ids = torch.full((len(cm),), -1, dtype=torch.int32)
+    sk = compute_sketch(pairs, t(arrays["completion_mask"]), t(arrays["tool_mask"]), t(arrays["offsets"]), knobs,
+                        slice_ids=None if ids is None else t(ids), slice_names=slice_names)
     return _with_pairs(sk, names)
 
 
-def _empty_sketch(names: Sequence[str]) -> Sketch:
+def _empty_sketch(names: Sequence[str], slice_names: Sequence[str] | None = None) -> Sketch:
     """No tokens, every pair empty: built directly (no kernel), so it cannot fail where a computed part did."""
-    S = len(BUILTIN_SLICES)
-    none = Sketch([], list(BUILTIN_SLICES), torch.zeros((0, S, HIST_BINS), dtype=torch.float64),
+    slices = list(BUILTIN_SLICES) + [f"user:{u}" for u in slice_names or ()]
+    S = len(slices)
+    none = Sketch([], slices, torch.zeros((0, S, HIST_BINS), dtype=torch.float64),
                   torch.zeros((0, S, N_FIELDS), dtype=torch.float64), 0, 0, dict.fromkeys(BUILTIN_SLICES, 0))
     return _with_pairs(none, names)
 
@@ -118,20 +129,22 @@ def send_capture_step(cb, state, control) -> bool:
     other ranks would wait in the reduce until the DDP timeout); rank 0 then sends nothing for the step,
     and the failing rank re-raises after the reduce."""
     names = [p for p in PAIRS if p in cb.options.pairs]
+    user = getattr(cb.capture, "slice_names", None)  # a property of the capture: the same on every rank
     payload, knobs, implicit, error = None, None, [], None
     try:
         payload = cb.capture.take_step(state.global_step)
         knobs = cb.capture.knobs()
         if payload is None:  # nothing staged here: join the collective with an empty sketch
-            sk = _empty_sketch(names)
+            sk = _empty_sketch(names, user)
         else:
-            sk = sketch_payload(payload.arrays, [p for p in names if p not in payload.implicit], knobs)
+            sk = sketch_payload(payload.arrays, [p for p in names if p not in payload.implicit], knobs,
+                                slice_names=user)
             sk = _with_pairs(sk, names)
             sk.tokens = payload.tokens  # completion tokens, as raw mode counts them (the device layout keeps padding)
             implicit = list(payload.implicit)
     except Exception as e:  # noqa: BLE001 - every rank must reach the reduce, or the others wait in it
         error, payload = e, None
-        sk = _empty_sketch(names)
+        sk = _empty_sketch(names, user)
         sk.failed = 1
     reduced = reduce_sketch(sk, per_rank=per_rank_enabled(cb.options.sketch_per_rank, _world_size()))
     if error is not None:

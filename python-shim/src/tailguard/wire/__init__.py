@@ -25,8 +25,9 @@ from .decode import decode_message
 from .encode import MAX_FRAME_BYTES, StepChunk, chunk_step, encode_message, encode_step
 from .errors import ProtocolError, describe
 from .header import MAX_HEADER_DEPTH, pack_header, unpack_header
-from .sketch_payload import (SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_PER_RANK_FIELDS, SKETCH_SLICES, SKETCH_SUMS_FIELDS,
-                             check_sketch_step, decode_hist_varint, encode_hist_varint)
+from .sketch_payload import (SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_MAX_USER_SLICES, SKETCH_PER_RANK_FIELDS,
+                             SKETCH_SLICES, SKETCH_SUMS_FIELDS, check_sketch_step, decode_hist_varint,
+                             encode_hist_varint)
 from .tables import (
     ACTIONS,
     DEFAULT_LIMITS,
@@ -43,7 +44,7 @@ from .validate import check_frame_limits, validate_header
 __all__ = [
     "ACTIONS", "DEFAULT_LIMITS", "DTYPES", "FNV_OFFSET", "FNV_PRIME", "MAX_FRAME_BYTES", "MAX_HEADER_DEPTH", "MESSAGE_TYPES", "PAIRS",
     "PROTOCOL_VERSION", "REQUIRED_STEP_BUFFERS", "RUN_ID_PATTERN", "SCHEMAS", "SKETCH_HIST", "SKETCH_HIST_BINS",
-    "SKETCH_PER_RANK_FIELDS", "SKETCH_SLICES", "SKETCH_SUMS_FIELDS", "STEP_BUFFERS", "ProtocolError", "StepChunk", "as_wire_array",
+    "SKETCH_MAX_USER_SLICES", "SKETCH_PER_RANK_FIELDS", "SKETCH_SLICES", "SKETCH_SUMS_FIELDS", "STEP_BUFFERS", "ProtocolError", "StepChunk", "as_wire_array",
     "check_frame_limits", "check_sketch_step", "chunk_step", "decode_hist_varint", "decode_message", "describe", "encode_message",
     "encode_hist_varint", "encode_step", "fnv1a32", "frame_view", "pack_header", "step_checksum", "unpack_header", "validate_header",
 ]  # fmt: skip

@@ -22,6 +22,9 @@ SKETCH_SUMS_FIELDS = (
     "seqn_max", "seqn_sum", "seqn2_sum",
 )  # fmt: skip
 SKETCH_SLICES = ("all", "pre_tool", "post_tool", "tool_output")
+# User slices in a sketch step: `sketch/<pair>/user/<id>/...`, id < this and < len(slice_names) (each one is a
+# histogram per pair in the ranks' reduce and on the wire, so the count is bounded).
+SKETCH_MAX_USER_SLICES = 16
 # `sketch/per_rank`: f64, row-major (rank, sums buffer in buffer order, field), from each rank's own sketch.
 SKETCH_PER_RANK = "sketch/per_rank"
 SKETCH_PER_RANK_FIELDS = tuple(SCHEMAS["step"]["properties"]["per_rank"]["properties"]["fields"]["const"])
@@ -29,7 +32,7 @@ SKETCH_PER_RANK_FIELDS = tuple(SCHEMAS["step"]["properties"]["per_rank"]["proper
 # bin, and the `all` hist empty (the engine adds pre_tool + post_tool). Sparse keeps a pair under 64 KB.
 HIST_CODINGS = ("dense", "varint")
 _MAX_COUNT = 2**53 - 1
-_SKETCH_BUFFER = re.compile(r"^sketch/([a-z_]+)/([a-z_]+)/(hist|sums)$")
+_SKETCH_BUFFER = re.compile(r"^sketch/([a-z_]+)/([a-z_]+|user/(?:0|[1-9][0-9]*))/(hist|sums)$")
 
 
 def is_uint(v) -> bool:
@@ -99,6 +102,9 @@ def check_sketch_step(h: dict, b: dict[str, np.ndarray]) -> None:
     for s in ("pre_tool", "post_tool", "tool_output"):
         if not isinstance(sc, dict) or not is_uint(sc.get(s)):
             raise ProtocolError("E_SKETCH_LAYOUT", f"slice_counts.{s} must be a non-negative integer")
+    user = h.get("slice_names") or []
+    if len(user) > SKETCH_MAX_USER_SLICES or len(set(user)) != len(user):
+        raise ProtocolError("E_SKETCH_LAYOUT", f"a sketch step takes at most {SKETCH_MAX_USER_SLICES} distinct slice_names")
     have: dict[str, int] = {}
     for name, arr in b.items():
         if name == SKETCH_PER_RANK:
@@ -109,8 +115,8 @@ def check_sketch_step(h: dict, b: dict[str, np.ndarray]) -> None:
         if not m:
             raise ProtocolError("E_SKETCH_LAYOUT", f"unexpected buffer {name} in a sketch step")
         pair, slice_, kind = m.groups()
-        if pair not in PAIRS or slice_ not in SKETCH_SLICES:
-            raise ProtocolError("E_SKETCH_LAYOUT", f"unknown pair/slice in {name}")
+        if pair not in PAIRS or not (slice_ in SKETCH_SLICES or slice_.startswith("user/") and int(slice_[5:]) < len(user)):
+            raise ProtocolError("E_SKETCH_LAYOUT", f"unknown pair/slice in {name} (a user slice id must be < len(slice_names))")
         if kind == "hist" and coding == "varint":
             if arr.dtype != DTYPES["u8"]:
                 raise ProtocolError("E_DTYPE", f"buffer {name} must be u8 (hist.coding varint)")
@@ -134,6 +140,9 @@ def check_sketch_step(h: dict, b: dict[str, np.ndarray]) -> None:
         for s in SKETCH_SLICES:
             if have.get(f"{pair}/{s}") != 3:
                 raise ProtocolError("E_SKETCH_LAYOUT", f"pair {pair} needs sketch/{pair}/{s}/hist and /sums")
+    for key, got in have.items():
+        if got != 3:
+            raise ProtocolError("E_SKETCH_LAYOUT", f"sketch/{key} needs both hist and sums")
     _check_per_rank(h, b, len(have))
 
 
