@@ -461,10 +461,11 @@ function sketchParts(over: Record<string, unknown> = {}) {
     buffers[`sketch/policy_vs_ref/${sl}/hist`] = h;
     buffers[`sketch/policy_vs_ref/${sl}/sums`] = sums;
   }
-  if ((header.hist as { coding?: string } | undefined)?.coding === 'varint')
+  const coding = (header.hist as { coding?: string } | undefined)?.coding;
+  if (coding === 'varint' || coding === 'runs')
     for (const sl of SK_SLICES) {
       const k = `sketch/policy_vs_ref/${sl}/hist`;
-      buffers[k] = sl === 'all' ? new Uint8Array(0) : varintHist(buffers[k] as Float64Array);
+      buffers[k] = sl === 'all' ? new Uint8Array(0) : (coding === 'varint' ? varintHist : runsHist)(buffers[k] as Float64Array);
     }
   return { header, buffers };
 }
@@ -476,7 +477,24 @@ function varintHist(h: Float64Array): Uint8Array {
   h.forEach((c, b) => { if (c) { put(b - last - 1); put(c); last = b; } });
   return Uint8Array.from(out);
 }
+/** hist.coding runs: LEB128 (gap, length, counts...) for each maximal run of non-zero bins. */
+function runsHist(h: Float64Array): Uint8Array {
+  const out: number[] = [];
+  const put = (v: number) => { while (v >= 128) { out.push((v % 128) | 128); v = Math.floor(v / 128); } out.push(v); };
+  let next = 0; // first bin after the previous run
+  for (let b = 0; b < h.length; b++) {
+    if (!h[b]) continue;
+    let e = b;
+    while (e < h.length && h[e]) e++;
+    put(b - next); put(e - b);
+    for (let k = b; k < e; k++) put(h[k]);
+    next = e;
+    b = e - 1;
+  }
+  return Uint8Array.from(out);
+}
 const SK_VARINT = { hist: { ...SK_HIST, coding: 'varint' } };
+const SK_RUNS = { hist: { ...SK_HIST, coding: 'runs' } };
 const sketchMsg = (over: Record<string, unknown> = {}, bufOver: Record<string, TypedArray | null> = {}) => assemble(sketchParts(over), bufOver);
 /** Sketch rejects keep only the sums buffers (small files); a case needing the hist adds the one it needs. */
 function sketchBad(description: string, over: Record<string, unknown>, bufOver: Record<string, TypedArray | null>, error: string) {
@@ -504,7 +522,7 @@ const userBad = (description: string, over: Record<string, unknown>, bufOver: Re
 const perRankBad = (description: string, over: Record<string, unknown>, bufOver: Record<string, TypedArray | null>, error: string) =>
   bad(description, perRankMsg(over, bufOver).frames, error);
 files['12.sketch'] = {
-  description: 'sketch steps (mode "sketch"): per pair × slice, a 16386-bin histogram of |ℓ| (hist.coding dense: f64; varint: u8 sparse varints, all = pre_tool + post_tool) and 21 f64 sums, reduced over every rank; stage D of a sketch step.',
+  description: 'sketch steps (mode "sketch"): per pair × slice, a 16386-bin histogram of |ℓ| (hist.coding dense: f64; varint / runs: u8 sparse varints, all = pre_tool + post_tool) and 21 f64 sums, reduced over every rank; user slices; per-rank summaries; stage D of a sketch step.',
   cases: [
     (() => {
       const m = sketchMsg();
@@ -543,7 +561,7 @@ files['12.sketch'] = {
       const m = sketchMsg(SK_VARINT, { 'sketch/policy_vs_ref/tool_output/hist': varintHist(big) });
       return ok('hist.coding varint: a count of 2^53 - 1 (8-byte varint) and the last bin', m.frames, m.header, m.buffers);
     })(),
-    sketchBad('hist.coding not dense|varint', { hist: { ...SK_HIST, coding: 'zstd' } }, {}, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding not dense|varint|runs', { hist: { ...SK_HIST, coding: 'zstd' } }, {}, 'E_SKETCH_LAYOUT'),
     sketchBad('hist.coding varint with an f64 hist', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': new Float64Array(SK_BINS) }, 'E_DTYPE'),
     sketchBad('hist.coding varint with a non-empty all hist', SK_VARINT, { 'sketch/policy_vs_ref/all/hist': Uint8Array.of(0, 1) }, 'E_SKETCH_LAYOUT'),
     sketchBad('hist.coding varint: truncated varint', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(3, 0x81) }, 'E_SKETCH_LAYOUT'),
@@ -553,6 +571,23 @@ files['12.sketch'] = {
     sketchBad('hist.coding varint: a 9-byte varint', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1) }, 'E_SKETCH_LAYOUT'),
     sketchBad('hist.coding varint: a count of 2^53', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10) }, 'E_SKETCH_LAYOUT'),
     sketchBad('hist.coding varint: a bin past the last (gap 16386)', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0x82, 0x80, 0x01, 1) }, 'E_SKETCH_LAYOUT'),
+    (() => {
+      const m = sketchMsg(SK_RUNS);
+      return ok('hist.coding runs (what the shim sends): each hist u8 (gap, length, counts...) per maximal run of non-zero bins, the all hist empty', m.frames, m.header, m.buffers);
+    })(),
+    (() => {
+      const run = new Float64Array(SK_BINS);
+      run.fill(3, 100, 140);
+      run[SK_BINS - 1] = Number.MAX_SAFE_INTEGER;
+      const m = sketchMsg(SK_RUNS, { 'sketch/policy_vs_ref/tool_output/hist': runsHist(run) });
+      return ok('hist.coding runs: a run of 40 bins, and a count of 2^53 - 1 in the last bin', m.frames, m.header, m.buffers);
+    })(),
+    sketchBad('hist.coding runs: a run of length 0', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(3, 0) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding runs: a gap of 0 between runs (not maximal)', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0, 1, 1, 0, 1, 1) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding runs: a run past the last bin', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0x81, 0x80, 0x01, 2, 1, 1) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding runs: fewer counts than the run length', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(5, 2, 1) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding runs: a zero count inside a run', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(5, 2, 1, 0) }, 'E_SKETCH_LAYOUT'),
+    sketchBad('hist.coding runs with an f64 hist', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': new Float64Array(SK_BINS) }, 'E_DTYPE'),
     (() => {
       const m = perRankMsg();
       return ok('per-rank summaries: per_rank {ranks, fields, tokens} and sketch/per_rank f64, rank × sums buffer (in buffer order) × field; NaN where a rank has no value', m.frames, m.header, m.buffers);
