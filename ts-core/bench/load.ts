@@ -18,6 +18,8 @@ import { Dealer } from 'zeromq';
 import { decodeMessage, encodeHeader, encodeMessage } from '../src/protocol/codec.ts';
 import { mulberry32, gauss } from './synthetic.ts';
 import { loadSection } from './load-doc.ts';
+import { availableParallelism } from 'node:os';
+import { defaultIngestWorkers } from '../src/commands/options.ts';
 import { commitId, loadAvg, writeSection } from './doc-section.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -198,7 +200,7 @@ async function main(): Promise<void> {
   const load = loadAvg();
   // --write-doc: in-thread and the default worker count, in this run, on the same streams.
   const runs = doc ? [await runLoad(R, S, T, W, 0), await runLoad(R, S, T, W)] : [await runLoad(R, S, T, W, a['ingest-workers'] === undefined ? undefined : Number(a['ingest-workers']))];
-  if (doc) writeSection('load', loadSection(runs, { commit: commitId(), load, loadEnd: loadAvg() }));
+  if (doc) writeSection('load', loadSection(runs, { commit: commitId(), load, loadEnd: loadAvg(), defaultWorkers: defaultIngestWorkers(availableParallelism()) }));
   if (a.json) writeFileSync(a.json, JSON.stringify(runs.length === 1 ? runs[0] : runs, null, 1));
   process.exit(runs.every((r) => r.lost.length === 0 && r.engineAlive) ? 0 : 1);
 }

@@ -8,6 +8,7 @@ import { packRank } from './packed.ts';
 import { BufPool } from './pool.ts';
 import { RankStep, SliceState, ingestChunk } from './rankstep.ts';
 import { viewsOf, type SharedLayout, type SharedMeta } from './shared-step.ts';
+import { WASM_KERNEL } from './kernel-wasm.ts';
 
 export interface IngestJob {
   id: number;
@@ -24,7 +25,7 @@ const pool = new BufPool(); // unused in 'view' mode; ingestChunk's signature wa
 const free: SliceState[] = [];
 const alloc = () => free.pop()?.reset() ?? new SliceState();
 
-parentPort!.postMessage({ ready: true }); // modules loaded, kernel instantiated: job timers start now
+parentPort!.postMessage({ ready: true, kernel: WASM_KERNEL ? 'wasm' : 'js' }); // modules loaded, kernel instantiated: job timers start now
 parentPort!.on('message', (job: IngestJob) => {
   if (job.fault === 'exit') process.exit(70); // ends this thread only
   if (job.fault === 'hang') for (;;);
@@ -33,8 +34,9 @@ parentPort!.on('message', (job: IngestJob) => {
     const rs = new RankStep(job.meta.rank, alloc);
     rs.topK = job.topK;
     ingestChunk(rs, data, pool, 'view', new Map(job.bands), zeros);
-    rs.finish();
-    const { msg, transfer } = packRank(rs, job.sab);
+    const nz = new Map<string, number[]>();
+    rs.finish(nz);
+    const { msg, transfer } = packRank(rs, job.sab, nz);
     for (const s of rs.slices.values()) free.push(s);
     if (free.length > 64) free.length = 64;
     parentPort!.postMessage({ id: job.id, ok: msg }, transfer);

@@ -216,9 +216,9 @@ export function slowExpSums(sums: Float64Array, x: Float32Array, R: Runs, code: 
 /**
  * hist += the kernel's counts (which are zeroed), and the exceedance / clip counts of the bins above
  * each threshold (straddling bins were compared exactly in kernelRuns; it also subtracted the negative
- * values above bHi, so adding every value above bHi leaves the positive ones).
+ * values above bHi, so adding every value above bHi leaves the positive ones). `nz` collects the bins counted.
  */
-export function foldHist(sh: Uint32Array, hist: Float64Array, sums: Float64Array, clipHi: number): void {
+export function foldHist(sh: Uint32Array, hist: Float64Array, sums: Float64Array, clipHi: number, nz: number[] | null = null): void {
   const b15 = binAt(T15), b2 = binAt(T2), b3 = binAt(T3), bHi = binAt(clipHi);
   const N = HIST_BINS;
   let e15 = 0, e2 = 0, e3 = 0, cl = 0;
@@ -226,6 +226,7 @@ export function foldHist(sh: Uint32Array, hist: Float64Array, sums: Float64Array
     const c = sh[b];
     if (c === 0) continue;
     sh[b] = 0;
+    if (nz) nz.push(b); // the bins counted, ascending (a worker ships these, not the whole histogram)
     hist[b] += c;
     if (b > b15) e15 += c;
     if (b > b2) e2 += c;

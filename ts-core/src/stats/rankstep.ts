@@ -82,12 +82,15 @@ export class RankStep {
     return this.chunksSeen >= this.chunkCount;
   }
 
-  /** Fold signed counts into histograms, then pre_tool + post_tool token fields into `all`. Once. */
-  finish(): void {
+  /**
+   * Fold signed counts into histograms, then pre_tool + post_tool token fields into `all`. Once. `nz` (one
+   * chunk only): per slice key, the histogram's non-zero bins, ascending.
+   */
+  finish(nz: Map<string, number[]> | null = null): void {
     if (this.folded) return;
     this.folded = true;
     const clip = this.clip ?? clipBand(this.knobs);
-    for (const s of this.slices.values()) if (s.hasSigned) foldHist(s.sh, s.hist, s.sums, clip.hi);
+    for (const [key, s] of this.slices) if (s.hasSigned) foldHist(s.sh, s.hist, s.sums, clip.hi, nz && nzOf(nz, key));
     for (const pair of this.pairs) {
       const all = this.slice(`${pair}/all`);
       for (const sl of ['pre_tool', 'post_tool']) {
@@ -96,8 +99,28 @@ export class RankStep {
         histAdd(all.hist, s.hist);
         mergeSums(all.sums, s.sums, false);
       }
+      if (nz) nz.set(`${pair}/all`, union(nz.get(`${pair}/pre_tool`) ?? [], nz.get(`${pair}/post_tool`) ?? []));
     }
   }
+}
+
+function nzOf(nz: Map<string, number[]>, key: string): number[] {
+  let l = nz.get(key);
+  if (!l) nz.set(key, (l = []));
+  return l;
+}
+
+/** Union of two ascending lists. */
+function union(a: number[], b: number[]): number[] {
+  const out: number[] = [];
+  let i = 0, j = 0;
+  while (i < a.length || j < b.length) {
+    const x = i < a.length ? a[i] : Infinity, y = j < b.length ? b[j] : Infinity;
+    out.push(x <= y ? x : y);
+    if (x <= y) i++;
+    if (y <= x) j++;
+  }
+  return out;
 }
 
 // Per-chunk scratch, reused across steps.
