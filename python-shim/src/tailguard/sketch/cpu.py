@@ -8,7 +8,7 @@ per token per sum, and each small torch op ~10 µs; that, not arithmetic, made t
 Per pair and token what remains: the |ℓ| bits, the bin and one `bincount` (histogram), four compares for the
 exceedance and clip counts, the float64 terms (ℓ, |ℓ|, ℓ², e^ℓ, e^2ℓ, k3) and their run sums. One `exp` serves
 both the log-sum-exp parts (Σe^ℓ scaled by the slice max afterwards; exact rescaling while |ℓ| ≤ 300, else
-the shifted per-token form) and k3 = e^ℓ − 1 − ℓ, which is a series below |ℓ| < 2^-4 (no cancellation).
+the shifted per-token form) and k3 = e^ℓ − 1 − ℓ, which is a series below |ℓ| < 2^-5 (no cancellation).
 The results follow the torch path's definitions exactly (counts equal, sums to float64 rounding).
 """
 
@@ -25,14 +25,14 @@ from .layout import _BITS_MIN, _LSE, _MAX_IDX, _SHIFT, FIELD_INDEX, HIST_BINS, N
 BIN_BIAS = _BITS_MIN - (1 << _SHIFT)  # (bits − BIN_BIAS) >> SHIFT == 1 + ((bits − _BITS_MIN) >> SHIFT)
 NONFINITE = 0x7F800000  # |ℓ| bits at or above this are NaN or ±Inf
 SAFE_EXP = int(np.float32(300.0).view(np.int32))  # |ℓ| ≤ 300: e^ℓ and e^2ℓ fit float64 unshifted
-SERIES_BITS = int(np.float32(0.0625).view(np.int32))  # |ℓ| < 2^-4: k3 from its series
-# k3 = ℓ²·Σ ℓ^j/(j+2)!, j ≤ 6: truncation < 2e-14 relative at |ℓ| = 2^-4; above it e^ℓ − 1 − ℓ loses
-# at most ~2 ulp / k3 < 3e-13 relative.
-K3_COEF = tuple(1.0 / math.factorial(j + 2) for j in range(7))
+SERIES_BITS = int(np.float32(0.03125).view(np.int32))  # |ℓ| < 2^-5: k3 from its series
+# k3 = ℓ²·Σ ℓ^j/(j+2)!, j ≤ 5: truncation < 5e-14 relative at |ℓ| = 2^-5; above it e^ℓ − 1 − ℓ loses at
+# most ~1 ulp of e^ℓ, < 5e-13 of k3.
+K3_COEF = tuple(1.0 / math.factorial(j + 2) for j in range(6))
 
 
 def k3_terms(v: np.ndarray, w: np.ndarray, small: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """e^ℓ − 1 − ℓ per token (float64) from ℓ and e^ℓ; the series where `small` (|ℓ| < 2^-4)."""
+    """e^ℓ − 1 − ℓ per token (float64) from ℓ and e^ℓ; the series where `small` (|ℓ| < 2^-5)."""
     k3 = np.subtract(w, v, out=out)
     k3 -= 1.0
     idx = np.flatnonzero(small)
