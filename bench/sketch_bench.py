@@ -134,7 +134,7 @@ def doc_section(info, rows, reps) -> str:
         out.append(f"| {dev} | {kind} | {T:,} | {now:.1f} ({now_c:.1f}) | {old_s} | {raw:.2f} | {now / raw:.0f}× | "
                    f"{nbytes / 1e3:.1f} KB | {target} |")
     note = gpu_note()
-    out += ["", "Sketch bytes are the whole step message (varint-coded histograms; docs/sketch.md \"Bytes per step\"). "
+    out += ["", "Sketch bytes are the whole step message (histograms coded as the shim sends them; docs/sketch.md \"Bytes per step\"). "
             "Counts are identical to raw mode and the sums agree to float64 rounding (python-shim/tests/test_sketch*.py).",
             ""] + ([note, ""] if note else []) + [info.footer()]
     return "\n".join(out)
@@ -189,26 +189,47 @@ def engine_table(max_exp: int, reps: int, steps: int = 5):
     return rows
 
 
-def bytes_table(max_exp: int):
-    """Bytes of a one-pair sketch step, per step, on heavy-tailed ℓ with 0.1% each of NaN, +inf, -inf:
-    the "varint" hist coding against the "dense" one (f64[16386] per hist), same sketch, same process."""
+def bytes_table(max_exp: int, ranks: int = 64):
+    """Bytes of a one-pair sketch step, per step, on heavy-tailed ℓ with 0.1% each of NaN, +inf, -inf: the
+    "runs" hist coding (what the shim sends) against "varint" and "dense", same sketch, same process; then with
+    per-rank summaries of `ranks` ranks (sketch_per_rank's default is on up to 64), and with 2 user slices too."""
     from tailguard.wire import encode_message
 
-    print("| tokens/step | data | dense (bytes/pair) | varint (bytes/pair) | ratio |\n|---|---|---|---|---|")
+    print(f"| tokens/step | data | dense | varint | runs | runs + per-rank ({ranks} ranks) | + 2 user slices |\n"
+          "|---|---|---|---|---|---|---|")
     for e in range(5, max_exp + 1):
         T = 10**e
         a = synth(T)
         rng = np.random.default_rng(e)
+        half = np.repeat(np.arange(len(a["offsets"]) - 1) % 2, np.diff(a["offsets"])).astype(np.int32)  # by sequence
         for name, x in (("t(3)·0.2", a["policy_vs_ref"]), ("Cauchy·0.05", rng.standard_cauchy(T).astype(np.float32) * 0.05)):
             u = rng.random(T)
             x = x.copy()
             x[u < 1e-3], x[(u >= 1e-3) & (u < 2e-3)], x[(u >= 2e-3) & (u < 3e-3)] = np.nan, np.inf, -np.inf
-            sk = S.compute_sketch({"policy_vs_ref": torch.from_numpy(x)}, torch.from_numpy(a["completion_mask"]),
-                                  torch.from_numpy(a["tool_mask"]), torch.from_numpy(a["offsets"]))
-            varint = frames_bytes([S.encode_sketch_step(_Id, 0, sk)])
-            h = {**S.sketch_step_header(_Id, 0, sk), "hist": dict(S.HIST_LAYOUT)}
-            dense = frames_bytes([encode_message(h, sk.buffers(coding="dense"))])
-            print(f"| 1e{e} | {name} | {dense:,} | {varint:,} | {dense / varint:.1f}× |", flush=True)
+            t = lambda v: torch.from_numpy(v)  # noqa: E731
+            sk = S.compute_sketch({"policy_vs_ref": t(x)}, t(a["completion_mask"]), t(a["tool_mask"]), t(a["offsets"]))
+            h = S.sketch_step_header(_Id, 0, sk)
+            size = lambda coding: frames_bytes([encode_message(  # noqa: E731
+                {**h, "hist": {**S.HIST_LAYOUT, "coding": coding}}, sk.buffers(coding=coding))])
+            dense, varint, runs = size("dense"), size("varint"), size("runs")
+            _per_rank(sk, ranks)
+            with_ranks = frames_bytes([S.encode_sketch_step(_Ranks, 0, sk)])
+            us = S.compute_sketch({"policy_vs_ref": t(x)}, t(a["completion_mask"]), t(a["tool_mask"]), t(a["offsets"]),
+                                  slice_ids=t(half), slice_names=["chosen", "rejected"])
+            _per_rank(us, ranks)
+            user = frames_bytes([S.encode_sketch_step(_Ranks, 0, us)])
+            print(f"| 1e{e} | {name} | {dense:,} | {varint:,} | {runs:,} | {with_ranks:,} | {user:,} |", flush=True)
+
+
+class _Ranks:
+    run_id, rank, world_size = "bench", 0, 64
+
+
+def _per_rank(sk, ranks: int) -> None:
+    """Per-rank summaries as `ranks` ranks send them (their values do not change the size)."""
+    _Ranks.world_size = ranks
+    sk.per_rank = S.summarize(sk).unsqueeze(0).repeat(ranks, 1, 1, 1)
+    sk.rank_tokens = [sk.tokens // ranks] * ranks
 
 
 def main():
@@ -217,7 +238,8 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared; 0: torch's default)")
     ap.add_argument("--engine", action="store_true", help="also time a real engine process (raw vs sketch)")
-    ap.add_argument("--bytes", action="store_true", help="only the bytes-per-pair table (dense vs varint hist coding)")
+    ap.add_argument("--bytes", action="store_true", help="only the bytes-per-pair table (hist codings, per-rank, user slices)")
+    ap.add_argument("--ranks", type=int, default=64, help="--bytes: ranks of the per-rank summaries")
     ap.add_argument("--write-doc", action="store_true", help="rewrite the 'sketch' section of docs/benchmarks.md")
     a = ap.parse_args()
     info = RunInfo()
@@ -226,7 +248,7 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cuda={torch.cuda.is_available()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     if a.bytes:
-        return bytes_table(a.max_exp)
+        return bytes_table(a.max_exp, a.ranks)
     rows = []
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         rows += shim_table(a.max_exp, a.reps, device)

@@ -155,4 +155,20 @@ describe('engine with ingest workers', () => {
     await stop(e0);
     expect(store(par)['metrics.jsonl']).toEqual(store(ref)['metrics.jsonl']);
   });
+
+  it('a step does not time out while a rank step is with a slow worker (the tick waits; in-thread it could not happen)', async () => {
+    const p = pool(2, { fault: (rank) => (rank === 1 ? 'slow' : undefined) });
+    const dir = tempDir('tg-w-slow-');
+    const e = await engine(dir, { options: { window: 4, stepTimeout: 300, ingestPool: p }, tickMs: 50 });
+    const c = await dealer(e.endpoint);
+    for (const h of helloAll()) expect((await c.req(h)).type).toBe('welcome');
+    for (const r of [0, 1, 2, 3]) for (const m of rankMessages(1, r)) await c.send(m);
+    const got = [];
+    for (let i = 0; i < WORLD; i++) got.push(await c.recv());
+    expect(got.map((h) => h.type)).toEqual(['directive', 'directive', 'directive', 'directive']);
+    expect(got[3].metrics_step).toBe(1);
+    await stop(e);
+    const steps = store(dir)['steps.jsonl'].map((l) => JSON.parse(l));
+    expect(steps.map((x) => [x.step, x.ranks_present, x.ranks_missing])).toEqual([[1, [0, 1, 2, 3], []]]);
+  });
 });

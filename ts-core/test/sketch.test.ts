@@ -12,7 +12,7 @@ import { StepAssembler, toStepData } from '../src/engine/assembler.ts';
 import { decodeSketchStep } from '../src/engine/sketch.ts';
 import { ProtocolError } from '../src/protocol/errors.ts';
 import type { TypedArray } from '../src/protocol/messages.ts';
-import { decodeHistVarint } from '../src/protocol/sketch.ts';
+import { decodeHistRuns } from '../src/protocol/sketch.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/validate.ts';
 import { HIST_BINS } from '../src/stats/hist.ts';
 import { RunStats } from '../src/stats/index.ts';
@@ -182,16 +182,19 @@ describe('sketch mode, engine side', () => {
     const bufs = { ...sketchMsg.buffers };
     delete bufs['sketch/policy_vs_ref/post_tool/sums'];
     expect(code(with_({}, bufs))).toBe('E_SKETCH_LAYOUT');
-    // The shim sends hist.coding "varint"; malformed varint payloads are layout errors, a dense array is the wrong dtype.
+    // The shim sends hist.coding "runs"; malformed payloads are layout errors, a dense array is the wrong dtype.
+    expect(sketchMsg.header.hist).toMatchObject({ coding: 'runs' });
     const vb = (name: string, bytes: number[] | Float64Array) => ({ ...sketchMsg.buffers, [name]: bytes instanceof Float64Array ? bytes : Uint8Array.from(bytes) });
-    expect(code(with_({}, vb('sketch/policy_vs_ref/post_tool/hist', [0, 0])))).toBe('E_SKETCH_LAYOUT'); // a zero count
+    expect(code(with_({}, vb('sketch/policy_vs_ref/post_tool/hist', [0, 0])))).toBe('E_SKETCH_LAYOUT'); // a run of length 0
+    expect(code(with_({}, vb('sketch/policy_vs_ref/post_tool/hist', [0, 1, 0])))).toBe('E_SKETCH_LAYOUT'); // a zero count
+    expect(code(with_({}, vb('sketch/policy_vs_ref/post_tool/hist', [0, 1, 1, 0, 1, 1])))).toBe('E_SKETCH_LAYOUT'); // runs not maximal
     expect(code(with_({}, vb('sketch/policy_vs_ref/post_tool/hist', [0x80])))).toBe('E_SKETCH_LAYOUT'); // truncated
     expect(code(with_({}, vb('sketch/policy_vs_ref/all/hist', [0, 1])))).toBe('E_SKETCH_LAYOUT'); // all must be empty
     expect(code(with_({}, vb('sketch/policy_vs_ref/pre_tool/hist', new Float64Array(HIST_BINS))))).toBe('E_DTYPE');
     // The same step in the dense coding (still accepted from older shims) keeps its own checks.
     const dense: Record<string, TypedArray> = { ...sketchMsg.buffers };
     for (const [name, arr] of Object.entries(sketchMsg.buffers))
-      if (name.endsWith('/hist') && !name.endsWith('/all/hist')) dense[name] = decodeHistVarint(arr as Uint8Array, name);
+      if (name.endsWith('/hist') && !name.endsWith('/all/hist')) dense[name] = decodeHistRuns(arr as Uint8Array, name);
     for (const name of Object.keys(dense).filter((n) => n.endsWith('/all/hist'))) {
       const pre = dense[name.replace('/all/', '/pre_tool/')] as Float64Array;
       const post = dense[name.replace('/all/', '/post_tool/')] as Float64Array;
@@ -203,6 +206,15 @@ describe('sketch mode, engine side', () => {
     expect(code(withDense({ ...dense, 'sketch/policy_vs_ref/all/hist': new Float64Array(2050) }))).toBe('E_FRAME_LENGTH'); // the 6-bit layout's length
     const f32 = { ...sketchMsg.buffers, 'sketch/policy_vs_ref/all/sums': new Float32Array(21) };
     expect(code(with_({}, f32))).toBe('E_DTYPE');
+  });
+
+  it('decodes runs whose zigzag differences pass 2^53 exactly', () => {
+    const leb = (v: bigint) => { const o: number[] = []; while (v >= 128n) { o.push(Number(v % 128n) | 128); v /= 128n; } o.push(Number(v)); return o; };
+    const max = BigInt(Number.MAX_SAFE_INTEGER);
+    // gap 5, length 3: 1, then +(2^53 − 2), then −(2^53 − 2): zigzag 2^54 − 4 and 2^54 − 5
+    const h = decodeHistRuns(Uint8Array.from([5, 3, 1, ...leb(2n * (max - 1n)), ...leb(2n * (max - 1n) - 1n)]));
+    expect([...h.subarray(5, 8)]).toEqual([1, Number.MAX_SAFE_INTEGER, 1]);
+    expect(() => decodeHistRuns(Uint8Array.from([5, 2, ...leb(max), 2]))).toThrow(/over 2\^53/); // 2^53 − 1, then +1
   });
 
   it('accepts a sketch step whose token total is above max_tokens_per_step (its size is fixed)', () => {

@@ -163,7 +163,10 @@ export class Run {
     const wait = job ? job.then((r) => void (result = r), (e) => void (failed = e ?? new Error('ingest failed'))) : null;
     if (job) this.inflight++;
     const commit = (): StepReply => {
-      if (job) this.inflight--;
+      if (job) {
+        this.inflight--;
+        this.checkStore(); // a store fault since this step arrived: E_STORE, as it would have been then
+      }
       atCommit();
       if (failed !== undefined) this.workerFailed(failed, s, h.step, h.rank, completeBefore, cost);
       const directive = this.ingestStep(data, result);

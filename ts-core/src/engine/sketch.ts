@@ -3,7 +3,7 @@
 import type { Message } from '../protocol/codec.ts';
 import type { StepHeader } from '../protocol/messages.ts';
 import { HIST_BINS } from '../stats/hist.ts';
-import { PER_RANK_FIELDS, SKETCH_BUFFER, SKETCH_PER_RANK, checkSketchStep, decodeHistVarint } from '../protocol/sketch.ts';
+import { HIST_DECODERS, PER_RANK_FIELDS, SKETCH_BUFFER, SKETCH_PER_RANK, checkSketchStep } from '../protocol/sketch.ts';
 import { PAIRS, type Knobs, type PairName, type RankSummary, type SketchSlice, type SketchStepData, type TrainerLogs } from '../types.ts';
 export type { SketchSlice, SketchStepData } from '../types.ts';
 
@@ -13,7 +13,8 @@ export function decodeSketchStep(msg: Message<StepHeader>, trainer: string, nowM
   const sc = h.slice_counts as Record<string, number>;
   const sliceCounts = { pre_tool: sc.pre_tool, post_tool: sc.post_tool, tool_output: sc.tool_output };
   const slices = new Map<string, SketchSlice>();
-  const varint = (h.hist as { coding?: string } | undefined)?.coding === 'varint';
+  const coding = (h.hist as { coding?: 'dense' | 'varint' | 'runs' } | undefined)?.coding ?? 'dense';
+  const sparse = coding === 'dense' ? null : HIST_DECODERS[coding];
   const rows: string[] = []; // pair/slice of each sums buffer, in buffer order: the rows of sketch/per_rank
   const user = (h.slice_names ?? []) as string[];
   for (const [name, arr] of Object.entries(msg.buffers)) {
@@ -25,10 +26,10 @@ export function decodeSketchStep(msg: Message<StepHeader>, trainer: string, nowM
     let s = slices.get(key);
     if (!s) slices.set(key, (s = { hist: new Float64Array(0), sums: new Float64Array(0) }));
     if (m[3] === 'sums') s.sums = Float64Array.from(arr);
-    else if (varint) s.hist = decodeHistVarint(arr as Uint8Array, name);
+    else if (sparse) s.hist = sparse(arr as Uint8Array, name);
     else s.hist = Float64Array.from(arr);
   }
-  if (varint) // the `all` hist is not sent: exactly pre_tool + post_tool (integer counts < 2^53 add exactly)
+  if (sparse) // the `all` hist is not sent: exactly pre_tool + post_tool (integer counts < 2^53 add exactly)
     for (const [key, s] of slices) {
       const [pair, slice] = splitKey(key);
       if (slice !== 'all') continue;

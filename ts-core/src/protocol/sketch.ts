@@ -7,6 +7,8 @@ import { BUILTIN_SLICES, PAIRS } from '../types.ts';
 import type { TypedArray } from './messages.ts';
 import { ProtocolError } from './errors.ts';
 import { SCHEMAS, type Schema } from './schemas.ts';
+import { HIST_CODINGS, HIST_DECODERS } from './histcoding.ts';
+export { HIST_CODINGS, HIST_DECODERS, decodeHistRuns, decodeHistVarint, type HistCoding } from './histcoding.ts';
 
 export const SKETCH_BUFFER = /^sketch\/([a-z_]+)\/([a-z_]+|user\/(?:0|[1-9][0-9]*))\/(hist|sums)$/;
 /** User slices in a sketch step (`sketch/<pair>/user/<id>/...`, slice `user:<slice_names[id]>`): each is a
@@ -16,45 +18,6 @@ export const SKETCH_PER_RANK = 'sketch/per_rank';
 /** Fields of each `sketch/per_rank` row (step.schema.json per_rank.fields): what rank_outlier reads. */
 export const PER_RANK_FIELDS = (SCHEMAS.step.properties!.per_rank.properties!.fields as Schema).const as readonly string[];
 const bad = (msg: string) => new ProtocolError('E_SKETCH_LAYOUT', msg);
-/** `hist.coding`: "dense" (default) f64[HIST_BINS] per hist; "varint": u8 LEB128 (gap, count) per non-zero bin,
- * and the `all` hist empty (= pre_tool + post_tool), which keeps a pair under 64 KB in practice. */
-export const HIST_CODINGS = ['dense', 'varint'] as const;
-export type HistCoding = (typeof HIST_CODINGS)[number];
-
-/** The dense histogram of a "varint" hist buffer (into `out`, zeroed first); E_SKETCH_LAYOUT if malformed:
- * truncated, a varint over 8 bytes or not minimal, a zero count, a count over 2^53 - 1, a bin past the last. */
-export function decodeHistVarint(buf: Uint8Array, name = 'hist', out: Float64Array = new Float64Array(HIST_BINS)): Float64Array {
-  out.fill(0);
-  let i = 0;
-  let bin = -1;
-  let nVals = 0;
-  let gap = 0;
-  while (i < buf.length) {
-    let v = 0;
-    let scale = 1;
-    let len = 0;
-    for (;;) {
-      if (i >= buf.length) throw bad(`${name}: truncated varint stream`);
-      const byte = buf[i++];
-      len++;
-      if (len > 8 || (len > 1 && byte === 0)) throw bad(`${name}: a varint is longer than 8 bytes or not minimal`);
-      v += (byte & 127) * scale; // exact: at most 56 bits of which a count may use 53
-      scale *= 128;
-      if (byte < 128) break;
-    }
-    if (nVals++ % 2 === 0) {
-      gap = v;
-      continue;
-    }
-    if (v === 0 || v > Number.MAX_SAFE_INTEGER) throw bad(`${name}: a count is 0 or over 2^53 - 1`);
-    bin += gap + 1;
-    if (bin >= HIST_BINS) throw bad(`${name}: a bin index is past the last bin`);
-    out[bin] = v;
-  }
-  if (nVals % 2) throw bad(`${name}: truncated varint stream`);
-  return out;
-}
-
 function isCount(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
@@ -86,10 +49,10 @@ export function checkSketchStep(h: Record<string, unknown>, buffers: Record<stri
     const known = (BUILTIN_SLICES as readonly string[]).includes(slice) || (slice.startsWith('user/') && Number(slice.slice(5)) < user.length);
     if (!(PAIRS as readonly string[]).includes(pair) || !known) throw bad(`unknown pair/slice in ${name} (a user slice id must be < slice_names.length)`);
     const key = `${pair}/${slice}`;
-    if (kind === 'hist' && coding === 'varint') {
-      if (!(arr instanceof Uint8Array)) throw new ProtocolError('E_DTYPE', `buffer ${name} must be u8 (hist.coding varint)`);
-      if (slice === 'all' && arr.length) throw bad(`${name} must be empty (varint: all = pre_tool + post_tool)`);
-      decodeHistVarint(arr, name);
+    if (kind === 'hist' && coding !== 'dense') {
+      if (!(arr instanceof Uint8Array)) throw new ProtocolError('E_DTYPE', `buffer ${name} must be u8 (hist.coding ${coding})`);
+      if (slice === 'all' && arr.length) throw bad(`${name} must be empty (${coding}: all = pre_tool + post_tool)`);
+      HIST_DECODERS[coding as 'varint' | 'runs'](arr, name);
       have.set(key, (have.get(key) ?? 0) | 1);
       continue;
     }

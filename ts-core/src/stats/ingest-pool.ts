@@ -21,8 +21,8 @@ export interface IngestPoolOptions {
   /** A job running longer than this kills its worker (default 120 s: a hung worker must not hang the run). */
   jobTimeoutMs?: number;
   log?: PipelineLog;
-  /** Tests: make the worker of a job exit or hang (a real worker death, through the real recovery). */
-  fault?: (rank: number, step: number) => 'exit' | 'hang' | undefined;
+  /** Tests: make the worker of a job exit, hang or answer late (a real worker death, through the real recovery). */
+  fault?: (rank: number, step: number) => 'exit' | 'hang' | 'slow' | undefined;
 }
 
 /** A rank step's result: the packed RankStep, and the shared buffer its kept values view. */

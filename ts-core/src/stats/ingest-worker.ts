@@ -17,8 +17,8 @@ export interface IngestJob {
   meta: SharedMeta;
   bands: [PairName, Band][];
   topK: number;
-  /** Fault injection for tests (IngestPool `fault`): the worker exits, or never answers. */
-  fault?: 'exit' | 'hang';
+  /** Fault injection for tests (IngestPool `fault`): the worker exits, never answers, or answers a second late. */
+  fault?: 'exit' | 'hang' | 'slow';
 }
 
 const pool = new BufPool(); // unused in 'view' mode; ingestChunk's signature wants one
@@ -29,6 +29,7 @@ parentPort!.postMessage({ ready: true, kernel: WASM_KERNEL ? 'wasm' : 'js' }); /
 parentPort!.on('message', (job: IngestJob) => {
   if (job.fault === 'exit') process.exit(70); // ends this thread only
   if (job.fault === 'hang') for (;;);
+  if (job.fault === 'slow') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
   try {
     const { data, zeros } = viewsOf(job.sab, job.layout, job.meta);
     const rs = new RankStep(job.meta.rank, alloc);

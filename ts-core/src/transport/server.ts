@@ -13,19 +13,10 @@ import { noSession, type StepReply } from '../engine/run.ts';
 import { DIRECTIVE_LAG } from '../engine/outbox.ts';
 import { DEFAULT_STEP_LIMITS } from '../engine/assembler.ts';
 import { FairQueue, queueKey } from './fairqueue.ts';
+import { ReplyLine } from './replyline.ts';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
 export const DEFAULT_ENDPOINT = 'tcp://127.0.0.1:5599';
-/** Messages in line behind ingest workers at most; the reader waits beyond (each holds a step's copy). */
-const MAX_TURNS = 512;
-
-/** A message's place in the reply order: `wait` while an ingest worker holds it; `barrier`: not started yet (later messages wait). */
-interface Turn {
-  wait: boolean;
-  barrier: boolean;
-  finish(): void;
-}
-
 const isRawStep = (m: Message): boolean => m.header.type === 'step' && !(m.header as StepHeader).sketch;
 const V = [PROTOCOL_MAJOR, PROTOCOL_MINOR];
 
@@ -78,11 +69,9 @@ export class EngineServer {
   /** Received messages waiting for their run's turn (transport/fairqueue.ts). */
   private readonly fair = new FairQueue();
   private working = false;
-  /** Messages in arrival order whose replies wait on an ingest worker, or on such a message before them. */
-  private readonly turns: Turn[] = [];
-  private flushing = false;
+  /** Replies in arrival order while ingest workers hold steps (transport/replyline.ts). */
+  private readonly line = new ReplyLine();
   private closing = false;
-  private turnDone: (() => void) | null = null;
   private resumeReader: (() => void) | null = null;
   private readonly log: Logger;
 
@@ -131,7 +120,7 @@ export class EngineServer {
           this.resumeReader = null;
         }
         await nextTurn();
-        while (this.turns.length >= MAX_TURNS && this.sock) await new Promise<void>((r) => (this.turnDone = r));
+        await this.line.hasRoom(() => this.sock !== null);
         if (!this.sock) break;
       }
     } finally {
@@ -149,18 +138,12 @@ export class EngineServer {
       msg = decodeMessage(frames, this.limits);
       const m = msg;
       // Only a raw step starts while earlier steps wait on workers; anything else waits for their replies.
-      if (this.turns.length && !this.flushing && !(isRawStep(m) && !this.turns.some((t) => t.barrier))) this.turns.push({ wait: false, barrier: true, finish: () => this.guard(id, m, () => this.dispatch(id, m)) });
+      if (this.line.mustQueue(isRawStep(m))) this.line.queue(() => this.guard(id, m, () => this.dispatch(id, m)));
       else this.dispatch(id, msg);
     } catch (e) {
       const m = msg;
-      this.inOrder(() => this.fail(id, m, e));
+      this.line.inOrder(() => this.fail(id, m, e));
     }
-  }
-
-  /** fn now, or after the turns waiting (a reply never overtakes an earlier message's). */
-  private inOrder(fn: () => void): void {
-    if (this.turns.length && !this.flushing) this.turns.push({ wait: false, barrier: false, finish: fn });
-    else fn();
   }
 
   private guard(id: Buffer, msg: Message | null, fn: () => void): void {
@@ -177,18 +160,6 @@ export class EngineServer {
     if (msg && Object.keys(pe.ref).length === 0) pe.ref = refOf(msg.header as Record<string, unknown>);
     if (pe.ref.type === 'hello' || pe.code === 'E_VERSION') pe.fatal = true;
     this.sendError(id, pe);
-  }
-
-  /** Finish the turns at the head whose worker is done, in order. */
-  private flush(): void {
-    if (this.flushing) return;
-    this.flushing = true;
-    try {
-      while (this.turns.length && !this.turns[0].wait) this.turns.shift()!.finish();
-    } finally {
-      this.flushing = false;
-    }
-    if (this.turnDone && this.turns.length < MAX_TURNS) (this.turnDone(), (this.turnDone = null));
   }
 
   private dispatch(id: Buffer, msg: Message): void {
@@ -224,12 +195,8 @@ export class EngineServer {
     if (!run) throw noSession(h.run_id, h.rank);
     const started = run.startStep(msg, Date.now(), connOf(id));
     const finish = () => this.guard(id, msg, () => this.stepReply(id, h, started.commit()));
-    if (!started.wait) return this.inOrder(finish);
-    // An ingest worker has the rank step: its reply takes its place in line (the head's, when a turn runs it).
-    const turn: Turn = { wait: true, barrier: false, finish };
-    if (this.flushing) this.turns.unshift(turn);
-    else this.turns.push(turn);
-    void started.wait.then(() => ((turn.wait = false), this.flush()));
+    if (started.wait) this.line.started(started.wait, finish); // an ingest worker has the rank step
+    else this.line.inOrder(finish);
   }
 
   private stepReply(id: Buffer, h: StepHeader, out: StepReply | null): void {
@@ -291,9 +258,8 @@ export class EngineServer {
     this.closing = true;
     this.fair.clear();
     // Steps with an ingest worker finish first (their commits write the store), for 10 s at most.
-    for (let i = 0; i < 200 && this.turns.length; i++) await new Promise((r) => setTimeout(r, 50));
+    await this.line.drain(10_000);
     this.sock = null;
-    this.turnDone?.();
     this.resumeReader?.();
     if (this.tick) clearInterval(this.tick);
     for (const t of this.delayed) clearTimeout(t);

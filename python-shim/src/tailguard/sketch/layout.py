@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..wire import (PAIRS, SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_MAX_USER_SLICES, SKETCH_SUMS_FIELDS, ProtocolError,
-                    encode_hist_varint)
+                    encode_hist_runs, encode_hist_varint)
 
 HIST_EXP_MIN = -24
 HIST_EXP_MAX = 8
@@ -101,11 +101,12 @@ class Sketch:
     def field(self, pair: str, slice_: str, name: str) -> float:
         return float(self.sums[self.pairs.index(pair), self.slices.index(slice_), FIELD_INDEX[name]])
 
-    def buffers(self, coding: str = "varint") -> dict[str, "object"]:
+    def buffers(self, coding: str = "runs") -> dict[str, "object"]:
         """Wire buffers (host numpy), named `sketch/<pair>/<slice>/{hist,sums}` (user slice k: `.../user/<k>/...`,
-        sent only where it has tokens, as raw mode reports it). `coding` "varint" (the step header's `hist.coding`;
-        ≤ 64 KB a pair in practice): each hist is u8 varints of its non-zero bins and `all`'s is empty
-        (= pre_tool + post_tool, exact); "dense": f64[HIST_BINS] (526 KB a pair)."""
+        sent only where it has tokens, as raw mode reports it). `coding` (the step header's `hist.coding`):
+        "runs" (≤ 64 KB a pair in practice) or "varint" code each hist as u8 varints of its non-zero bins, and
+        `all`'s is empty (= pre_tool + post_tool, exact); "dense": f64[HIST_BINS] (526 KB a pair)."""
+        encode = {"runs": encode_hist_runs, "varint": encode_hist_varint}.get(coding)
         hist = self.hist.detach().cpu().numpy()
         sums = self.sums.detach().cpu().numpy()
         out = {}
@@ -122,7 +123,7 @@ class Sketch:
                     out[f"sketch/{pair}/{sl}/hist"] = hist[p, s]
                 else:
                     out[f"sketch/{pair}/{sl}/hist"] = (np.zeros(0, np.uint8) if sl == "all"
-                                                       else encode_hist_varint(hist[p, s]))
+                                                       else encode(hist[p, s]))
                 out[f"sketch/{pair}/{sl}/sums"] = sums[p, s]
         if self.per_rank is not None:
             pr = self.per_rank.detach().cpu().numpy()

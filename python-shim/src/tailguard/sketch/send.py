@@ -19,7 +19,7 @@ def step_header_fields(sk: Sketch) -> dict:
     """The sketch-specific fields of a `step` header (the client adds run_id, rank, step, ...)."""
     fields = {
         "sketch": True,
-        "hist": {**HIST_LAYOUT, "coding": "varint"},  # Sketch.buffers()'s default coding
+        "hist": {**HIST_LAYOUT, "coding": "runs"},  # Sketch.buffers()'s default coding
         "sums_fields": [name for name, _ in SUMS_FIELDS],
         "tokens": sk.tokens,
         "n_seqs": sk.n_seqs,

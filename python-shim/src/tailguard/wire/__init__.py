@@ -7,7 +7,7 @@ returns memoryviews of the caller's arrays, decoding returns numpy views of the 
 - `tables` (GENERATED from proto/v1 by proto/gen_wire_tables.py): schemas, step buffers, limits, PAIRS.
 - `header`: msgpack header frames; `arrays`: wire arrays and the checksum; `encode`: frames and chunks.
 - `schema_check` + `validate`: checks driven by the schemas; `decode`: every stage in order;
-  `sketch_payload`: stage D of sketch steps.
+  `sketch_payload`: stage D of sketch steps; `histcoding`: the sparse hist codings ("varint", "runs").
 
 Example:
 
@@ -25,9 +25,9 @@ from .decode import decode_message
 from .encode import MAX_FRAME_BYTES, StepChunk, chunk_step, encode_message, encode_step
 from .errors import ProtocolError, describe
 from .header import MAX_HEADER_DEPTH, pack_header, unpack_header
+from .histcoding import HIST_CODINGS, decode_hist_runs, decode_hist_varint, encode_hist_runs, encode_hist_varint
 from .sketch_payload import (SKETCH_HIST, SKETCH_HIST_BINS, SKETCH_MAX_USER_SLICES, SKETCH_PER_RANK_FIELDS,
-                             SKETCH_SLICES, SKETCH_SUMS_FIELDS, check_sketch_step, decode_hist_varint,
-                             encode_hist_varint)
+                             SKETCH_SLICES, SKETCH_SUMS_FIELDS, check_sketch_step)
 from .tables import (
     ACTIONS,
     DEFAULT_LIMITS,
@@ -45,6 +45,6 @@ __all__ = [
     "ACTIONS", "DEFAULT_LIMITS", "DTYPES", "FNV_OFFSET", "FNV_PRIME", "MAX_FRAME_BYTES", "MAX_HEADER_DEPTH", "MESSAGE_TYPES", "PAIRS",
     "PROTOCOL_VERSION", "REQUIRED_STEP_BUFFERS", "RUN_ID_PATTERN", "SCHEMAS", "SKETCH_HIST", "SKETCH_HIST_BINS",
     "SKETCH_MAX_USER_SLICES", "SKETCH_PER_RANK_FIELDS", "SKETCH_SLICES", "SKETCH_SUMS_FIELDS", "STEP_BUFFERS", "ProtocolError", "StepChunk", "as_wire_array",
-    "check_frame_limits", "check_sketch_step", "chunk_step", "decode_hist_varint", "decode_message", "describe", "encode_message",
-    "encode_hist_varint", "encode_step", "fnv1a32", "frame_view", "pack_header", "step_checksum", "unpack_header", "validate_header",
+    "HIST_CODINGS", "check_frame_limits", "check_sketch_step", "chunk_step", "decode_hist_runs", "decode_hist_varint", "decode_message", "describe", "encode_message",
+    "encode_hist_runs", "encode_hist_varint", "encode_step", "fnv1a32", "frame_view", "pack_header", "step_checksum", "unpack_header", "validate_header",
 ]  # fmt: skip

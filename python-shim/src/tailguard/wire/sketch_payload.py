@@ -9,13 +9,13 @@ import numpy as np
 
 from .arrays import DTYPES
 from .errors import ProtocolError
+from .histcoding import HIST_CODINGS, HIST_DECODERS, SKETCH_HIST_BINS
 from .schema_check import MAX_SAFE_INT, is_int
 from .tables import PAIRS, SCHEMAS
 
 # Sketch payloads (proto/README.md "Sketch payloads"); sketch/layout.py computes them and checks it agrees.
 _LAYOUT = SCHEMAS["step"]["properties"]["hist"]["properties"]
 SKETCH_HIST = {k: _LAYOUT[k]["const"] for k in ("exp_min", "exp_max", "mant_bits")}  # from step.schema.json
-SKETCH_HIST_BINS = 2 + ((SKETCH_HIST["exp_max"] - SKETCH_HIST["exp_min"]) << SKETCH_HIST["mant_bits"])  # 16386
 SKETCH_SUMS_FIELDS = (
     "n", "nonfinite", "sum", "sum_abs", "sum_sq", "sum_k3", "exceed_1_5", "exceed_2", "exceed_3", "clip",
     "abs_max", "lse_max", "lse_sum", "lse2_sum", "seq_n", "seq_max", "seq_sum", "seq2_sum",
@@ -28,63 +28,11 @@ SKETCH_MAX_USER_SLICES = 16
 # `sketch/per_rank`: f64, row-major (rank, sums buffer in buffer order, field), from each rank's own sketch.
 SKETCH_PER_RANK = "sketch/per_rank"
 SKETCH_PER_RANK_FIELDS = tuple(SCHEMAS["step"]["properties"]["per_rank"]["properties"]["fields"]["const"])
-# `hist.coding`: "dense" (default) = f64[16386] per hist; "varint" = u8 LEB128 varints, (gap, count) per non-zero
-# bin, and the `all` hist empty (the engine adds pre_tool + post_tool). Sparse keeps a pair under 64 KB.
-HIST_CODINGS = ("dense", "varint")
-_MAX_COUNT = 2**53 - 1
 _SKETCH_BUFFER = re.compile(r"^sketch/([a-z_]+)/([a-z_]+|user/(?:0|[1-9][0-9]*))/(hist|sums)$")
 
 
 def is_uint(v) -> bool:
     return is_int(v) and 0 <= v <= MAX_SAFE_INT
-
-
-def encode_hist_varint(counts: np.ndarray) -> np.ndarray:
-    """A dense histogram (integer counts) as its "varint" coding: LEB128 (gap, count) for each non-zero bin,
-    gap = bins skipped since the previous non-zero bin. Exact for counts up to 2^53 - 1."""
-    c = np.asarray(counts)
-    nz = np.flatnonzero(c)
-    vals = np.empty(2 * nz.size, np.uint64)
-    vals[0::2] = np.diff(nz, prepend=-1) - 1
-    vals[1::2] = c[nz].astype(np.uint64)
-    n = np.ones(vals.size, np.int64)  # bytes per varint
-    for k in range(1, 8):
-        n += vals >= np.uint64(1 << (7 * k))
-    start = np.cumsum(n) - n
-    out = np.empty(int(n.sum()), np.uint8)
-    for k in range(8):
-        m = n > k
-        byte = (vals[m] >> np.uint64(7 * k)) & np.uint64(127)
-        out[start[m] + k] = byte.astype(np.uint8) | np.where(n[m] > k + 1, 128, 0).astype(np.uint8)
-    return out
-
-
-def decode_hist_varint(buf: np.ndarray, name: str = "hist") -> np.ndarray:
-    """The dense f64 histogram of a "varint" hist buffer; E_SKETCH_LAYOUT if it is not a well-formed one
-    (truncated, a varint over 8 bytes or not minimal, a zero count, a count over 2^53 - 1, a bin out of range)."""
-    b = np.asarray(buf, np.uint8)
-    out = np.zeros(SKETCH_HIST_BINS, np.float64)
-    if b.size == 0:
-        return out
-    ends = np.flatnonzero(b < 128)
-    if ends.size == 0 or ends[-1] != b.size - 1 or ends.size % 2:
-        raise ProtocolError("E_SKETCH_LAYOUT", f"{name}: truncated varint stream")
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    lens = ends - starts + 1
-    if lens.max() > 8 or bool(np.any((lens > 1) & (b[ends] == 0))):
-        raise ProtocolError("E_SKETCH_LAYOUT", f"{name}: a varint is longer than 8 bytes or not minimal")
-    pos = np.arange(b.size) - np.repeat(starts, lens)
-    vals = np.add.reduceat((b & 127).astype(np.uint64) << (7 * pos).astype(np.uint64), starts)
-    gaps, counts = vals[0::2], vals[1::2]
-    if bool(np.any(counts == 0)) or bool(np.any(counts > _MAX_COUNT)):
-        raise ProtocolError("E_SKETCH_LAYOUT", f"{name}: a count is 0 or over 2^53 - 1")
-    if bool(np.any(gaps >= SKETCH_HIST_BINS)):  # before the cumsum, which could otherwise wrap
-        raise ProtocolError("E_SKETCH_LAYOUT", f"{name}: a bin index is past the last bin")
-    idx = np.cumsum(gaps + np.uint64(1)) - np.uint64(1)
-    if int(idx[-1]) >= SKETCH_HIST_BINS:
-        raise ProtocolError("E_SKETCH_LAYOUT", f"{name}: a bin index is past the last bin")
-    out[idx.astype(np.int64)] = counts.astype(np.float64)
-    return out
 
 
 def check_sketch_step(h: dict, b: dict[str, np.ndarray]) -> None:
@@ -117,12 +65,12 @@ def check_sketch_step(h: dict, b: dict[str, np.ndarray]) -> None:
         pair, slice_, kind = m.groups()
         if pair not in PAIRS or not (slice_ in SKETCH_SLICES or slice_.startswith("user/") and int(slice_[5:]) < len(user)):
             raise ProtocolError("E_SKETCH_LAYOUT", f"unknown pair/slice in {name} (a user slice id must be < len(slice_names))")
-        if kind == "hist" and coding == "varint":
+        if kind == "hist" and coding != "dense":
             if arr.dtype != DTYPES["u8"]:
-                raise ProtocolError("E_DTYPE", f"buffer {name} must be u8 (hist.coding varint)")
+                raise ProtocolError("E_DTYPE", f"buffer {name} must be u8 (hist.coding {coding})")
             if slice_ == "all" and arr.size:
-                raise ProtocolError("E_SKETCH_LAYOUT", f"{name} must be empty (varint: all = pre_tool + post_tool)")
-            decode_hist_varint(arr, name)
+                raise ProtocolError("E_SKETCH_LAYOUT", f"{name} must be empty ({coding}: all = pre_tool + post_tool)")
+            HIST_DECODERS[coding](arr, name)
             have[f"{pair}/{slice_}"] = have.get(f"{pair}/{slice_}", 0) | 1
             continue
         if arr.dtype != DTYPES["f64"]:

@@ -238,12 +238,15 @@ SCHEMAS = {'hello': {'$schema': 'http://json-schema.org/draft-07/schema#',
                                   'properties': {'exp_min': {'const': -24},
                                                  'exp_max': {'const': 8},
                                                  'mant_bits': {'const': 9},
-                                                 'coding': {'enum': ['dense', 'varint'],
+                                                 'coding': {'enum': ['dense', 'varint', 'runs'],
                                                             'description': 'dense (default): each hist '
                                                                            'buffer is f64[16386]; varint: '
                                                                            'u8, a LEB128 (gap, count) per '
-                                                                           'non-zero bin, and the all hist '
-                                                                           'empty (= pre_tool + '
+                                                                           'non-zero bin; runs: u8, LEB128 '
+                                                                           '(gap, length, counts...) per '
+                                                                           'maximal run of non-zero bins; '
+                                                                           'varint and runs send the all '
+                                                                           'hist empty (= pre_tool + '
                                                                            'post_tool)'}}},
                          'sums_fields': {'$comment': 'stage D: checked with the sketch payload '
                                                      '(E_SKETCH_LAYOUT), not in B5',
