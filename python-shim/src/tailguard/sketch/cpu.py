@@ -108,7 +108,7 @@ class Scratch:
     few MB per operation costs the kernel's page faults as much as the arithmetic (measured)."""
 
     def __init__(self, n: int):
-        self.f64 = np.empty((6, n))
+        self.f64 = np.empty((3, n))
         self.f32 = np.empty(n, np.float32)
         self.i32 = np.empty((2, n), np.int32)
         self.flags = np.empty((5, n), bool)
@@ -138,7 +138,7 @@ class PairPart:
                  scratch: Scratch | None = None):
         F, E = FIELD_INDEX, int(ch.bounds[3])  # tokens of a slice; padding (after E) is never read
         Q, xs, (ab, key), fl = (scratch or Scratch(E)).take(E)
-        v, a, sq, k3, w, w2 = Q
+        v, k3, w = Q  # Σ|ℓ|, Σℓ² and Σe^2ℓ are read off ℓ, |ℓ| (float32) and e^ℓ: no rows written for them
         if ch.perm is None:
             xs = x[:E]
         else:
@@ -152,7 +152,6 @@ class PairPart:
         key >>= _SHIFT
         np.clip(key, 0, HIST_BINS - 1, out=key)
         np.copyto(v, xs)
-        np.copyto(a, ab.view(np.float32))
         for f, bits in zip(fl, exceed_bits):
             np.greater(ab, bits, out=f)
         np.less(xs, np.float32(clip_lo), out=fl[3])
@@ -160,9 +159,10 @@ class PairPart:
         fl[3] |= fl[4]
         flags, spare = fl[:4], fl[4]
         if bad is not None:
-            v[bad] = a[bad] = 0.0
+            v[bad] = 0.0
+            ab[bad] = 0  # |ℓ| as float32 is then 0 there (key and flags were taken from ab already)
             flags[:, bad] = False
-        np.multiply(v, v, out=sq)
+        a = ab.view(np.float32)  # |ℓ|, 0 where not finite
         with np.errstate(over="ignore"):
             np.exp(v, out=w)
             k3_terms(v, w, np.less(ab, SERIES_BITS, out=spare), out=k3)
@@ -173,33 +173,39 @@ class PairPart:
         self.hist = np.zeros((3, HIST_BINS), np.int64)
         out = np.zeros((3, N_FIELDS))
         ref = np.zeros(3)
+        shift = top > SAFE_EXP  # e^ℓ may overflow: each slice is shifted by its max (exact either way)
+        if shift and bad is not None:
+            v[bad] = -math.inf  # out of the max, and e^(ℓ−m) = 0 there
         for s in range(3):
             lo, hi = int(bounds[s]), int(bounds[s + 1])
             n = hi - lo - n_bad[s]
             if hi > lo:
                 self.hist[s] = torch.bincount(torch.from_numpy(key[lo:hi]), minlength=HIST_BINS).numpy()
-            out[s, F["abs_max"]] = a[lo:hi].max() if n else 0.0
-            ref[s] = -math.inf if not n else 0.0 if top <= SAFE_EXP else np.max(v[lo:hi], where=ab[lo:hi] < NONFINITE,
-                                                                                  initial=-math.inf)
-            if top > SAFE_EXP and n:  # e^ℓ may overflow: shift this slice by its max (exact either way)
+            out[s, F["abs_max"]] = a[lo:hi].max() if n else 0.0  # float32 |ℓ|: exact
+            ref[s] = -math.inf if not n else np.max(v[lo:hi], initial=-math.inf) if shift else 0.0
+            if shift and n:
                 with np.errstate(over="ignore"):
                     np.exp(v[lo:hi] - ref[s], out=w[lo:hi])
-                if bad is not None:
-                    w[bad[(bad >= lo) & (bad < hi)]] = 0.0
+        if shift and bad is not None:
+            v[bad] = 0.0
         if bad is not None:
             self.hist -= np.histogram2d(np.searchsorted(bounds, bad, side="right") - 1, key[bad],
                                         bins=(range(4), range(HIST_BINS + 1)))[0].astype(np.int64)
-        with np.errstate(over="ignore", invalid="ignore"):
-            np.multiply(w, w, out=w2)
         out[:, F["n"]] = np.diff(bounds[:4]) - n_bad
         out[:, F["nonfinite"]] = n_bad
         live = np.flatnonzero(np.diff(bounds[:4]))  # reduceat over the non-empty slices' segments at once
         if live.size:
             starts = bounds[live]
             sums = np.add.reduceat(Q, starts, axis=1)
-            cnts = np.add.reduceat(flags.view(np.uint8), starts, axis=1, dtype=np.int32)  # int32: 5x int64's speed
-            for i, name in enumerate(("sum", "sum_abs", "sum_sq", "sum_k3", "lse_sum", "lse2_sum")):
+            for i, name in enumerate(("sum", "sum_k3", "lse_sum")):
                 out[live, F[name]] = sums[i]
+            with np.errstate(over="ignore", invalid="ignore"):
+                for s in live:  # float64 accumulation straight from float32, and dot products: one read each
+                    lo, hi = int(bounds[s]), int(bounds[s + 1])
+                    out[s, F["sum_abs"]] = np.sum(a[lo:hi], dtype=np.float64)
+                    out[s, F["sum_sq"]] = np.einsum("i,i->", v[lo:hi], v[lo:hi])
+                    out[s, F["lse2_sum"]] = np.einsum("i,i->", w[lo:hi], w[lo:hi])
+            cnts = np.add.reduceat(flags.view(np.uint8), starts, axis=1, dtype=np.int32)  # int32: 5x int64's speed
             for i, name in enumerate(("exceed_1_5", "exceed_2", "exceed_3", "clip")):
                 out[live, F[name]] = cnts[i]
         out[:, F["lse_max"]] = ref
