@@ -61,17 +61,18 @@ export function sketchFile<C>({ V, ok, bad, assemble, encodeHeader }: Helpers<C>
     h.forEach((c, b) => { if (c) { put(b - last - 1); put(c); last = b; } });
     return Uint8Array.from(out);
   }
-  /** hist.coding runs: LEB128 (gap, length, counts...) for each maximal run of non-zero bins. */
+  /** hist.coding runs: LEB128 (gap, length, first count, zigzag differences...) per maximal run of non-zero bins. */
   function runsHist(h: Float64Array): Uint8Array {
     const out: number[] = [];
-    const put = (v: number) => { while (v >= 128) { out.push((v % 128) | 128); v = Math.floor(v / 128); } out.push(v); };
+    // BigInt: a zigzag difference of two counts near 2^53 is past 2^53, where a number is no longer exact
+    const put = (x: number | bigint) => { let v = BigInt(x); while (v >= 128n) { out.push(Number(v % 128n) | 128); v /= 128n; } out.push(Number(v)); };
     let next = 0; // first bin after the previous run
     for (let b = 0; b < h.length; b++) {
       if (!h[b]) continue;
       let e = b;
       while (e < h.length && h[e]) e++;
-      put(b - next); put(e - b);
-      for (let k = b; k < e; k++) put(h[k]);
+      put(b - next); put(e - b); put(h[b]);
+      for (let k = b + 1; k < e; k++) { const d = BigInt(h[k]) - BigInt(h[k - 1]); put(d >= 0n ? 2n * d : -2n * d - 1n); }
       next = e;
       b = e - 1;
     }
@@ -157,20 +158,23 @@ export function sketchFile<C>({ V, ok, bad, assemble, encodeHeader }: Helpers<C>
       sketchBad('hist.coding varint: a bin past the last (gap 16386)', SK_VARINT, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0x82, 0x80, 0x01, 1) }, 'E_SKETCH_LAYOUT'),
       (() => {
         const m = sketchMsg(SK_RUNS);
-        return ok('hist.coding runs (what the shim sends): each hist u8 (gap, length, counts...) per maximal run of non-zero bins, the all hist empty', m.frames, m.header, m.buffers);
+        return ok('hist.coding runs (what the shim sends): each hist u8 (gap, length, first count, zigzag differences...) per maximal run of non-zero bins, the all hist empty', m.frames, m.header, m.buffers);
       })(),
       (() => {
         const run = new Float64Array(SK_BINS);
         run.fill(3, 100, 140);
+        run.set([1, Number.MAX_SAFE_INTEGER, 1], 200); // differences ±(2^53 − 2): zigzag values past 2^53
         run[SK_BINS - 1] = Number.MAX_SAFE_INTEGER;
         const m = sketchMsg(SK_RUNS, { 'sketch/policy_vs_ref/tool_output/hist': runsHist(run) });
-        return ok('hist.coding runs: a run of 40 bins, and a count of 2^53 - 1 in the last bin', m.frames, m.header, m.buffers);
+        return ok('hist.coding runs: a run of 40 bins, a run 1, 2^53 - 1, 1 (zigzag differences past 2^53), and a count of 2^53 - 1 in the last bin', m.frames, m.header, m.buffers);
       })(),
       sketchBad('hist.coding runs: a run of length 0', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(3, 0) }, 'E_SKETCH_LAYOUT'),
       sketchBad('hist.coding runs: a gap of 0 between runs (not maximal)', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0, 1, 1, 0, 1, 1) }, 'E_SKETCH_LAYOUT'),
       sketchBad('hist.coding runs: a run past the last bin', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(0x81, 0x80, 0x01, 2, 1, 1) }, 'E_SKETCH_LAYOUT'),
       sketchBad('hist.coding runs: fewer counts than the run length', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(5, 2, 1) }, 'E_SKETCH_LAYOUT'),
-      sketchBad('hist.coding runs: a zero count inside a run', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(5, 2, 1, 0) }, 'E_SKETCH_LAYOUT'),
+      sketchBad('hist.coding runs: a first count of 0', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(5, 2, 0, 2) }, 'E_SKETCH_LAYOUT'),
+      sketchBad('hist.coding runs: a difference that makes a count 0 (zigzag 1 = -1 after 1)', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(5, 2, 1, 1) }, 'E_SKETCH_LAYOUT'),
+      sketchBad('hist.coding runs: a difference past 2^53 - 1 (+1 after 2^53 - 1)', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': Uint8Array.of(5, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 2) }, 'E_SKETCH_LAYOUT'),
       sketchBad('hist.coding runs with an f64 hist', SK_RUNS, { 'sketch/policy_vs_ref/pre_tool/hist': new Float64Array(SK_BINS) }, 'E_DTYPE'),
       (() => {
         const m = perRankMsg();

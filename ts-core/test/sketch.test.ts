@@ -208,6 +208,15 @@ describe('sketch mode, engine side', () => {
     expect(code(with_({}, f32))).toBe('E_DTYPE');
   });
 
+  it('decodes runs whose zigzag differences pass 2^53 exactly', () => {
+    const leb = (v: bigint) => { const o: number[] = []; while (v >= 128n) { o.push(Number(v % 128n) | 128); v /= 128n; } o.push(Number(v)); return o; };
+    const max = BigInt(Number.MAX_SAFE_INTEGER);
+    // gap 5, length 3: 1, then +(2^53 − 2), then −(2^53 − 2): zigzag 2^54 − 4 and 2^54 − 5
+    const h = decodeHistRuns(Uint8Array.from([5, 3, 1, ...leb(2n * (max - 1n)), ...leb(2n * (max - 1n) - 1n)]));
+    expect([...h.subarray(5, 8)]).toEqual([1, Number.MAX_SAFE_INTEGER, 1]);
+    expect(() => decodeHistRuns(Uint8Array.from([5, 2, ...leb(max), 2]))).toThrow(/over 2\^53/); // 2^53 − 1, then +1
+  });
+
   it('accepts a sketch step whose token total is above max_tokens_per_step (its size is fixed)', () => {
     const h = { ...sketchMsg.header, tokens: 5e9, n_seqs: 4e6 } as unknown as Record<string, unknown>;
     delete h.buffers;

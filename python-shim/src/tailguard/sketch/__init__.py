@@ -5,9 +5,9 @@ whose size depends on neither the token count nor the number of ranks.
 The layout is the engine's (proto/README.md "Sketch payloads", docs/sketch.md):
 
 - ``sketch/<pair>/<slice>/hist``: counts of finite |ℓ| per float32-bit bin (HIST_BINS = 16386). On the wire
-  (``hist.coding: "runs"``) u8 LEB128 (gap, length, counts...) per run of non-zero bins, and ``all``'s empty
-  (it is pre_tool + post_tool), so a pair stays under 64 KB a step in practice; ``"varint"`` (gap, count per
-  bin) and ``"dense"`` (f64[16386]) still decode.
+  (``hist.coding: "runs"``) u8 LEB128 (gap, length, first count, zigzag differences...) per run of non-zero
+  bins, and ``all``'s empty (it is pre_tool + post_tool), so a pair stays under 64 KB a step (docs/sketch.md);
+  ``"varint"`` (gap, count per bin) and ``"dense"`` (f64[16386]) still decode.
 - ``sketch/<pair>/<slice>/sums`` (f64, ``len(SUMS_FIELDS)``): the exact sums, in ``SUMS_FIELDS`` order.
 
 Counts are held as f64 because a bin can exceed 2^32 at the scale this mode is for

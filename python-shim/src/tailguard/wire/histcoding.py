@@ -3,8 +3,9 @@ counts up to 2^53 - 1; ts-core/src/protocol/histcoding.ts is the engine's twin.
 
 - "varint": LEB128 (gap, count) for each non-zero bin, gap = bins skipped since the previous one.
 - "runs": for each maximal run of consecutive non-zero bins, LEB128 gap (bins skipped since the previous run),
-  length, then the run's counts. Occupied bins of real data come in long runs, so this saves the varint
-  coding's gap byte per bin (a third of the bytes on heavy-tailed data: docs/sketch.md).
+  length, the run's first count, then each next count as the zigzag-coded difference to the one before.
+  Occupied bins of real data come in long runs of similar counts, so this saves the varint coding's gap
+  byte per bin and most of each count's high bytes (docs/sketch.md: ~45% smaller on heavy-tailed data).
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ def encode_hist_runs(counts: np.ndarray) -> np.ndarray:
     vals[at + 1] = last - first + 1
     mask = np.ones(vals.size, bool)
     mask[at], mask[at + 1] = False, False
-    vals[mask] = c[nz].astype(np.uint64)
+    cnt = c[nz].astype(np.int64)
+    d = np.diff(cnt, prepend=0)
+    d[first] = cnt[first]  # a run starts with its count; then differences, zigzag: 0, -1, 1, -2 → 0, 1, 2, 3
+    vals[mask] = np.where(d >= 0, 2 * d, -2 * d - 1).astype(np.uint64)
+    vals[at + 2] = cnt[first].astype(np.uint64)
     return _leb128(vals)
 
 
@@ -122,8 +127,14 @@ def decode_hist_runs(buf: np.ndarray, name: str = "hist") -> np.ndarray:
             raise _bad(name, "a bin index is past the last bin")
         if i + 2 + n > vals.size:
             raise _bad(name, "truncated varint stream")
-        run = vals[i + 2:i + 2 + n]
-        if bool(np.any(run == 0)) or bool(np.any(run > _MAX_COUNT)):
+        head = vals[i + 2]
+        zz = vals[i + 3:i + 2 + n]
+        d = (zz >> np.uint64(1)).astype(np.int64)
+        if head > _MAX_COUNT or bool(np.any(d > _MAX_COUNT)):  # |difference| ≤ 2^53 − 2 between valid counts
+            raise _bad(name, "a count is 0 or over 2^53 - 1")
+        d = np.where((zz & np.uint64(1)) == 1, -d - 1, d)
+        run = int(head) + np.cumsum(np.concatenate([[0], d]))  # exact up to the first bad count (|each| < 2^54)
+        if bool(np.any(run < 1)) or bool(np.any(run > _MAX_COUNT)):
             raise _bad(name, "a count is 0 or over 2^53 - 1")
         out[start:start + n] = run.astype(np.float64)
         i, bin_ = i + 2 + n, start + n
