@@ -87,8 +87,9 @@ export const buildPipeline: PipelineFactory = (ctx) => {
     window: ctx.options.window === undefined ? undefined : Number(ctx.options.window),
     stepTimeoutMs: ctx.options.stepTimeout === undefined ? undefined : Number(ctx.options.stepTimeout),
   };
-  // --ingest-workers: serve's pool, shared by every run (stats/ingest-pool.ts).
-  const ingest = ctx.options.ingestPool instanceof IngestPool ? ctx.options.ingestPool : null;
+  // --ingest-workers: serve's pool, shared by every run (stats/ingest-pool.ts). A run of one rank stays
+  // in-thread: it has no ranks to run side by side, and a worker would only add its copy.
+  const ingest = ctx.options.ingestPool instanceof IngestPool && ctx.worldSize > 1 ? ctx.options.ingestPool : null;
   const release = (sab: SharedArrayBuffer) => ingest?.shared.release(sab);
   const stats = store.state?.stats ? RunStats.restore(store.state.stats, statsOpts) : new RunStats(statsOpts);
   // state.json can be older than steps.jsonl (saved every K steps): steps already stored count as late, never twice.
