@@ -190,6 +190,7 @@ def attach(
     keep_certified: int = DEFAULTS.keep_certified,
     engine_lost_after_s: float = DEFAULTS.engine_lost_after_s,
     mode: Literal["raw", "sketch"] = "raw",
+    sketch_per_rank: bool | None = DEFAULTS.sketch_per_rank,
     record_to: str | os.PathLike[str] | None = DEFAULTS.record_to,
     curve_server_key: str | os.PathLike[str] | None = DEFAULTS.curve_server_key,
     curve_public_key: str | os.PathLike[str] | None = DEFAULTS.curve_public_key,
