@@ -10,7 +10,6 @@ import torch
 
 from tailguard.capture.base import SEQ_ARRAYS, TOKEN_ARRAYS, StepPayload
 from tailguard.capture.grpo import GRPOCapture
-from tailguard.capture.staging import Diff
 from tailguard.hostcopy import HostCopier
 from tailguard.options import PAIRS
 
@@ -24,7 +23,6 @@ class LegacyGRPOCapture(GRPOCapture):
 
     def stage_micro_batch(self, completion_mask, token, seq, implicit=(), loss=None):
         rec = {"completion_mask": self.copier.stage(completion_mask, torch.uint8)}
-        token = {k: t.materialize() if isinstance(t, Diff) else t for k, t in token.items()}  # padded cur − old
         for name, t in token.items():
             if t is not None and (name not in PAIRS or name in self.options.pairs):
                 rec[name] = self.copier.stage(t, TOKEN_ARRAYS[name])

@@ -22,7 +22,7 @@ import torch
 
 from ..hostcopy import DeviceKeeper, HostCopier
 from ..options import PAIRS, Options
-from .staging import BufferPool, Diff, StepStager
+from .staging import BufferPool, StepStager
 
 logger = logging.getLogger("tailguard")
 
@@ -145,7 +145,6 @@ class Capture:
         if self.stager is not None and completion_mask.device.type == "cpu":
             self.stager.add(rec)  # raw mode on host tensors: straight into the wire buffers (staging.py)
         else:  # device tensors: converted there and copied to the host (raw) or kept (sketch) until the boundary
-            rec = {k: t.materialize() if isinstance(t, Diff) else t for k, t in rec.items()}
             self._records.append({k: self.copier.stage(t, _stage_dtype(k, self.stager)) for k, t in rec.items()})
         self._implicit.update(p for p in implicit if p in self.options.pairs)
         if loss is not None:

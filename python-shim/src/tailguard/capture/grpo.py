@@ -19,7 +19,6 @@ from typing import Any
 import torch
 
 from .base import CaptureError
-from .staging import Diff
 from .online import ONLINE_REQUIRED, SEQ_KEY, OnlineCapture, last_metrics
 
 __all__ = ["GRPOCapture", "SEQ_KEY", "last_metrics", "uses_liger_loss"]  # SEQ_KEY, last_metrics: re-exported for older imports
@@ -42,9 +41,9 @@ class GRPOCapture(OnlineCapture):
         ref = inputs.get("ref_per_token_logps")
         sampling = inputs.get("sampling_per_token_logps")
         tool_mask = inputs.get("tool_mask")
-        token = {  # Diff: raw staging subtracts the selected tokens only (staging.py)
-            "policy_vs_old": None if old is None else Diff(cur, old),
-            "policy_vs_ref": None if ref is None else Diff(cur, ref),
+        token = {
+            "policy_vs_old": None if old is None else cur - old.float(),
+            "policy_vs_ref": None if ref is None else cur - ref.float(),
             "old_vs_rollout": None,
             "tool_mask": tool_mask,
         }

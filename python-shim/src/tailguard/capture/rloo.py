@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from .online import ONLINE_REQUIRED, OnlineCapture, last_metrics
-from .staging import Diff
 
 OLD_KEY, REF_KEY = "_tailguard_old", "_tailguard_ref"
 LOG_KEYS = ("reward", "reward_std", "kl", "entropy", "clip_ratio/region_mean")
@@ -57,8 +56,8 @@ class RLOOCapture(OnlineCapture):
         cur = current.detach().float()
         old, ref = inputs.get(OLD_KEY), inputs.get(REF_KEY)
         token = {
-            "policy_vs_old": None if old is None else Diff(cur, old),
-            "policy_vs_ref": None if ref is None else Diff(cur, ref),
+            "policy_vs_old": None if old is None else cur - old.float(),
+            "policy_vs_ref": None if ref is None else cur - ref.float(),
         }
         if self.options.send_token_ids:
             token["token_ids"] = inputs.get("completion_ids")

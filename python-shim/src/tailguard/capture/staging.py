@@ -36,20 +36,6 @@ SEQ_DTYPES = {"advantages": np.float32, "rewards": np.float32, "seq_ids": np.int
 KEEP_FREE = 2  # free buffers kept per array name: enough for the step in flight plus the one being staged
 
 
-class Diff:
-    """A pair's log-ratio a − b (float32), left unevaluated so that raw staging can subtract the selected
-    completion tokens straight into the wire buffer: no padded temporary, and `a` (the policy's logps, shared
-    by the pairs) selected once. The same float32 subtraction, so the same bits as `a.float() - b.float()`."""
-
-    __slots__ = ("a", "b")
-
-    def __init__(self, a: torch.Tensor, b: torch.Tensor):
-        self.a, self.b = a.detach().float(), b.detach().float()
-
-    def materialize(self) -> torch.Tensor:
-        return self.a - self.b
-
-
 def host_array(x: Any) -> np.ndarray:
     """A numpy view of a host tensor or array (bf16/f16 tensors widen to float32: numpy has no bf16)."""
     if isinstance(x, torch.Tensor):
@@ -136,22 +122,14 @@ class StepStager:
         lens = np.add.reduce(m.view(np.uint8), axis=1, dtype=np.int64)  # 2x count_nonzero's speed
         a = self.tokens
         b = a + int(lens.sum())
-        picked: dict[int, np.ndarray] = {}
-
-        def pick(t: Any) -> np.ndarray:  # completion tokens of a (B, T) array, once per array and micro-batch
-            if id(t) not in picked:
-                x = host_array(t)
-                picked[id(t)] = (x if x.shape == m.shape else x.reshape(m.shape))[m]
-            return picked[id(t)]
-
         for name, x in rec.items():
             if name in TOKEN_DTYPES:
+                x = host_array(x)
+                if x.shape != m.shape:
+                    x = x.reshape(m.shape)
+                # The one pass: select completion tokens, cast to the wire dtype, write in place.
                 dst = self._buffer(name, b)[a:b]
-                if isinstance(x, Diff):  # subtract the selected tokens into the wire buffer
-                    with np.errstate(invalid="ignore", over="ignore"):  # inf − inf is NaN, as in torch: data
-                        np.subtract(pick(x.a), pick(x.b), out=dst)
-                else:  # select completion tokens, cast to the wire dtype, write in place
-                    dst[...] = pick(x)
+                dst[...] = x[m]
                 self.bytes_staged += dst.nbytes
                 self._present.setdefault(name, []).append(len(self._ranges))
             elif name in SEQ_DTYPES:
