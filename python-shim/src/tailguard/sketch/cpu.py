@@ -1,15 +1,17 @@
-"""`compute_sketch` on CPU tensors, with numpy over runs of tokens.
+"""`compute_sketch` on CPU tensors, with numpy over slice-contiguous tokens.
 
-Within a sequence, each slice is a few contiguous runs (pre_tool, then tool_output and post_tool in turn).
-So every float sum is a segmented sum over runs (`np.add.reduceat`, sequential and ~0.2 ns/token), and the
-few run totals are then added per slice and per sequence. Torch's CPU weighted `bincount` costs several ns
-per token per sum, and each small torch op ~10 µs; that, not arithmetic, made the torch path 60-150 ns/token.
+Torch's CPU weighted `bincount` costs several ns per token per sum, and each small torch op ~10 µs; that, not
+arithmetic, made the torch kernel 55-150 ns/token here. This kernel puts each chunk's tokens in slice order
+once (`Chunk`: a stable reorder of runs, shared by every pair, none when already in order), so a slice is one
+contiguous segment: its histogram is one `bincount`, its sums plain sums or dot products over views, and its
+per-sequence sums L_i one `reduceat` over (slice, sequence) segments.
 
-Per pair and token what remains: the |ℓ| bits, the bin and one `bincount` (histogram), four compares for the
-exceedance and clip counts, the float64 terms (ℓ, |ℓ|, ℓ², e^ℓ, e^2ℓ, k3) and their run sums. One `exp` serves
-both the log-sum-exp parts (Σe^ℓ scaled by the slice max afterwards; exact rescaling while |ℓ| ≤ 300, else
-the shifted per-token form) and k3 = e^ℓ − 1 − ℓ, which is a series below |ℓ| < 2^-5 (no cancellation).
-The results follow the torch path's definitions exactly (counts equal, sums to float64 rounding).
+Per pair and token what remains (`PairPart`): the gather into slice order, the |ℓ| bits and bin, four compares
+for the exceedance and clip counts, and three float64 rows: ℓ, e^ℓ and k3. One `exp` serves both the
+log-sum-exp parts (reference 0, as the engine's own kernel uses, while every |ℓ| ≤ 300; each slice's max
+otherwise) and k3 = e^ℓ − 1 − ℓ, a series below |ℓ| < 2^-5 (no cancellation). Token-sized temporaries live
+in a per-thread `Scratch` kept from step to step. Counts equal the torch kernel's and the sums agree to
+float64 rounding (python-shim/tests/test_sketch_cpu.py).
 """
 
 from __future__ import annotations
