@@ -4,15 +4,15 @@
 // definitively missing from this one). Data for a finalised step is counted as late, not merged.
 import type { MetricRecord, PairName, RankSummary, SliceName, StepData, StepResult, WindowRecord } from '../types.ts';
 import { PAIRS } from '../types.ts';
-import { HIST_BINS, HIST_LAST, histAdd, histQuantile, histQuantiles } from './hist.ts';
+import { histAdd, histQuantile } from './hist.ts';
 import { BufPool } from './pool.ts';
 import { RankStep, SliceState, checkShape, ingestChunk } from './rankstep.ts';
 import type { IngestPool, IngestResult } from './ingest-pool.ts';
 import { unpackRank } from './packed.ts';
-import { plan, selectFromCand, selectMany, type KeptSource, type SelectSpec } from './select.ts';
-import { BAND_ALL, type Band } from './kernel.ts';
-import { CDF_GRID, GRID_I50, GRID_I90, GRID_I95, GRID_I99, GRID_I999, attribution, shapeChange } from './shape.ts';
-import { S_ABS_MAX, S_N, S_NONFINITE, S_SUM_ABS, metricsFromSums, mergeSums } from './sums.ts';
+import type { Band } from './kernel.ts';
+import { S_N, S_NONFINITE, metricsFromSums, mergeSums } from './sums.ts';
+import { BUILTIN, RunWindows } from './run-windows.ts';
+import { StepQuantiles } from './step-quantiles.ts';
 import { WindowState } from './window.ts';
 import { StatsError } from './errors.ts';
 import { TOPK_DEFAULT, mergeTopTokens } from './topk.ts';
@@ -38,18 +38,6 @@ export interface RunStatsOptions {
 }
 
 const DEFAULTS = { window: 20, stepTimeoutMs: 30_000, fixedBaselineWindows: 3, ewmaAlpha: 0.3, exactMaxValues: 1 << 26, runId: '', topK: TOPK_DEFAULT };
-const Q_PS = [0.5, 0.9, 0.95, 0.99, 0.999];
-/**
- * Band around last step's quantiles that the kernel collects, in ranks: ±(6σ of the sample rank +
- * 2 % of the tail mass min(p, 1−p)·n), then ±2 bins. Sampling noise alone moves p99.9 of a 1e5-token
- * slice by tens of bins; in ranks the band stays a few % of the values.
- */
-const bandRanks = (n: number, p: number) => 6 * Math.sqrt(n * p * (1 - p)) + 0.02 * n * Math.min(p, 1 - p);
-const BAND_PAD = 2;
-const BASE_BIT: Record<string, number> = { pre_tool: 1, post_tool: 2, tool_output: 4, all: BAND_ALL };
-const BAND_TAB = new Uint8Array(HIST_BINS);
-const BUILTIN = ['all', 'pre_tool', 'post_tool', 'tool_output'] as const;
-
 class PendingStep {
   ranks = new Map<number, RankStep>();
   /** Sketch mode: rank 0's message stands for every rank; per-rank summaries only when the shim sent them. */
@@ -77,10 +65,10 @@ function normalize(o: RunStatsOptions): Required<RunStatsOptions> {
 export class RunStats {
   readonly opts: Required<RunStatsOptions>;
   private pending = new Map<number, PendingStep>();
-  private windows = new Map<string, WindowState>();
+  private windows: RunWindows;
   private pool = new BufPool();
-  /** Per `${pair}/${slice}`: bin ranges [lo, hi] around last step's Q_PS ranks, predicting the next step's target bins. */
-  private predict = new Map<string, Int32Array>();
+  /** Exact per-step quantiles: the band each step's kernel collects, and the selection (step-quantiles.ts). */
+  private readonly quantiles = new StepQuantiles();
   /** Recycled SliceStates (each ~200 KB): a step allocates none once the run is warm. */
   private free: SliceState[] = [];
   private readonly alloc = (): SliceState => this.free.pop()?.reset() ?? new SliceState();
@@ -90,12 +78,15 @@ export class RunStats {
   late = { count: 0, steps: [] as number[] };
   duplicates = 0;
   /** How per-step quantiles were computed, per pair × slice (diagnostics, benchmark). */
-  quantilePaths = { band: 0, scan: 0, hist: 0 };
+  get quantilePaths(): { band: number; scan: number; hist: number } {
+    return this.quantiles.paths;
+  }
   /** Bands of steps handed to ingest workers before their PendingStep exists (every rank gets the same). */
   private dispatched = new Map<number, Map<PairName, Band>>();
 
   constructor(opts: RunStatsOptions) {
     this.opts = normalize(opts);
+    this.windows = new RunWindows(this.opts);
   }
 
   /** Returns the rank step's mask counts (the engine echoes them in `received.slices`), or null if not ingested (late/duplicate). */
@@ -136,7 +127,7 @@ export class RunStats {
       this.pending.set(data.step, ps);
       const b = this.dispatched.get(data.step);
       if (b) (ps.bands = b), this.dispatched.delete(data.step);
-      else this.makeBands(ps);
+      else this.quantiles.bands(ps.bands);
     }
     return ps;
   }
@@ -153,7 +144,7 @@ export class RunStats {
     let bands = this.pending.get(data.step)?.bands ?? this.dispatched.get(data.step);
     if (!bands) {
       const ps = new PendingStep(data.step, 0);
-      this.makeBands(ps);
+      this.quantiles.bands(ps.bands);
       this.dispatched.set(data.step, (bands = ps.bands));
     }
     return pool.run(data, bands, this.opts.topK);
@@ -209,26 +200,6 @@ export class RunStats {
     ps.ranks.set(0, rs);
     for (let r = 1; r < this.opts.worldSize; r++) ps.ranks.set(r, Object.assign(new RankStep(r), { chunksSeen: 1 }));
     this.pending.set(d.step, ps);
-  }
-
-  private makeBands(ps: PendingStep): void {
-    for (const pair of PAIRS) {
-      const bins: number[] = [];
-      for (const [slice, bit] of Object.entries(BASE_BIT)) {
-        const q = this.predict.get(`${pair}/${slice}`);
-        if (!q) continue;
-        for (let k = 0; k < q.length; k += 2) {
-          for (let b = q[k]; b <= q[k + 1]; b++) {
-            if (BAND_TAB[b] === 0) bins.push(b);
-            BAND_TAB[b] |= bit;
-          }
-        }
-      }
-      if (!bins.length) continue;
-      const band: Band = { bins: Int32Array.from(bins), bits: new Uint8Array(bins.length), n: bins.length };
-      bins.forEach((b, i) => ((band.bits[i] = BAND_TAB[b]), (BAND_TAB[b] = 0)));
-      ps.bands.set(pair, band);
-    }
   }
 
   private isLate(step: number): boolean {
@@ -308,7 +279,6 @@ export class RunStats {
     owned.push(empty);
     const records: MetricRecord[] = [];
     const windows: WindowRecord[] = [];
-    const q = new Float64Array(Q_PS.length);
     for (const pair of PAIRS) {
       if (!pairs.has(pair)) continue;
       const nPre = merged.get(`${pair}/pre_tool`)?.sums[S_N] ?? 0;
@@ -316,7 +286,7 @@ export class RunStats {
       const alpha = nPre + nPost > 0 ? nPost / (nPre + nPost) : NaN;
       const user = [...merged.keys()].filter((k) => k.startsWith(`${pair}/user:`)).map((k) => k.slice(pair.length + 1)).sort();
       const slices = [...BUILTIN, ...user] as SliceName[];
-      const quants = this.pairQuantiles(ps, ranks, pair, slices, merged, empty);
+      const quants = this.quantiles.ofPair(ps.keep ? ps.bands.get(pair) : undefined, ps.keep, ranks, pair, slices, merged, empty);
       for (const slice of slices) {
         const key = `${pair}/${slice}`;
         const m = merged.get(key) ?? empty;
@@ -330,7 +300,7 @@ export class RunStats {
         if (implicit.has(pair)) rec.implicit = true;
         records.push(rec);
       }
-      this.updateWindows(ps.step, pair, merged, user, windows, empty);
+      this.windows.update(ps.step, pair, merged, user, windows, empty);
     }
     const perRank = ps.sketch ? ps.sketchPerRank : ranks.map((rs) => this.rankSummary(rs));
     const top = ps.sketch || !this.opts.topK ? null : mergeTopTokens(ranks, this.opts.topK);
@@ -349,64 +319,6 @@ export class RunStats {
     };
   }
 
-  /**
-   * abs_q* of every slice of a pair: exact by one selection pass over the kept values (pre_tool values
-   * serve pre_tool and all, post_tool values post_tool and all), else from the merged histogram.
-   */
-  private pairQuantiles(
-    ps: PendingStep, ranks: RankStep[], pair: PairName, slices: string[], merged: Map<string, SliceState>, empty: SliceState,
-  ): Map<string, Float64Array> {
-    const out = new Map<string, Float64Array>();
-    const specs: SelectSpec[] = [];
-    const bit = new Map<string, number>();
-    const band = ps.keep ? ps.bands.get(pair) : undefined;
-    if (band) for (let i = 0; i < band.n; i++) BAND_TAB[band.bins[i]] = band.bits[i];
-    for (const slice of slices) {
-      const m = merged.get(`${pair}/${slice}`) ?? empty;
-      const q = new Float64Array(Q_PS.length);
-      out.set(slice, q);
-      const n = m.sums[S_N];
-      const spec: SelectSpec = { hist: m.hist, n, ps: Q_PS, out: q };
-      if (!(n > 0)) histQuantiles(m.hist, Q_PS, NaN, q);
-      else if (!ps.keep) (histQuantiles(m.hist, Q_PS, m.sums[S_ABS_MAX], q), this.quantilePaths.hist++);
-      else if (band && this.fromBand(spec, pair, slice, ranks)) this.quantilePaths.band++; // exact, no second pass
-      else if (specs.length < 8) (bit.set(slice, 1 << specs.length), specs.push(spec), this.quantilePaths.scan++);
-      else (histQuantiles(m.hist, Q_PS, m.sums[S_ABS_MAX], q), this.quantilePaths.hist++);
-      if (ps.keep && n > 0 && slice in BASE_BIT) this.predict.set(`${pair}/${slice}`, predictBins(m.hist, n));
-    }
-    if (band) for (let i = 0; i < band.n; i++) BAND_TAB[band.bins[i]] = 0;
-    if (!specs.length) return out;
-    // One entry per kept chunk: which specs each run code feeds.
-    const masks = new Map<KeptSource, number[]>();
-    for (const rs of ranks) {
-      for (const [key, s] of rs.slices) {
-        if (!s.srcs.length || !key.startsWith(`${pair}/`)) continue;
-        const slice = key.slice(pair.length + 1);
-        const mask = (bit.get(slice) ?? 0) | (slice === 'pre_tool' || slice === 'post_tool' ? (bit.get('all') ?? 0) : 0);
-        if (!mask) continue;
-        for (const { src, code } of s.srcs) {
-          let m = masks.get(src);
-          if (!m) masks.set(src, (m = [0, 0, 0]));
-          m[code] |= mask;
-        }
-      }
-    }
-    selectMany(specs, [...masks.keys()], [...masks.values()]);
-    return out;
-  }
-
-  /** Exact quantiles from the band candidates when the band (in BAND_TAB) covers every target bin. */
-  private fromBand(spec: SelectSpec, pair: PairName, slice: string, ranks: RankStep[]): boolean {
-    const bit = BASE_BIT[slice];
-    if (!bit) return false;
-    const p = plan(spec);
-    for (const b of p.bins) if ((BAND_TAB[b] & bit) === 0) return false;
-    const names = slice === 'all' ? ['pre_tool', 'post_tool'] : [slice];
-    const sources: SliceState['cand'][] = [];
-    for (const rs of ranks) for (const nm of names) { const s = rs.slices.get(`${pair}/${nm}`); if (s && s.cand.n) sources.push(s.cand); }
-    return selectFromCand(spec, p, sources, sources.map(() => (slice === 'all' ? 2 : 1)));
-  }
-
   private rankSummary(rs: RankStep): RankSummary {
     const pairs: RankSummary['pairs'] = {};
     for (const pair of rs.pairs) {
@@ -422,60 +334,10 @@ export class RunStats {
     return { rank: rs.rank, tokens: rs.tokens, pairs };
   }
 
-  private window(key: string): WindowState {
-    let w = this.windows.get(key);
-    if (!w) this.windows.set(key, (w = new WindowState(this.opts)));
-    return w;
-  }
-
-  private updateWindows(step: number, pair: PairName, merged: Map<string, SliceState>, user: string[], out: WindowRecord[], empty: SliceState): void {
-    const slices = [...BUILTIN, ...user, ...[...this.windows.keys()].filter((k) => k.startsWith(`${pair}/user:`)).map((k) => k.slice(pair.length + 1))];
-    const done = new Set<string>();
-    const recs: WindowRecord[] = [];
-    for (const slice of slices) {
-      const key = `${pair}/${slice}`;
-      if (done.has(key)) continue;
-      done.add(key);
-      const m = merged.get(key) ?? empty;
-      const w = this.window(key);
-      w.push(step, m.hist, m.sums[S_N], m.sums[S_SUM_ABS], m.sums[S_N] > 0 ? m.sums[S_ABS_MAX] : 0);
-      if (w.winN === 0) {
-        w.atBoundary(new Float64Array(CDF_GRID.length));
-        continue;
-      }
-      const cdf = w.cdf();
-      const K = this.opts.fixedBaselineWindows, W = this.opts.window;
-      const shape: WindowRecord['shape'] = {};
-      if (w.fixedQ && w.steps > W * K) shape.fixed = shapeChange(cdf, w.fixedQ);
-      if (w.ewmaQ) shape.drift_aware = shapeChange(cdf, w.ewmaQ);
-      w.atBoundary(cdf);
-      const rec: WindowRecord = {
-        step, first_step: w.firstStep, pair, slice: slice as SliceName, n: w.winN, alpha: NaN,
-        abs_q50: cdf[GRID_I50], abs_q90: cdf[GRID_I90], abs_q95: cdf[GRID_I95], abs_q99: cdf[GRID_I99], abs_q999: cdf[GRID_I999],
-        cdf: { p: [...CDF_GRID], q: [...cdf] },
-      };
-      if (shape.fixed || shape.drift_aware) rec.shape = shape;
-      recs.push(rec);
-    }
-    const pre = this.windows.get(`${pair}/pre_tool`)!, post = this.windows.get(`${pair}/post_tool`)!;
-    const alpha = pre.winN + post.winN > 0 ? post.winN / (pre.winN + post.winN) : NaN;
-    for (const r of recs) {
-      r.alpha = alpha;
-      if (r.slice === 'all' && this.windows.get(`${pair}/all`)!.fixedReady && pre.fixedReady && post.fixedReady) {
-        const a0 = pre.fixedN + post.fixedN > 0 ? post.fixedN / (pre.fixedN + post.fixedN) : 0;
-        r.attribution = attribution(
-          a0, pre.fixedSumAbs / pre.fixedN, post.fixedSumAbs / post.fixedN,
-          Number.isFinite(alpha) ? alpha : 0, pre.winSumAbs / pre.winN, post.winSumAbs / post.winN,
-        );
-      }
-      out.push(r);
-    }
-  }
-
   /** JSON-serialisable state (windows, baselines). Pending, not yet final steps are not included. */
   snapshot(): unknown {
     const windows: Record<string, unknown> = {};
-    for (const [k, w] of this.windows) windows[k] = w.toJSON();
+    for (const [k, w] of this.windows.map) windows[k] = w.toJSON();
     return {
       version: 1, window: this.opts.window, fixedBaselineWindows: this.opts.fixedBaselineWindows, ewmaAlpha: this.opts.ewmaAlpha,
       lastFinal: this.lastFinal, late: this.late, windows,
@@ -489,7 +351,7 @@ export class RunStats {
       lastFinal: this.lastFinal, late: this.late,
     });
     const ws: string[] = [];
-    for (const [k, w] of this.windows) ws.push(`${JSON.stringify(k)}:${w.toJSONText()}`);
+    for (const [k, w] of this.windows.map) ws.push(`${JSON.stringify(k)}:${w.toJSONText()}`);
     return `${head.slice(0, -1)},"windows":{${ws.join(',')}}}`;
   }
 
@@ -499,41 +361,7 @@ export class RunStats {
     const rs = new RunStats({ ...opts, window: s.window, fixedBaselineWindows: s.fixedBaselineWindows, ewmaAlpha: s.ewmaAlpha });
     rs.lastFinal = s.lastFinal;
     rs.late = { count: s.late?.count ?? 0, steps: [...(s.late?.steps ?? [])] };
-    for (const [k, w] of Object.entries(s.windows ?? {})) rs.windows.set(k, WindowState.fromJSON(w, rs.opts));
+    for (const [k, w] of Object.entries(s.windows ?? {})) rs.windows.map.set(k, WindowState.fromJSON(w, rs.opts));
     return rs;
   }
 }
-
-/** Bin ranges [lo, hi] holding ranks p·(n−1) ± bandRanks(n, p) of a histogram, for each p of Q_PS (ascending). */
-function predictBins(hist: Float64Array, n: number): Int32Array {
-  const out = new Int32Array(2 * Q_PS.length);
-  let b = 0, cum = 0;
-  const binOfRank = (r: number) => {
-    if (r < cum) (b = 0), (cum = 0);
-    while (b < HIST_LAST && cum + hist[b] <= r) cum += hist[b++];
-    return b;
-  };
-  Q_PS.forEach((p, k) => {
-    const r = p * (n - 1), d = bandRanks(n, p);
-    out[2 * k] = Math.max(0, binOfRank(Math.max(0, Math.floor(r - d))) - BAND_PAD);
-    out[2 * k + 1] = Math.min(HIST_LAST, binOfRank(Math.min(n - 1, Math.ceil(r + d))) + BAND_PAD);
-  });
-  return out;
-}
-
-/** Headline metrics sent back in each directive reply, flat `"<pair>/<slice>/<metric>"` (implicit pairs
- *  are identically 0 and left out). The shim picks the few it logs by default from these (python-shim/logmetrics.py). */
-export const HEADLINE_METRICS = ['n', 'nonfinite', 'abs_mean', 'abs_q95', 'abs_q99', 'abs_q999', 'abs_max', 'ess', 'ess_seq', 'kl_k3', 'exceed_2', 'clip_frac', 'alpha'] as const;
-
-export function headlineMetrics(r: StepResult): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const rec of r.records) {
-    if (rec.implicit) continue;
-    for (const m of HEADLINE_METRICS) {
-      const v = rec[m];
-      if (typeof v === 'number') out[`${rec.pair}/${rec.slice}/${m}`] = v;
-    }
-  }
-  return out;
-}
-
