@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -150,9 +151,16 @@ class Attaching:
 
     def _close_client(self) -> None:
         client, self.client = self.client, None
+        staging, self._staging = getattr(self, "_staging", None), None
+        if self.capture is not None:
+            self.capture.defer_host = False
         if client is not None:
             try:
-                client.flush(timeout=max(1.0, self.options.log_wait_s))
+                # One budget for both: the staging thread's steps, then their replies.
+                deadline = time.monotonic() + max(1.0, self.options.log_wait_s)
+                if staging is not None:
+                    staging.close(deadline - time.monotonic())
+                client.flush(timeout=max(0.0, deadline - time.monotonic()))
                 client.close()
             except Exception as e:  # closing must never fail training
                 self._warn_once("close", f"tailguard: closing the engine client failed: {e}")

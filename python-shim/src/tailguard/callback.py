@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 from . import guard
 from .attaching import Attaching, attach  # noqa: F401 - `tailguard.callback.attach` stays importable
+from .capture.background import StagingThread
 from .capture import CaptureError  # noqa: F401 - re-exported (`tailguard.callback.CaptureError`)
 from .events import EventLog
 from .guard import TailguardStopped
@@ -144,6 +145,7 @@ class TailguardCallback(Attaching, LogInjection, TrainerCallback):
         self._verdict = guard.Verdict()  # fail_closed: anything unrecorded since the last boundary?
         self.run_id: str | None = None  # decided in on_train_begin (guard.run_identity)
         self._resume: bool | None = None
+        self._staging: StagingThread | None = None  # raw mode, fail_open: the step's staging thread
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -179,6 +181,11 @@ class TailguardCallback(Attaching, LogInjection, TrainerCallback):
                     failure = f"rank {rank}: E_REFUSED: the engine refused run {self.run_id}: {e}"
                 else:
                     failure = f"rank {rank}: E_UNREACHABLE: engine unreachable at {self.client.endpoint}: {e}"
+        if self.client is not None and self.options.mode == "raw" and self.options.fail_mode != "fail_closed":
+            # fail_closed keeps staging on the training thread: its verdict at step N must see step N's drop.
+            self._staging = StagingThread(self.options.queue_max_steps, self.client.drop_step,
+                                          self.client.held_steps)
+            self.capture.defer_host = True
         if self.options.fail_mode == "fail_closed":
             # Every rank learns every rank's outcome, so all raise together (one rank raising alone
             # would leave the others in DDP's first all-reduce until its timeout).
@@ -232,6 +239,8 @@ class TailguardCallback(Attaching, LogInjection, TrainerCallback):
             from .sketch import send_capture_step
 
             return send_capture_step(self, state, control)
+        if self._staging is not None:
+            return self._send_deferred(state.global_step)
         payload = self.capture.take_step(state.global_step)
         if payload is None or self.client is None:
             return True
@@ -247,6 +256,25 @@ class TailguardCallback(Attaching, LogInjection, TrainerCallback):
             slice_names=payload.slice_names,
             **(self.directives.step_extras(self.client) if self.directives is not None else {}),
         )
+
+    def _send_deferred(self, step: int) -> bool:
+        """Hand the step to the staging thread (capture/background.py); what only the training thread may read
+        (TRL's metrics, knobs, directive extras) is read now. Its drops are counted by the client."""
+        build = self.capture.take_pending(step)
+        if build is None or self.client is None:
+            return True
+        client, logs, knobs = self.client, self.capture.step_logs(), self.capture.knobs()
+        extras = self.directives.step_extras(client) if self.directives is not None else {}
+
+        def job() -> None:
+            payload = build()
+            if payload.loss is not None and math.isfinite(payload.loss):
+                logs["loss"] = payload.loss
+            client.send_step(step, payload.arrays, knobs=knobs, logs=logs, implicit=payload.implicit,
+                             slice_names=payload.slice_names, **extras)
+
+        self._staging.submit(step, job)
+        return True
 
     def _apply_directives(self, args, state, control) -> None:
         """Hook for directives.py (control-shim): apply engine directives at this step boundary, on every rank."""

@@ -76,6 +76,11 @@ class Capture:
         sketch = options.mode == "sketch"
         self.copier = DeviceKeeper() if sketch else HostCopier(pin_memory=options.pin_memory)
         self.stager = None if sketch else StepStager(BufferPool())
+        # Raw mode with a staging thread (callback.py): host micro-batches are kept by reference and staged
+        # there, by its own stager (the two never share buffers).
+        self.defer_host = False
+        self._host: list[dict[str, Any]] = []
+        self._bg_stager = None if sketch else StepStager(BufferPool())
         self._records: list[dict[str, int]] = []  # device micro-batches: copier handles
         self._implicit: set[str] = set()
         self._losses: list[float | torch.Tensor] = []
@@ -142,7 +147,11 @@ class Capture:
         for name, t in seq.items():
             if t is not None:
                 rec[name] = t.reshape(-1)
-        if self.stager is not None and completion_mask.device.type == "cpu":
+        if self.stager is not None and completion_mask.device.type == "cpu" and self.defer_host:
+            # References only: every tensor here is fresh per micro-batch (pair differences, TRL's batch
+            # tensors, which TRL only reads after the loss), so nothing mutates it before it is staged.
+            self._host.append(rec)
+        elif self.stager is not None and completion_mask.device.type == "cpu":
             self.stager.add(rec)  # raw mode on host tensors: straight into the wire buffers (staging.py)
         else:  # device tensors: converted there and copied to the host (raw) or kept (sketch) until the boundary
             self._records.append({k: self.copier.stage(t, _stage_dtype(k, self.stager)) for k, t in rec.items()})
@@ -151,23 +160,50 @@ class Capture:
             self._losses.append(loss.detach() if isinstance(loss, torch.Tensor) else loss)
 
     def has_pending(self) -> bool:
-        return bool(self._records) or bool(self.stager is not None and self.stager.micro_batches)
+        return bool(self._records or self._host) or bool(self.stager is not None and self.stager.micro_batches)
 
     def discard(self) -> None:
         self.copier.discard()
         if self.stager is not None:
             self.stager.reset()
         self._records.clear()
+        self._host.clear()
         self._implicit.clear()
         self._losses.clear()
 
     # ---- step boundary --------------------------------------------------------------------------
+    def take_pending(self, step: int) -> Callable[[], StepPayload] | None:
+        """The step's flatten, to run on the staging thread; O(micro-batches) here. None when nothing was
+        staged. Device micro-batches (and anything already in the synchronous stager) flatten here, now."""
+        if not self._host:
+            payload = self.take_step(step)
+            return None if payload is None else (lambda: payload)
+        host, self._host = self._host, []
+        if self._records or self.stager.micro_batches:  # mixed devices in one step: synchronously, as before
+            self._host = host
+            payload = self.take_step(step)
+            return lambda: payload
+        implicit = sorted(self._implicit)
+        loss = float(sum(float(x) for x in self._losses)) if self._losses else None
+        self._losses = []
+        self._implicit.clear()
+
+        def build() -> StepPayload:
+            for rec in host:
+                self._bg_stager.add(rec)
+            return self._finish(step, self._bg_stager, implicit, loss)
+
+        return build
+
     def take_step(self, step: int) -> StepPayload | None:
         """Flatten everything staged since the last call into one step; None when nothing was staged."""
         if not self.has_pending():
             return None
         implicit = sorted(self._implicit)
         loss = float(sum(float(x) for x in self._losses)) if self._losses else None
+        for rec in self._host:  # kept by reference (defer_host) but flattened synchronously: in arrival order
+            self.stager.add(rec)
+        self._host = []
         records = self._records
         self._records, self._losses = [], []
         self._implicit.clear()
@@ -186,8 +222,11 @@ class Capture:
             host = self.copier.finish(copy=False)
             for rec in records:
                 self.stager.add({k: host[h] for k, h in rec.items()})
-        mbs, tokens = self.stager.micro_batches, self.stager.tokens
-        arrays, implicit, n_seqs = self.stager.take(implicit)
+        return self._finish(step, self.stager, implicit, loss)
+
+    def _finish(self, step: int, stager: StepStager, implicit: list[str], loss: float | None) -> StepPayload:
+        mbs, tokens = stager.micro_batches, stager.tokens
+        arrays, implicit, n_seqs = stager.take(implicit)
         payload = StepPayload(arrays, implicit, self.slice_names, tokens, n_seqs, mbs, loss)
         if self.options.retain_captured:
             self.captured.append((step, {k: v.copy() for k, v in payload.arrays.items()}))

@@ -121,6 +121,14 @@ class Sending:
                 self._cv.wait(left)
             return True
 
+    def drop_step(self, step: int, why: str) -> None:
+        """Count a step dropped before it reached `send_step` (the staging thread's drops, capture/background.py)."""
+        self._drop(why, step)
+
+    def held_steps(self) -> int:
+        """Steps held (queued or awaiting a reply): `queue_max_steps` bounds them with the staging thread's."""
+        with self._cv:
+            return self._ledger.held
 
     def _wake(self) -> None:
         try:
