@@ -80,15 +80,14 @@ def grpo_run(model_dir, tok, tmp, o, steps, endpoint=None):
 
         cb = tailguard.attach(trainer, endpoint=endpoint, run_id=f"bench-{time.time_ns()}")
         timed(cb.capture, "_stage", blocked)  # pair differences + host staging, per micro-batch
-        take = cb.capture.take_step
+        take = cb.capture.take_pending
 
-        def take_step(step):
-            p = take(step)
-            tokens.append(0 if p is None else p.tokens)
-            return p
+        def take_pending(step):  # counts the tokens when the staging thread builds the step
+            build = take(step)
+            return None if build is None else (lambda: (p := build(), tokens.append(p.tokens))[0])
 
-        cb.capture.take_step = take_step
-        timed(cb, "_send_step", blocked)  # take_step (flatten) + send_step (encode, enqueue)
+        cb.capture.take_pending = take_pending
+        timed(cb, "_send_step", blocked)  # the hand-over to the staging thread (or flatten + send, fail_closed)
     t = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # the trainer prints its final metrics dict
         trainer.train()

@@ -111,3 +111,28 @@ def test_bounded_oldest_dropped_and_close_drops_the_rest():
     st.submit(11, lambda: ran.append(11))  # after close: counted, not run
     assert drops[-1] == 11 and ran[-1] == 8
     np.testing.assert_equal(st.failed, 0)
+
+
+def test_grpo_pair_differences_deferred_are_bit_identical():
+    from types import SimpleNamespace
+
+    from tailguard.capture.grpo import GRPOCapture
+
+    g = torch.Generator().manual_seed(9)
+    B, T = 5, 33
+    mbs = [({"completion_mask": (torch.rand(B, T, generator=g) < 0.8).long(),
+             "tool_mask": (torch.rand(B, T, generator=g) < 0.9).long(),
+             "old_per_token_logps": -torch.rand(B, T, generator=g), "ref_per_token_logps": -torch.rand(B, T, generator=g),
+             "sampling_per_token_logps": -torch.rand(B, T, generator=g), "advantages": torch.randn(B, generator=g)},
+            -torch.rand(B, T, generator=g, dtype=torch.float64)) for _ in range(2)]  # f64: .float() is a real cast
+    caps = [GRPOCapture(SimpleNamespace(num_generations=5), parse_options()) for _ in range(2)]
+    caps[1].defer_host = True
+    out = []
+    for cap in caps:
+        for inputs, cur in mbs:
+            cap._stage(inputs, cur, loss=None)
+        out.append(cap.take_step(1) if cap is caps[0] else cap.take_pending(1)())
+    a, b = out[0].arrays, out[1].arrays
+    assert list(a) == list(b) and {"policy_vs_old", "policy_vs_ref", "old_vs_rollout"} <= set(a)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), k

@@ -13,6 +13,7 @@ The sent `completion_mask` is therefore all ones; `tool_mask` marks tool-output 
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -36,6 +37,22 @@ TOKEN_ARRAYS = {
     "token_ids": torch.int32,
 }
 SEQ_ARRAYS = {"advantages": torch.float32, "rewards": torch.float32, "seq_ids": torch.int32, "group_ids": torch.int32}
+
+
+class Later:
+    """One of a micro-batch's pair differences, computed when it is staged (on the staging thread, deferred)."""
+
+    __slots__ = ("fn", "name")
+
+    def __init__(self, fn: Callable[[], dict], name: str):
+        self.fn, self.name = fn, name
+
+    def __call__(self) -> Any:
+        return self.fn()[self.name]
+
+
+def _resolved(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v() if isinstance(v, Later) else v for k, v in rec.items()}
 
 
 class CaptureError(RuntimeError):
@@ -131,6 +148,14 @@ class Capture:
         return {}
 
     # ---- staging ----------------------------------------------------------------------------------
+    def pair_diffs(self, current: torch.Tensor, names: list[str], compute: Callable[[], dict]) -> dict:
+        """`compute()`'s pair differences, now; or, for deferred host micro-batches, one `Later` per name in
+        `names` (those compute() returns non-None), all computed once on the staging thread."""
+        if not (self.defer_host and self.stager is not None and current.device.type == "cpu"):
+            return compute()
+        memo = functools.cache(compute)
+        return {n: Later(memo, n) for n in names}
+
     def stage_micro_batch(
         self,
         completion_mask: torch.Tensor,
@@ -148,8 +173,9 @@ class Capture:
             if t is not None:
                 rec[name] = t.reshape(-1)
         if self.stager is not None and completion_mask.device.type == "cpu" and self.defer_host:
-            # References only: every tensor here is fresh per micro-batch (pair differences, TRL's batch
-            # tensors, which TRL only reads after the loss), so nothing mutates it before it is staged.
+            # References only, no copy: nothing here is written in place later. The pair differences are
+            # computed there from this forward's fresh logps and the batch's logps/masks, which TRL only reads
+            # after the loss (GRPO's buffered inputs are reused read-only across num_iterations).
             self._host.append(rec)
         elif self.stager is not None and completion_mask.device.type == "cpu":
             self.stager.add(rec)  # raw mode on host tensors: straight into the wire buffers (staging.py)
@@ -190,7 +216,7 @@ class Capture:
 
         def build() -> StepPayload:
             for rec in host:
-                self._bg_stager.add(rec)
+                self._bg_stager.add(_resolved(rec))
             return self._finish(step, self._bg_stager, implicit, loss)
 
         return build
@@ -202,7 +228,7 @@ class Capture:
         implicit = sorted(self._implicit)
         loss = float(sum(float(x) for x in self._losses)) if self._losses else None
         for rec in self._host:  # kept by reference (defer_host) but flattened synchronously: in arrival order
-            self.stager.add(rec)
+            self.stager.add(_resolved(rec))
         self._host = []
         records = self._records
         self._records, self._losses = [], []

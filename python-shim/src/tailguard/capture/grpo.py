@@ -36,22 +36,24 @@ class GRPOCapture(OnlineCapture):
             raise CaptureError("E_UNSUPPORTED", "GRPO with the Liger loss fuses the policy logps away; tailguard cannot see per-token ratios")
 
     def _stage(self, inputs: dict, current: torch.Tensor, loss: Any) -> None:
-        cur = current.detach().float()
         old = inputs.get("old_per_token_logps")
         ref = inputs.get("ref_per_token_logps")
         sampling = inputs.get("sampling_per_token_logps")
         tool_mask = inputs.get("tool_mask")
-        token = {
-            "policy_vs_old": None if old is None else cur - old.float(),
-            "policy_vs_ref": None if ref is None else cur - ref.float(),
-            "old_vs_rollout": None,
-            "tool_mask": tool_mask,
-        }
-        if sampling is not None:
-            diff = (cur if old is None else old.float()) - sampling.float()
-            if tool_mask is not None:  # rollout engines put 0.0 placeholders at tool-output positions
-                diff = diff * tool_mask
-            token["old_vs_rollout"] = diff
+
+        def pairs() -> dict:  # O(tokens): on the staging thread in raw mode with host tensors (base.py)
+            cur = current.detach().float()
+            out = {"policy_vs_old": None if old is None else cur - old.float(),
+                   "policy_vs_ref": None if ref is None else cur - ref.float(), "old_vs_rollout": None}
+            if sampling is not None:
+                diff = (cur if old is None else old.float()) - sampling.float()
+                if tool_mask is not None:  # rollout engines put 0.0 placeholders at tool-output positions
+                    diff = diff * tool_mask
+                out["old_vs_rollout"] = diff
+            return out
+
+        names = [n for n, t in (("policy_vs_old", old), ("policy_vs_ref", ref), ("old_vs_rollout", sampling)) if t is not None]
+        token = {**self.pair_diffs(current, names, pairs), "tool_mask": tool_mask}
         if self.options.send_token_ids:
             token["token_ids"] = inputs.get("completion_ids")
         adv = inputs.get("advantages")
