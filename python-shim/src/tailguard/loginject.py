@@ -50,8 +50,14 @@ class LogInjection:
     def _wait_metrics(self, want_step: int) -> tuple[int | None, dict]:
         """The newest metrics, waiting up to `log_wait_s` for this step's: step N's metrics land in step N's log
         whenever the engine answers within the budget. No wait while the engine is away."""
-        step, metrics = self.client.latest_metrics()
         deadline = time.monotonic() + self.options.log_wait_s
+        staging = getattr(self, "_staging", None)
+        if staging is not None:
+            # The step just handed to the staging thread (capture/background.py) is sent (or counted dropped)
+            # before the line is written, so its counters are this step's. Its staging is bounded (no I/O but
+            # send_budget_s); the guard only covers a stuck thread.
+            staging.wait_idle(max(1.0, self.options.log_wait_s))
+        step, metrics = self.client.latest_metrics()
         while (step is None or step < want_step) and time.monotonic() < deadline and self.client.connected:
             time.sleep(0.005)
             step, metrics = self.client.latest_metrics()
