@@ -58,7 +58,8 @@ class TailguardCallback(Attaching, LogInjection, TrainerCallback):
             The longest a step boundary waits for room in the send queue; past it the step is dropped
             and counted (`tailguard/client/dropped`).
         queue_max_steps (`int`, *optional*, defaults to `8`):
-            Steps held in memory while the engine is slow or away.
+            Steps held in memory while the engine is slow or away (raw mode: those waiting for the staging
+            thread included; past it the oldest is dropped and counted).
         connect_timeout_s (`float`, *optional*, defaults to `5.0`):
             How long `on_train_begin` waits for the engine's welcome before going on without it.
         fail_mode (`str`, *optional*, defaults to `"fail_open"`):
