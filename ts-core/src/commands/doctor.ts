@@ -89,7 +89,7 @@ function checkPython(exe: string): Check {
   if (r.error) return { check: 'python', ok: false, detail: `${exe}: ${r.error.message}` };
   if (r.status !== 0) {
     const last = r.stderr.trim().split('\n').at(-1) ?? `exit ${r.status}`;
-    return { check: 'python', ok: false, detail: `${exe}: ${last} (pip install -e . into this interpreter)` };
+    return { check: 'python', ok: false, detail: `${exe}: ${last} (install the shim into this interpreter: pip install tailguard, or pip install -e . from a checkout)` };
   }
   const [tg, py, zv] = r.stdout.trim().split(' ');
   return { check: 'python', ok: true, detail: `${exe}: python ${py}, tailguard ${tg}, libzmq ${zv}` };
