@@ -60,7 +60,7 @@ dist: setup
 bench: setup
 	npm run bench
 
-# Every generated section of docs/benchmarks.md, one benchmark after the other (about 25 min on 2 cores);
+# Every generated section of docs/benchmarks.md, one benchmark after the other (about 10 min on 2 cores);
 # `make bench-docs SECTIONS="ingest topk"` runs only those.
 bench-docs: setup setup-browser
 	bash scripts/bench-docs.sh $(SECTIONS)
