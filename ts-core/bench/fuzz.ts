@@ -16,7 +16,7 @@
 // so growth (a leak, run dirs that are never removed) shows as a trend, not just a peak.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, statSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Packr } from 'msgpackr';
@@ -25,6 +25,7 @@ import { decodeMessage, encodeHeader, encodeMessage, type TypedArray } from '../
 import { ERROR_CODES, ProtocolError } from '../src/protocol/errors.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/validate.ts';
 import { mulberry32 } from './synthetic.ts';
+import { loadAvg } from './doc-section.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const V = [1, 0];
@@ -630,7 +631,7 @@ function args(argv: string[]): Record<string, string> {
 
 async function main(): Promise<void> {
   const a = args(process.argv.slice(2));
-  const load0 = loadavg().map((v) => v.toFixed(2)).join(' ');
+  const load0 = loadAvg();
   const seed = a.seed !== undefined ? Number(a.seed) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
   const cases = Number(a.cases ?? 100_000);
   const socketCases = Number(a['socket-cases'] ?? 2000);

@@ -6,7 +6,6 @@
 // CPU time (all its threads: zmq I/O, GC), because on a shared machine wall time mostly measures the
 // neighbours; end to end also as the main (event-loop) thread's CPU alone, with the echo checksum off and on.
 // Run: `npm run bench` (or tsx ts-core/bench/ingest.bench.ts [--quick] [--steps N] [--write-doc]).
-import { loadavg } from 'node:os';
 import { Dealer } from 'zeromq';
 import tdigestPkg from 'tdigest';
 import { encodeHeader, decodeMessage } from '../src/protocol/codec.ts';
@@ -124,8 +123,7 @@ ${runLine(load0)}`);
 async function main() {
   const load0 = loadAvg(), rows: Row[] = [];
   const sizes = quick ? [1_000_000] : [1_000_000, 10_000_000];
-  const la = () => loadavg().map((v) => v.toFixed(1)).join(' ');
-  console.log(`# ingest benchmark (node ${process.version}, ${quick ? 'quick' : 'full'}); load average ${la()}`);
+  console.log(`# ingest benchmark (node ${process.version}, ${quick ? 'quick' : 'full'}); load average ${loadAvg()}`);
   console.log('# ns/token: median (min) over the timed steps; warm-up steps are not timed');
   for (const T of sizes) {
     const d = ingestStep(T, 7);
@@ -147,7 +145,7 @@ async function main() {
     const r = (k: 'wall' | 'cpu', a: Sample[]) => (median(base.map((s) => s[k])) / median(a.map((s) => s[k]))).toFixed(1);
     console.log(`  ratio baseline / end to end: wall ${r('wall', sockS)}x, cpu ${r('cpu', sockS)}x (checksum on: cpu ${r('cpu', sum.samples)}x); baseline / in process: wall ${r('wall', inproc.samples)}x, cpu ${r('cpu', inproc.samples)}x`);
   }
-  console.log(`# load average at the end ${la()}`);
+  console.log(`# load average at the end ${loadAvg()}`);
   if (process.argv.includes('--write-doc')) writeDoc(rows, load0);
 }
 

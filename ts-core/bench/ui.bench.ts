@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { chromium } from 'playwright-core';
 import { Dealer } from 'zeromq';
 import { helloFrames, stepFrames } from '../src/record/synthetic.ts';
-import { commitId, loadAvg, writeSection } from './doc-section.ts';
+import { loadAvg, runLine, writeSection } from './doc-section.ts';
 
 const arg = (name: string, d: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -82,6 +82,7 @@ async function trial(cond: Cond, browser: import('playwright-core').Browser, k: 
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 
 async function main(): Promise<void> {
+  const load0 = loadAvg();
   const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
   const res: Record<Cond, { seconds: number; bytes: number; updates: number }[]> = { none: [], tab: [], sse: [] };
   const ratios: Record<'tab' | 'sse', number[]> = { tab: [], sse: [] };
@@ -116,7 +117,7 @@ async function main(): Promise<void> {
     `| one raw SSE client | ${sse.toFixed(2)} | ${rs.toFixed(3)} | ${ratios.sse.map((x) => x.toFixed(2)).join(', ')} (received ${kib.toFixed(0)} KiB per run) |`,
     '',
     `Target: a run with one tab open takes at most 1.1× the time with none. Before (issue 16): 200 steps took 4.5 s with no viewer and 23.5 s with a Chromium tab (5.2×), 369 MB sent in 16 s.`,
-    `Commit ${commitId()}, ${os.cpus().length} CPUs, load average ${loadAvg()}, ${new Date().toISOString().slice(0, 10)}.`,
+    runLine(load0),
   ];
   console.log(`\nratio tab/none ${rt.toFixed(3)}, sse/none ${rs.toFixed(3)} (medians of pair ratios)`);
   if (process.argv.includes('--write')) {
