@@ -23,20 +23,17 @@ import torch
 
 from ..hostcopy import DeviceKeeper, HostCopier
 from ..options import PAIRS, Options
-from .staging import BufferPool, StepStager
+from .staging import SEQ_DTYPES, TOKEN_DTYPES, BufferPool, StepStager
 
 logger = logging.getLogger("tailguard")
 
-# Per-token arrays (length T) and per-sequence arrays (length n_seqs), with their wire dtypes.
-TOKEN_ARRAYS = {
-    "policy_vs_old": torch.float32,
-    "policy_vs_ref": torch.float32,
-    "old_vs_rollout": torch.float32,
-    "tool_mask": torch.uint8,
-    "slice_ids": torch.int32,  # narrowed to uint16 on the host (torch has no uint16 arithmetic on all devices)
-    "token_ids": torch.int32,
-}
-SEQ_ARRAYS = {"advantages": torch.float32, "rewards": torch.float32, "seq_ids": torch.int32, "group_ids": torch.int32}
+# Per-token arrays (length T) and per-sequence arrays (length n_seqs): the torch dtype each leaves the device in,
+# from the wire dtypes (staging.py). uint16 slice ids go as int32, narrowed on the host (torch has no uint16
+# arithmetic on all devices).
+_ON_DEVICE = {np.dtype(np.float32): torch.float32, np.dtype(np.uint8): torch.uint8, np.dtype(np.int32): torch.int32,
+              np.dtype(np.uint16): torch.int32}
+TOKEN_ARRAYS = {name: _ON_DEVICE[np.dtype(dt)] for name, dt in TOKEN_DTYPES.items()}
+SEQ_ARRAYS = {name: _ON_DEVICE[np.dtype(dt)] for name, dt in SEQ_DTYPES.items()}
 
 
 class Later:
