@@ -16,6 +16,8 @@ interface Turn {
 
 export class ReplyLine {
   private readonly line: Turn[] = [];
+  /** Barriers in `line` (a raw step may start while there are none). */
+  private barriers = 0;
   private running = false;
   private room: (() => void) | null = null;
 
@@ -25,12 +27,13 @@ export class ReplyLine {
 
   /** Whether a message must queue instead of starting now (a raw step may start unless a barrier is waiting). */
   mustQueue(rawStep: boolean): boolean {
-    return this.line.length > 0 && !this.running && !(rawStep && !this.line.some((t) => t.barrier));
+    return this.line.length > 0 && !this.running && !(rawStep && this.barriers === 0);
   }
 
   /** A message that has not started: `start` runs in its turn. */
   queue(start: () => void): void {
     this.line.push({ wait: false, barrier: true, finish: start });
+    this.barriers++;
   }
 
   /** fn now, or after the turns waiting (a reply never overtakes an earlier message's). */
@@ -52,7 +55,11 @@ export class ReplyLine {
     if (this.running) return;
     this.running = true;
     try {
-      while (this.line.length && !this.line[0].wait) this.line.shift()!.finish();
+      while (this.line.length && !this.line[0].wait) {
+        const turn = this.line.shift()!;
+        if (turn.barrier) this.barriers--;
+        turn.finish();
+      }
     } finally {
       this.running = false;
     }
