@@ -245,34 +245,23 @@ class TailguardCallback(Attaching, LogInjection, TrainerCallback):
         payload = self.capture.take_step(state.global_step)
         if payload is None or self.client is None:
             return True
-        logs = self.capture.step_logs()
-        if payload.loss is not None and math.isfinite(payload.loss):
-            logs["loss"] = payload.loss
-        return self.client.send_step(
-            state.global_step,
-            payload.arrays,
-            knobs=self.capture.knobs(),
-            logs=logs,
-            implicit=payload.implicit,
-            slice_names=payload.slice_names,
-            **(self.directives.step_extras(self.client) if self.directives is not None else {}),
-        )
+        return _send_payload(self.client, state.global_step, payload, *self._step_context(self.client))
+
+    def _step_context(self, client) -> tuple[dict, dict, dict]:
+        """What only the training thread may read for a step's message: TRL's metrics, the knobs, directive extras."""
+        logs, knobs = self.capture.step_logs(), self.capture.knobs()
+        return logs, knobs, self.directives.step_extras(client) if self.directives is not None else {}
 
     def _send_deferred(self, step: int) -> bool:
-        """Hand the step to the staging thread (capture/background.py); what only the training thread may read
-        (TRL's metrics, knobs, directive extras) is read now. Its drops are counted by the client."""
+        """Hand the step to the staging thread (capture/background.py) with its context, read now on the training
+        thread. Its drops are counted by the client."""
         build = self.capture.take_pending(step)
         if build is None or self.client is None:
             return True
-        client, logs, knobs = self.client, self.capture.step_logs(), self.capture.knobs()
-        extras = self.directives.step_extras(client) if self.directives is not None else {}
+        client, context = self.client, self._step_context(self.client)
 
         def job() -> None:
-            payload = build()
-            if payload.loss is not None and math.isfinite(payload.loss):
-                logs["loss"] = payload.loss
-            client.send_step(step, payload.arrays, knobs=knobs, logs=logs, implicit=payload.implicit,
-                             slice_names=payload.slice_names, **extras)
+            _send_payload(client, step, build(), *context)
 
         self._staging.submit(step, job)
         return True
@@ -308,3 +297,11 @@ def _one_prefix(message: str) -> str:
     while "tailguard: tailguard: " in message:
         message = message.replace("tailguard: tailguard: ", "tailguard: ")
     return message
+
+
+def _send_payload(client, step: int, payload, logs: dict, knobs: dict, extras: dict) -> bool:
+    """One step's message from its staged payload (the training thread's, or the staging thread's)."""
+    if payload.loss is not None and math.isfinite(payload.loss):
+        logs["loss"] = payload.loss
+    return client.send_step(step, payload.arrays, knobs=knobs, logs=logs, implicit=payload.implicit,
+                            slice_names=payload.slice_names, **extras)
